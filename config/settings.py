@@ -1,0 +1,84 @@
+"""knm configuration: every knob comes from the environment (prefix ``KNM_``, nested ``__``).
+
+Names and defaults follow KAZOO's ``number_manager`` and ``tasks`` categories (spec §10) so an
+operator who knows KAZOO finds the same switches.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from config import defaults
+
+ReleasedState = Literal["available", "released"]
+
+
+def _default_classifiers() -> dict[str, dict[str, object] | str]:
+    return {name: dict(spec) for name, spec in defaults.CLASSIFIERS.items()}
+
+
+class Settings(BaseSettings):
+    """All of knm's settings; ``get_settings()`` returns the process-wide instance."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KNM_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    # --- storage -------------------------------------------------------------------------------
+    mongodb_url: str | None = Field(
+        default=None,
+        description="MongoDB URL; unset means the embedded server under data_dir.",
+    )
+    mongodb_db: str = "knm"
+    data_dir: Path = Path("./.knm")
+
+    # --- number_manager (spec §10.1) -------------------------------------------------------------
+    available_module_name: str = "knm_local"
+    carrier_modules: list[str] = Field(default_factory=lambda: ["knm_local"])
+    port_in_module_name: str = "knm_local"
+    released_state: ReleasedState = "available"
+    should_permanently_delete: bool = False
+    should_age: bool = False
+    local_feature_override: bool = False
+    default_force_outbound: bool = False
+    force_local_outbound: bool = True
+    force_port_in_outbound: bool = True
+    force_port_out_outbound: bool = True
+    fetch_account_from_ports: bool = True
+    maximum_search_quantity: int = Field(default=500, ge=1)
+    number_search_timeout_ms: int = Field(default=5000, ge=1)
+    search_cache_ttl_s: int = Field(default=900, ge=1, description="Lifetime of a search's cache.")
+    e164_converters: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: dict(defaults.E164_CONVERTERS)
+    )
+    reconcile_regex: str = defaults.RECONCILE_REGEX
+    classifiers: dict[str, dict[str, object] | str] = Field(default_factory=_default_classifiers)
+    default_country: str = "US"
+
+    # --- store behaviour -----------------------------------------------------------------------
+    max_conflict_retries: int = Field(
+        default=5, ge=1, description="Re-runs of an operation on numbers whose pvt_rev moved."
+    )
+
+    # --- tasks (spec §10.2) ----------------------------------------------------------------------
+    aging_expiry_d: int = Field(default=90, ge=0)
+    discovery_expiry_d: int = Field(default=1, ge=0)
+    import_defaults_to_carrier: str = "knm_local"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read once from the environment."""
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests and the CLI change the environment)."""
+    get_settings.cache_clear()

@@ -1,0 +1,1 @@
+"""knm package."""

@@ -1,0 +1,125 @@
+"""The knm facade: one object that owns the settings, the store and the services on top.
+
+The CLI, the Celery tasks and the tests all start here, so they share one way of connecting and
+one set of rules.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo.errors import DuplicateKeyError
+
+from carriers.base import SearchResult
+from carriers.inventory import InventoryBackedCarrier
+from carriers.registry import CarrierRegistry, default_registry
+from config.settings import Settings, get_settings
+from knm.accounts import Account, AccountDirectory, is_account_id
+from knm.operations import NumberManager
+from knm.search import Searcher, SearchQuery
+from knm.store import Store, connect
+
+GENERATORS = {"managed": "knm_managed", "inum": "knm_inum"}
+
+
+class InputError(ValueError):
+    """Bad input from a caller: reported as one line, never as a traceback."""
+
+
+class Knm:
+    """knm's services bound to one store."""
+
+    def __init__(
+        self, store: Store, settings: Settings, carriers: CarrierRegistry | None = None
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.numbers = NumberManager(store, settings, carriers or default_registry())
+        self.searcher = Searcher(
+            self.numbers.carrier_ctx, self.numbers.carriers, self.numbers.search_cache, settings
+        )
+
+    @classmethod
+    def open(cls, settings: Settings | None = None) -> Knm:
+        """Connect to the configured store (the embedded one when none is configured)."""
+        settings = settings or get_settings()
+        return cls(connect(settings), settings)
+
+    # ------------------------------------------------------------------------------ accounts
+    def create_account(
+        self,
+        account_id: str,
+        name: str,
+        *,
+        parent: str | None = None,
+        admin: bool = False,
+        allow_additions: bool = False,
+        reseller: bool = False,
+        carrier_modules: list[str] | None = None,
+    ) -> Account:
+        """Create an account under ``parent``; its tree and reseller follow from the parent."""
+        if not is_account_id(account_id):
+            raise InputError(f"account id must be 32 letters, digits or '_': {account_id!r}")
+        if not name.strip():
+            raise InputError("account name must not be empty")
+        tree: list[str] = []
+        reseller_id = account_id
+        if parent is not None:
+            parent_account = self.store.get_account(parent)
+            if parent_account is None:
+                raise InputError(f"parent account {parent} does not exist")
+            tree = [*parent_account.tree, parent_account.id]
+            reseller_id = (
+                parent_account.id
+                if parent_account.is_reseller
+                else parent_account.reseller_id or parent_account.id
+            )
+        account = Account(
+            id=account_id,
+            name=name,
+            parent=parent,
+            tree=tree,
+            superduper_admin=admin,
+            allow_additions=allow_additions,
+            is_reseller=reseller or parent is None,
+            reseller_id=reseller_id,
+        )
+        if carrier_modules is not None:
+            account.number_manager.carrier_modules = carrier_modules
+        try:
+            self.store.insert_account(account)
+        except DuplicateKeyError:
+            raise InputError(f"account {account_id} already exists") from None
+        return account
+
+    def get_account(self, account_id: str) -> Account | None:
+        return self.store.get_account(account_id)
+
+    # ------------------------------------------------------------------------------ search
+    def search(self, query: SearchQuery) -> list[SearchResult]:
+        """Search numbers for an account (or system-wide without one)."""
+        account = reseller = None
+        if query.account_id is not None:
+            accounts = AccountDirectory(self.store.find_accounts([query.account_id]))
+            account = accounts.get(query.account_id)
+            if account is None:
+                raise InputError(f"account {query.account_id} does not exist")
+            reseller_id = account.reseller_id or account.id
+            reseller = account if reseller_id == account.id else self.get_account(reseller_id)
+        return self.searcher.search(query, account, reseller)
+
+    # ------------------------------------------------------------------------------ inventory
+    def generate_numbers(
+        self, kind: str, account_id: str, start: int, quantity: int
+    ) -> dict[str, Any]:
+        """``sup kazoo_numbers_maintenance generate_numbers managed|inum ACCOUNT START QTY``."""
+        module = GENERATORS.get(kind)
+        if module is None:
+            raise InputError(f"unknown generator {kind!r}: expected one of {sorted(GENERATORS)}")
+        if not is_account_id(account_id):
+            raise InputError(f"account id must be 32 letters, digits or '_': {account_id!r}")
+        if start <= 0 or quantity <= 0:
+            raise InputError("START and QUANTITY must be positive integers")
+        carrier = self.numbers.carriers.get(module, self.numbers.carrier_ctx)
+        assert isinstance(carrier, InventoryBackedCarrier)
+        return carrier.generate_numbers(account_id, start, quantity)

@@ -1,0 +1,34 @@
+"""Operation options (KAZOO's ``knm_options``, spec §4.1) as one validated model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from knm.accounts import SYSTEM
+from knm.model import NumberState
+
+
+class Options(BaseModel):
+    """What an operation is asked to do and on whose authority.
+
+    ``auth_by`` defaults to ``system`` as KAZOO's ``default()`` does; ``None`` means "unknown
+    requester" and fails every authorization check.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    auth_by: str | None = SYSTEM
+    assign_to: str | None = None
+    state: NumberState | None = None
+    module_name: str | None = None
+    ported_in: bool = False
+    public_fields: dict[str, Any] | None = None
+    dry_run: bool = False
+    batch_run: bool = False
+    mdn_run: bool = Field(default=False, description="The operation is about MDN numbers.")
+
+    def but(self, **changes: Any) -> Options:
+        """A copy with some options changed (options are immutable once an operation starts)."""
+        return self.model_copy(update=changes)

@@ -1,0 +1,202 @@
+"""The MongoDB store (DECISIONS 2 and 4).
+
+One ``numbers`` collection keyed by E.164 ``_id``; a batch reads with one ``find`` and writes with
+one ``bulk_write``. Every write is conditional on the ``pvt_rev`` that was read: replacements use
+``upsert`` so that a moved revision surfaces as a duplicate-key error *with the operation's index*
+(plain bulk results only give totals), and the operation layer re-runs those numbers on the fresh
+documents. No write ever overwrites a revision it did not read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from pymongo import ASCENDING, DeleteOne, InsertOne, MongoClient, ReplaceOne
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError
+
+from config.settings import Settings
+from knm import errors
+from knm.accounts import Account
+from knm.errors import KnmError
+from knm.model import PhoneNumber
+
+DUPLICATE_KEY: Final[int] = 11000
+
+#: Port-request states during which a number may not be created (spec §4.2).
+ACTIVE_PORT_STATES: Final[tuple[str, ...]] = ("unconfirmed", "pending", "submitted", "scheduled")
+
+Document = dict[str, Any]
+
+
+@dataclass
+class CommitResult:
+    """What a bulk write did: numbers to re-run (revision moved) and numbers that failed."""
+
+    conflicts: set[str] = field(default_factory=set)
+    failed: dict[str, KnmError] = field(default_factory=dict)
+
+
+def _rev_filter(number: str, rev: int | None) -> Document:
+    return {"_id": number, "pvt_rev": rev if rev is not None else {"$exists": False}}
+
+
+class Store:
+    """knm's collections and the queries the operations make."""
+
+    def __init__(self, db: Database[Document]) -> None:
+        self.db = db
+        self.numbers: Collection[Document] = db["numbers"]
+        self.accounts: Collection[Document] = db["accounts"]
+        self.port_requests: Collection[Document] = db["port_requests"]
+        self.search_cache: Collection[Document] = db["search_cache"]
+
+    def ensure_indexes(self) -> None:
+        """Indexes for every query the operations, carriers and sweeps make."""
+        self.numbers.create_index(
+            [("pvt_state", ASCENDING), ("pvt_carrier_module", ASCENDING), ("_id", ASCENDING)],
+            name="state_module_id",
+        )
+        self.numbers.create_index(
+            [("pvt_assigned_to", ASCENDING), ("pvt_state", ASCENDING), ("_id", ASCENDING)],
+            name="assigned_state_id",
+        )
+        self.numbers.create_index(
+            [("pvt_state", ASCENDING), ("pvt_modified", ASCENDING)], name="state_modified"
+        )
+        self.numbers.create_index([("pvt_carrier_module", ASCENDING)], name="carrier_module")
+        self.accounts.create_index([("pvt_tree", ASCENDING)], name="tree")
+        self.port_requests.create_index(
+            [("numbers", ASCENDING), ("pvt_port_state", ASCENDING)], name="numbers_state"
+        )
+        self.search_cache.create_index("expires_at", expireAfterSeconds=0, name="ttl")
+        self.search_cache.create_index("discovery_numbers", name="discovery_numbers")
+        for inventory in ("numbers_managed", "numbers_inum"):
+            self.db[inventory].create_index(
+                [("pvt_account_id", ASCENDING), ("pvt_state", ASCENDING), ("_id", ASCENDING)],
+                name="account_state_id",
+            )
+
+    # ------------------------------------------------------------------------------ numbers
+    def find_numbers(self, numbers: Iterable[str]) -> dict[str, Document]:
+        """The stored documents of ``numbers`` (missing ones are absent), in one query."""
+        ids = list(dict.fromkeys(numbers))
+        if not ids:
+            return {}
+        return {doc["_id"]: doc for doc in self.numbers.find({"_id": {"$in": ids}})}
+
+    def commit(self, pns: Sequence[PhoneNumber]) -> CommitResult:
+        """Write dirty and deleted records in one conditional bulk write.
+
+        Records that are neither dirty nor deleted are skipped. On success a record's ``rev``
+        moves forward and it is clean again.
+        """
+        ops: list[InsertOne[Document] | ReplaceOne[Document] | DeleteOne] = []
+        targets: list[PhoneNumber] = []
+        deletes: list[PhoneNumber] = []
+        for pn in pns:
+            if pn.deleted:
+                if pn.stored:
+                    ops.append(DeleteOne(_rev_filter(pn.number, pn.rev)))
+                    targets.append(pn)
+                    deletes.append(pn)
+                continue
+            if not pn.dirty:
+                continue
+            doc = pn.to_document()
+            doc["pvt_rev"] = (pn.rev or 0) + 1
+            if pn.stored:
+                ops.append(ReplaceOne(_rev_filter(pn.number, pn.rev), doc, upsert=True))
+            else:
+                ops.append(InsertOne(doc))
+            targets.append(pn)
+        result = CommitResult()
+        if not ops:
+            return result
+
+        write_errors: list[Document] = []
+        upserted: list[Document] = []
+        removed = 0
+        try:
+            bulk = self.numbers.bulk_write(ops, ordered=False)
+            upserted = bulk.bulk_api_result.get("upserted", [])
+            removed = bulk.deleted_count
+        except BulkWriteError as exc:
+            write_errors = exc.details.get("writeErrors", [])
+            upserted = exc.details.get("upserted", [])
+            removed = exc.details.get("nRemoved", 0)
+
+        for err in write_errors:
+            pn = targets[err["index"]]
+            if err.get("code") == DUPLICATE_KEY:
+                result.conflicts.add(pn.number)
+            else:
+                result.failed[pn.number] = errors.unspecified("database_error", err.get("errmsg"))
+
+        # An upsert where a stored document was expected: someone hard-deleted it meanwhile.
+        # Undo our resurrection and let the operation re-run on the absent number.
+        resurrected = [targets[u["index"]] for u in upserted]
+        if resurrected:
+            self.numbers.delete_many(
+                {"_id": {"$in": [pn.number for pn in resurrected]}, "pvt_rev": {"$exists": True}}
+            )
+            result.conflicts.update(pn.number for pn in resurrected)
+
+        # DeleteOne reports only a total: when it falls short, see which documents remain.
+        if deletes and removed < len(deletes):
+            still = self.numbers.find(
+                {"_id": {"$in": [pn.number for pn in deletes]}}, {"_id": 1, "pvt_rev": 1}
+            )
+            for doc in still:
+                result.conflicts.add(doc["_id"])
+
+        for pn in targets:
+            if pn.number in result.conflicts or pn.number in result.failed or pn.deleted:
+                continue
+            pn.rev = (pn.rev or 0) + 1
+            pn._stored = True
+            pn._dirty = False
+        return result
+
+    # ------------------------------------------------------------------------------ accounts
+    def find_accounts(self, ids: Iterable[str | None]) -> list[Account]:
+        """The accounts among ``ids`` that exist, in one query."""
+        wanted = [i for i in dict.fromkeys(ids) if i]
+        if not wanted:
+            return []
+        return [Account.from_document(d) for d in self.accounts.find({"_id": {"$in": wanted}})]
+
+    def get_account(self, account_id: str) -> Account | None:
+        doc = self.accounts.find_one({"_id": account_id})
+        return Account.from_document(doc) if doc else None
+
+    def insert_account(self, account: Account) -> None:
+        self.accounts.insert_one(account.to_document())
+
+    # ------------------------------------------------------------------------------ ports
+    def numbers_in_active_ports(self, numbers: Iterable[str]) -> set[str]:
+        """Which of ``numbers`` are listed in an active port request."""
+        ids = list(dict.fromkeys(numbers))
+        if not ids:
+            return set()
+        found: set[str] = set()
+        query = {"numbers": {"$in": ids}, "pvt_port_state": {"$in": list(ACTIVE_PORT_STATES)}}
+        for doc in self.port_requests.find(query, {"numbers": 1}):
+            found.update(n for n in doc.get("numbers", []) if n in ids)
+        return found
+
+
+def connect(settings: Settings) -> Store:
+    """Open the configured store, or the embedded one under ``data_dir`` when none is set."""
+    url = settings.mongodb_url
+    if not url:
+        from knm.embedded import ensure_server  # the embedded path only
+
+        url = ensure_server(settings.data_dir)
+    client: MongoClient[Document] = MongoClient(url, tz_aware=True)
+    store = Store(client[settings.mongodb_db])
+    store.ensure_indexes()
+    return store
