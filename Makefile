@@ -9,6 +9,7 @@ UV = $(PYTHON) -m uv
 .PHONY: install test lint demo bench
 
 install:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
 	$(UV) sync --frozen --python $(PYTHON)
 
 test: install

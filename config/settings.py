@@ -37,6 +37,14 @@ class Settings(BaseSettings):
         description="MongoDB URL; unset means the embedded server under data_dir.",
     )
     mongodb_db: str = "knm"
+    mongodb_max_in: int | None = Field(
+        default=None,
+        ge=1,
+        description="Split $in lookups into chunks of this many values (embedded default: 400).",
+    )
+    mongodb_timeout_ms: int = Field(
+        default=10_000, ge=1, description="How long to wait for MongoDB before giving up."
+    )
     data_dir: Path = Path("./.knm")
 
     # --- number_manager (spec §10.1) -------------------------------------------------------------

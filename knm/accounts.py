@@ -171,12 +171,14 @@ class AccountDirectory:
 
     def is_reserved_from_parent(self, pn: PhoneNumber, auth_by: str | None) -> bool:
         """A descendant may take a number its ancestor (or a superduper admin) reserved."""
-        if pn.state != NumberState.RESERVED or pn.assigned_to is None or auth_by is None:
+        if pn.state != NumberState.RESERVED or pn.assigned_to is None:
             return False
         owner = self.get(pn.assigned_to)
         if owner is not None and owner.superduper_admin:
             return True
-        return auth_by != SYSTEM and self.is_ancestor_or_self(pn.assigned_to, auth_by)
+        if auth_by is None or auth_by == SYSTEM:
+            return False
+        return self.is_ancestor_or_self(pn.assigned_to, auth_by)
 
     def is_visible(self, pn: PhoneNumber, auth_by: str | None, assign_to: str | None) -> bool:
         """Fetch visibility: available numbers are public, others need authorization."""

@@ -45,6 +45,10 @@ class Knm:
         settings = settings or get_settings()
         return cls(connect(settings), settings)
 
+    def close(self) -> None:
+        """Close the store's client (a CLI run opens one per invocation)."""
+        self.store.db.client.close()
+
     # ------------------------------------------------------------------------------ accounts
     def create_account(
         self,

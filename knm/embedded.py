@@ -28,10 +28,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
@@ -335,3 +337,51 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class WireServerThread:
+    """A mongoeco wire server on its own asyncio loop in a daemon thread (tests, benchmarks).
+
+    In-memory by default (no ``$in`` size limit, nothing persisted); SQLite with a path.
+    """
+
+    def __init__(self, sqlite_path: Path | None = None) -> None:
+        self._sqlite_path = sqlite_path
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="mongoeco-wire", daemon=True)
+        self._server: Any = None
+        self.url = ""
+
+    def _engine(self) -> Any:
+        if self._sqlite_path is not None:
+            from mongoeco.engines.sqlite import SQLiteEngine
+
+            return SQLiteEngine(str(self._sqlite_path))
+        from mongoeco.engines.memory import MemoryEngine
+
+        return MemoryEngine()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    def start(self, timeout_s: float = 30.0) -> str:
+        from mongoeco.wire import AsyncMongoEcoProxyServer
+
+        self._thread.start()
+
+        async def _start() -> str:
+            self._server = AsyncMongoEcoProxyServer(engine=self._engine(), host="127.0.0.1", port=0)
+            address = await self._server.start()
+            return url_for(int(address.port), str(address.host))
+
+        self.url = asyncio.run_coroutine_threadsafe(_start(), self._loop).result(timeout_s)
+        return self.url
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self._server is not None:
+            asyncio.run_coroutine_threadsafe(self._server.close(), self._loop).result(timeout_s)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout_s)
+        if not self._thread.is_alive():
+            self._loop.close()

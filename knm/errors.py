@@ -32,7 +32,11 @@ class KnmError(Exception):
         return self.code is None and self.message is None and self.cause is None
 
     def to_json(self) -> dict[str, Any]:
-        """The wire form: ``{"error"}`` for plain reasons, else error, code, message and cause."""
+        """The wire form: ``{"error"}`` for plain reasons, else error, code, message and cause.
+
+        Error objects always carry all four keys (``null`` where absent) so clients can read
+        them without probing; that is the CLI and task-result contract.
+        """
         if self.is_plain:
             return {"error": self.error}
         return {

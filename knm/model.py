@@ -95,34 +95,48 @@ def sanitize_public(fields: Mapping[str, Any]) -> dict[str, Any]:
         if is_public_key(k) and k not in _STRIPPED_PUBLIC_KEYS
     }
     for legacy in _LEGACY_E911_KEYS:
-        if legacy in public:
+        if _is_non_empty(public.get(legacy)):
             public["e911"] = copy.deepcopy(public[legacy])
     return public
+
+
+def _is_non_empty(value: Any) -> bool:
+    """KAZOO's ``get_ne_value``: null, empty string, empty list and empty object are absent."""
+    return value is not None and value != "" and value != [] and value != {}
+
+
+def _is_true(value: Any) -> bool:
+    """KAZOO's ``kz_term:is_true``: ``true`` or the string ``"true"``."""
+    return value is True or value == "true"
 
 
 def _legacy_feature_value(name: str, public: Mapping[str, Any]) -> tuple[str, Any]:
     """3.22 list-shaped ``pvt_features``: rebuild each feature from the public fields (§1.5)."""
     value: Any
     if name == "force_outbound":
-        return name, bool(public.get("force_outbound", False))
-    if name == "ringback":
-        ringback = public.get("ringback") or {}
-        return name, {k: ringback[k] for k in ("early", "transfer") if k in ringback}
-    if name == "failover":
-        failover = public.get("failover") or {}
-        return name, {k: failover[k] for k in ("e164", "sip") if k in failover}
+        return name, _is_true(public.get("force_outbound"))
+    if name in ("ringback", "failover"):
+        keys = ("early", "transfer") if name == "ringback" else ("e164", "sip")
+        data = _object(public.get(name))
+        return name, {k: copy.deepcopy(data[k]) for k in keys if _is_non_empty(data.get(k))}
     if name == "prepend":
-        value = dict(public.get("prepend") or {})
-        if "enabled" in value:
-            value["enabled"] = value["enabled"] in (True, "true")
+        value = copy.deepcopy(_object(public.get("prepend")))
+        value["enabled"] = _is_true(value.get("enabled"))
         return name, value
     if name == "outbound_cnam":
-        return name, {"display_name": (public.get("cnam") or {}).get("display_name")}
+        display_name = _object(public.get("cnam")).get("display_name")
+        has_name = isinstance(display_name, str) and display_name != ""
+        return name, {"display_name": display_name} if has_name else {}
     if name == "inbound_lookup":
         return "inbound_cnam", {"inbound_lookup": True}
     if name in ("dash_e911", "vitelity_e911", "telnyx_e911"):
         return "e911", copy.deepcopy(public.get(name) or {})
-    return name, copy.deepcopy(public.get(name, {}))
+    value = public.get(name)
+    return name, copy.deepcopy(value) if _is_non_empty(value) else {}
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, Mapping) else {}
 
 
 class PhoneNumber(BaseModel):
@@ -172,6 +186,8 @@ class PhoneNumber(BaseModel):
         timestamps, the legacy ``pvt_number_state`` key, list-shaped ``pvt_features``, renamed
         legacy feature keys, module-name migrations and a public legacy-E911 copy.
         """
+        # ``dirty`` migrations also move ``modified`` to now, as KAZOO's ?DIRTY does; the
+        # reserve-history normalisation runs before KAZOO reads ``pvt_modified`` so it does not.
         dirty = False
         now = utcnow()
 
@@ -188,26 +204,28 @@ class PhoneNumber(BaseModel):
 
         raw_history = [h for h in doc.get("pvt_reserve_history") or [] if isinstance(h, str)]
         history = _collapse_history(raw_history)
-        dirty = dirty or history != list(doc.get("pvt_reserve_history") or [])
+        history_dirty = history != list(doc.get("pvt_reserve_history") or [])
 
         raw_features = doc.get("pvt_features")
         features: dict[str, Any]
-        if isinstance(raw_features, list):
-            features = dict(_legacy_feature_value(str(n), raw_public) for n in raw_features)
+        if isinstance(raw_features, list) and raw_features:
+            features = dict(_legacy_feature_value(str(n), public) for n in raw_features)
             dirty = True
         elif isinstance(raw_features, Mapping):
             features = copy.deepcopy(dict(raw_features))
-            for legacy in _LEGACY_E911_KEYS:
-                if legacy in features:
-                    features["e911"] = features.pop(legacy)
-                    dirty = True
+            legacy_e911 = [features[k] for k in _LEGACY_E911_KEYS if _is_non_empty(features.get(k))]
+            if legacy_e911:  # both legacy keys go; vitelity (listed last) wins
+                for legacy in _LEGACY_E911_KEYS:
+                    features.pop(legacy, None)
+                features["e911"] = legacy_e911[-1]
+                dirty = True
         else:
-            features = {}
+            features = {}  # absent, null or an empty 3.22 list: nothing to migrate
 
         state_value = doc.get("pvt_state")
-        if state_value is None and "pvt_number_state" in doc:
-            state_value = doc["pvt_number_state"]
-        if "pvt_number_state" in doc:
+        if state_value is None:
+            state_value = doc.get("pvt_number_state")
+        if doc.get("pvt_number_state") is not None:
             dirty = True
         state = NumberState(state_value) if state_value is not None else None
 
@@ -228,7 +246,7 @@ class PhoneNumber(BaseModel):
             used_by=doc.get("pvt_used_by") or None,
             carrier_module=module,
             carrier_data=copy.deepcopy(dict(doc.get("pvt_carrier_data") or {})),
-            ported_in=bool(doc.get("pvt_ported_in", False)),
+            ported_in=_is_true(doc.get("pvt_ported_in")),
             features=features,
             features_allowed=list(doc.get("pvt_features_allowed") or []),
             features_denied=list(doc.get("pvt_features_denied") or []),
@@ -238,9 +256,14 @@ class PhoneNumber(BaseModel):
             rev=rev if isinstance(rev, int) else None,
             public=public,
         )
+        loaded_features = copy.deepcopy(pn.features)
         pn._sync_local_marker()
+        # Adding/removing the ``local`` marker only initialises an empty feature set silently.
+        dirty = dirty or (bool(loaded_features) and loaded_features != pn.features)
+        if dirty:
+            pn.modified = now
         pn._stored = True
-        pn._dirty = dirty
+        pn._dirty = dirty or history_dirty
         pn._loaded_doc = copy.deepcopy(dict(doc))
         return pn
 
@@ -343,12 +366,12 @@ class PhoneNumber(BaseModel):
             self._touch()
 
     def set_features_allowed(self, names: list[str]) -> None:
-        if self.features_allowed != names:
+        if sorted(set(self.features_allowed)) != sorted(set(names)):
             self.features_allowed = list(names)
             self._touch()
 
     def set_features_denied(self, names: list[str]) -> None:
-        if self.features_denied != names:
+        if sorted(set(self.features_denied)) != sorted(set(names)):
             self.features_denied = list(names)
             self._touch()
 

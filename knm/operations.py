@@ -66,12 +66,20 @@ class NumberManager:
         self.settings = settings
         self.carriers = carriers or default_registry()
         self.carrier_ctx = CarrierContext(store.db, settings)
-        self.search_cache = SearchCache(store.search_cache, settings.search_cache_ttl_s)
+        self.search_cache = SearchCache(
+            store.search_cache, settings.search_cache_ttl_s, store.max_in
+        )
 
     # ================================================================== public operations
     def get(self, numbers: Iterable[str], options: Options | None = None) -> Batch:
-        """Fetch numbers the requester may see."""
-        return self._run(numbers, options or Options(), lambda batch, ctx: None, write=False)
+        """Fetch numbers the requester may see (a given ``module_name`` is applied, §4.1)."""
+
+        def plan(batch: Batch, ctx: RunContext) -> None:
+            module = ctx.options.module_name
+            if "module_name" in ctx.options.model_fields_set and module:
+                batch.step(lambda pn: pn.set_carrier_module(module))
+
+        return self._run(numbers, options or Options(), plan, write=False)
 
     def create(self, numbers: Iterable[str], options: Options) -> Batch:
         """Create new numbers or take over existing aging/available/port_in ones (§4.4)."""
@@ -102,14 +110,24 @@ class NumberManager:
         )
 
     def reserve(self, numbers: Iterable[str], options: Options) -> Batch:
-        """Reserve numbers for ``options.assign_to``."""
+        """Reserve numbers for ``options.assign_to``.
 
-        def precheck(ctx: RunContext) -> KnmError | None:
-            return None if is_account_id(ctx.options.assign_to) else errors.assign_failure()
+        As in KAZOO the numbers are fetched first: missing, unreconcilable or invisible numbers
+        keep their own reason, only the fetched ones fail ``assign_failure`` (spec §4.4 reserve).
+        """
+        to_reserved = self._plan_target(S.RESERVED)
 
-        return self._run(
-            numbers, options, self._plan_target(S.RESERVED), precheck=precheck, visibility=True
-        )
+        def plan(batch: Batch, ctx: RunContext) -> None:
+            if is_account_id(ctx.options.assign_to):
+                to_reserved(batch, ctx)
+                return
+
+            def refuse(pn: PhoneNumber) -> None:
+                raise errors.assign_failure()
+
+            batch.step(refuse)
+
+        return self._run(numbers, options, plan, visibility=True)
 
     def release(self, numbers: Iterable[str], options: Options | None = None) -> Batch:
         """Release numbers: unwind the reserve history, disconnect, age or delete (§2.5)."""

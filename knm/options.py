@@ -30,5 +30,7 @@ class Options(BaseModel):
     mdn_run: bool = Field(default=False, description="The operation is about MDN numbers.")
 
     def but(self, **changes: Any) -> Options:
-        """A copy with some options changed (options are immutable once an operation starts)."""
-        return self.model_copy(update=changes)
+        """A validated copy with some options changed; explicitly given options stay given."""
+        data = {name: getattr(self, name) for name in self.model_fields_set}
+        data.update(changes)
+        return type(self).model_validate(data)

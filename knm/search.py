@@ -24,6 +24,7 @@ from config.settings import Settings
 from knm import convert
 from knm.accounts import Account
 from knm.model import NumberState, utcnow
+from knm.store import find_in
 
 
 class SearchQuery(BaseModel):
@@ -43,8 +44,11 @@ class SearchQuery(BaseModel):
 class SearchCache:
     """Merged results per query id, shared by every worker through MongoDB with a TTL."""
 
-    def __init__(self, collection: Collection[dict[str, Any]], ttl_s: int) -> None:
+    def __init__(
+        self, collection: Collection[dict[str, Any]], ttl_s: int, max_in: int | None = None
+    ) -> None:
         self.collection = collection
+        self.max_in = max_in
         self.ttl = timedelta(seconds=ttl_s)
 
     def put(self, query_id: str, results: list[SearchResult]) -> None:
@@ -72,7 +76,7 @@ class SearchCache:
         found: dict[str, SearchResult] = {}
         if not wanted:
             return found
-        for doc in self.collection.find({"discovery_numbers": {"$in": wanted}}):
+        for doc in find_in(self.collection, "discovery_numbers", wanted, self.max_in):
             if _expired(doc):
                 continue
             for raw in doc.get("results", []):
@@ -82,7 +86,10 @@ class SearchCache:
 
     def forget_numbers(self, numbers: Iterable[str]) -> None:
         """Drop cache entries that offer these numbers (after they were purged or bought)."""
-        self.collection.delete_many({"discovery_numbers": {"$in": list(numbers)}})
+        wanted = list(numbers)
+        step = self.max_in or len(wanted) or 1
+        for i in range(0, len(wanted), step):
+            self.collection.delete_many({"discovery_numbers": {"$in": wanted[i : i + step]}})
 
 
 def _expired(doc: dict[str, Any]) -> bool:

@@ -9,7 +9,7 @@ documents. No write ever overwrites a revision it did not read.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -40,6 +40,29 @@ class CommitResult:
     failed: dict[str, KnmError] = field(default_factory=dict)
 
 
+#: The embedded server (mongoeco on SQLite) refuses an ``$in`` of ~500 values ("Expression tree
+#: is too large"); with it, lookups are split into chunks of this size. Real MongoDB has no limit.
+EMBEDDED_MAX_IN: Final[int] = 400
+
+
+def find_in(
+    collection: Collection[Document],
+    field: str,
+    values: Iterable[Any],
+    max_in: int | None,
+    extra: Document | None = None,
+    projection: Document | None = None,
+) -> Iterator[Document]:
+    """Documents whose ``field`` is in ``values``: one query, or one per chunk of ``max_in``."""
+    wanted = list(dict.fromkeys(values))
+    step = max_in or len(wanted) or 1
+    for i in range(0, len(wanted), step):
+        query: Document = {field: {"$in": wanted[i : i + step]}}
+        if extra:
+            query.update(extra)
+        yield from collection.find(query, projection)
+
+
 def _rev_filter(number: str, rev: int | None) -> Document:
     return {"_id": number, "pvt_rev": rev if rev is not None else {"$exists": False}}
 
@@ -47,8 +70,9 @@ def _rev_filter(number: str, rev: int | None) -> Document:
 class Store:
     """knm's collections and the queries the operations make."""
 
-    def __init__(self, db: Database[Document]) -> None:
+    def __init__(self, db: Database[Document], max_in: int | None = None) -> None:
         self.db = db
+        self.max_in = max_in
         self.numbers: Collection[Document] = db["numbers"]
         self.accounts: Collection[Document] = db["accounts"]
         self.port_requests: Collection[Document] = db["port_requests"]
@@ -83,10 +107,7 @@ class Store:
     # ------------------------------------------------------------------------------ numbers
     def find_numbers(self, numbers: Iterable[str]) -> dict[str, Document]:
         """The stored documents of ``numbers`` (missing ones are absent), in one query."""
-        ids = list(dict.fromkeys(numbers))
-        if not ids:
-            return {}
-        return {doc["_id"]: doc for doc in self.numbers.find({"_id": {"$in": ids}})}
+        return {doc["_id"]: doc for doc in find_in(self.numbers, "_id", numbers, self.max_in)}
 
     def commit(self, pns: Sequence[PhoneNumber]) -> CommitResult:
         """Write dirty and deleted records in one conditional bulk write.
@@ -140,17 +161,14 @@ class Store:
         # Undo our resurrection and let the operation re-run on the absent number.
         resurrected = [targets[u["index"]] for u in upserted]
         if resurrected:
-            self.numbers.delete_many(
-                {"_id": {"$in": [pn.number for pn in resurrected]}, "pvt_rev": {"$exists": True}}
-            )
+            for pn in resurrected:
+                self.numbers.delete_one({"_id": pn.number, "pvt_rev": (pn.rev or 0) + 1})
             result.conflicts.update(pn.number for pn in resurrected)
 
         # DeleteOne reports only a total: when it falls short, see which documents remain.
         if deletes and removed < len(deletes):
-            still = self.numbers.find(
-                {"_id": {"$in": [pn.number for pn in deletes]}}, {"_id": 1, "pvt_rev": 1}
-            )
-            for doc in still:
+            ids = [pn.number for pn in deletes]
+            for doc in find_in(self.numbers, "_id", ids, self.max_in, projection={"_id": 1}):
                 result.conflicts.add(doc["_id"])
 
         for pn in targets:
@@ -179,12 +197,10 @@ class Store:
     # ------------------------------------------------------------------------------ ports
     def numbers_in_active_ports(self, numbers: Iterable[str]) -> set[str]:
         """Which of ``numbers`` are listed in an active port request."""
-        ids = list(dict.fromkeys(numbers))
-        if not ids:
-            return set()
+        ids = set(numbers)
         found: set[str] = set()
-        query = {"numbers": {"$in": ids}, "pvt_port_state": {"$in": list(ACTIVE_PORT_STATES)}}
-        for doc in self.port_requests.find(query, {"numbers": 1}):
+        active = {"pvt_port_state": {"$in": list(ACTIVE_PORT_STATES)}}
+        for doc in find_in(self.port_requests, "numbers", ids, self.max_in, active, {"numbers": 1}):
             found.update(n for n in doc.get("numbers", []) if n in ids)
         return found
 
@@ -192,11 +208,19 @@ class Store:
 def connect(settings: Settings) -> Store:
     """Open the configured store, or the embedded one under ``data_dir`` when none is set."""
     url = settings.mongodb_url
+    max_in = settings.mongodb_max_in
     if not url:
         from knm.embedded import ensure_server  # the embedded path only
 
         url = ensure_server(settings.data_dir)
-    client: MongoClient[Document] = MongoClient(url, tz_aware=True)
-    store = Store(client[settings.mongodb_db])
-    store.ensure_indexes()
+        max_in = max_in or EMBEDDED_MAX_IN
+    client: MongoClient[Document] = MongoClient(
+        url, tz_aware=True, serverSelectionTimeoutMS=settings.mongodb_timeout_ms
+    )
+    store = Store(client[settings.mongodb_db], max_in=max_in)
+    try:
+        store.ensure_indexes()
+    except BaseException:
+        client.close()
+        raise
     return store

@@ -1,0 +1,1 @@
+"""knm benchmarks: figures measured in one run (counts and ratios, see README)."""

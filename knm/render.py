@@ -1,0 +1,179 @@
+"""Rendering for the CLI: JSON-safe documents and rich tables.
+
+The ``--json`` forms are a contract other tools parse (see ``knm.cli``), so they are built here in
+one place: a batch is ``{"succeeded": {number: stored document}, "failed": {input: error}}``, a
+search is a list of ``{"number", "state", "carrier_module"}``. Without ``--json`` the same data is
+shown as a table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from carriers.base import SearchResult
+from knm.accounts import Account
+from knm.batch import Batch
+from knm.errors import KnmError
+from knm.model import PhoneNumber
+
+
+# ------------------------------------------------------------------------------------ JSON
+def jsonable(value: Any) -> Any:
+    """``value`` with only JSON types left: datetimes become ISO 8601 strings, enums values."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return jsonable(value.value)
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)  # ObjectId, Decimal128, ...: their string form
+
+
+def dumps(value: Any) -> str:
+    """The CLI's JSON text (indented, UTF-8 kept as is)."""
+    return json.dumps(jsonable(value), indent=2, ensure_ascii=False)
+
+
+def document_json(pn: PhoneNumber) -> dict[str, Any]:
+    """A number as its full stored document (private fields included), JSON-safe."""
+    doc: dict[str, Any] = jsonable(pn.to_document())
+    return doc
+
+
+def batch_json(batch: Batch) -> dict[str, Any]:
+    """``{"succeeded": {E.164: document}, "failed": {input: error}}``."""
+    return batch.to_json(document_json)
+
+
+def search_json(results: Iterable[SearchResult]) -> list[dict[str, Any]]:
+    """``[{"number", "state", "carrier_module"}]``."""
+    return [
+        {"number": r.number, "state": r.state.value, "carrier_module": r.carrier_module}
+        for r in results
+    ]
+
+
+def account_json(account: Account) -> dict[str, Any]:
+    data: dict[str, Any] = jsonable(account.to_json())
+    return data
+
+
+# ------------------------------------------------------------------------------------ tables
+def error_text(error: KnmError) -> str:
+    """One line: ``name: message (cause)``; plain reasons are just their name."""
+    text = error.error
+    if error.message and error.message != error.error:
+        text += f": {error.message}"
+    if error.cause not in (None, ""):
+        text += f" ({error.cause})"
+    return text
+
+
+def batch_table(batch: Batch, title: str | None = None) -> Table:
+    """One row per number: succeeded ones first, then the failures with their error."""
+    table = Table(title=title, title_justify="left", show_lines=False)
+    table.add_column("number", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("account", overflow="fold")
+    table.add_column("carrier", no_wrap=True)
+    table.add_column("error", overflow="fold", min_width=5)
+    for number, pn in sorted(batch.succeeded.items()):
+        table.add_row(
+            number,
+            pn.state.value if pn.state is not None else "",
+            pn.assigned_to or "",
+            pn.carrier_module,
+            "",
+        )
+    for key, error in sorted(batch.failed.items()):
+        table.add_row(key, "", "", "", f"[red]{_escape(error_text(error))}[/red]")
+    return table
+
+
+def search_table(results: Iterable[SearchResult], title: str | None = None) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("number", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("carrier", no_wrap=True)
+    for r in results:
+        table.add_row(r.number, r.state.value, r.carrier_module)
+    return table
+
+
+def account_detail(account: Account, title: str | None = None) -> Table:
+    """One account as field/value rows."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("field", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for key, value in account_json(account).items():
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+        if isinstance(shown, dict):
+            shown = render_json_inline(shown)
+        table.add_row(key, _escape("" if shown is None else str(shown)))
+    return table
+
+
+def account_table(accounts: Iterable[Account], title: str | None = None) -> Table:
+    """Several accounts, one row each; a parent in the list is shown by its name."""
+    accounts = list(accounts)
+    names = {a.id: a.name for a in accounts}
+    table = Table(title=title, title_justify="left")
+    table.add_column("id", no_wrap=True)
+    table.add_column("name")
+    table.add_column("parent", overflow="fold")
+    table.add_column("flags")
+    for account in accounts:
+        flags = [
+            name
+            for name, on in (
+                ("admin", account.superduper_admin),
+                ("allow_additions", account.allow_additions),
+                ("reseller", account.is_reseller),
+                ("disabled", not account.enabled),
+            )
+            if on
+        ]
+        parent = names.get(account.parent, account.parent) if account.parent else ""
+        table.add_row(account.id, _escape(account.name), _escape(parent or ""), ", ".join(flags))
+    return table
+
+
+def render_json_inline(value: Any) -> str:
+    """Compact one-line JSON (for table cells)."""
+    return json.dumps(jsonable(value), ensure_ascii=False, sort_keys=True)
+
+
+def report_table(report: Mapping[str, Any], title: str | None = None) -> Table:
+    """``generate_numbers``' ``{success, errors}`` report: one row per failure."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("number", no_wrap=True)
+    table.add_column("reason")
+    table.add_column("message")
+    for number, err in sorted((report.get("errors") or {}).items()):
+        table.add_row(number, str(err.get("reason", "")), _escape(str(err.get("message", ""))))
+    return table
+
+
+def _escape(text: str) -> str:
+    """Keep user text from being read as rich markup."""
+    return escape(text)
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A console bound to the current stdout/stderr (test runners swap them)."""
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
