@@ -75,6 +75,31 @@ class Settings(BaseSettings):
         default=5, ge=1, description="Re-runs of an operation on numbers whose pvt_rev moved."
     )
 
+    # --- the worker system (Celery) --------------------------------------------------------------
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery broker (redis:// or amqp://); unset: the embedded broker in data_dir.",
+    )
+    result_backend: str | None = Field(
+        default=None,
+        description="Celery result backend; unset: the Redis broker itself, rpc:// for AMQP.",
+    )
+    task_time_limit_s: int = Field(default=3600, ge=1, description="Hard limit of one task.")
+    broker_visibility_timeout_s: int = Field(
+        default=7200,
+        ge=1,
+        description="Redis: an unacknowledged task is redelivered after this (> the time limit).",
+    )
+    result_expires_s: int = Field(default=86_400, ge=1)
+    worker_concurrency: int = Field(default=2, ge=1)
+    task_max_retries: int = Field(
+        default=5, ge=0, description="Retries of a task whose store or broker was unreachable."
+    )
+    request_outcome_ttl_s: int = Field(
+        default=7 * 86_400, ge=1, description="How long a request's outcome is kept (idempotency)."
+    )
+    embedded_polling_interval_s: float = Field(default=0.1, gt=0)
+
     # --- tasks (spec §10.2) ----------------------------------------------------------------------
     aging_expiry_d: int = Field(default=90, ge=0)
     discovery_expiry_d: int = Field(default=1, ge=0)

@@ -16,6 +16,7 @@ from carriers.registry import CarrierRegistry, default_registry
 from config.settings import Settings, get_settings
 from knm.accounts import Account, AccountDirectory, is_account_id
 from knm.operations import NumberManager
+from knm.outcomes import OutcomeStore
 from knm.search import Searcher, SearchQuery
 from knm.store import Store, connect
 
@@ -35,6 +36,7 @@ class Knm:
         self.settings = settings
         self.store = store
         self.numbers = NumberManager(store, settings, carriers or default_registry())
+        self.outcomes = OutcomeStore(store.db["request_outcomes"], settings.request_outcome_ttl_s)
         self.searcher = Searcher(
             self.numbers.carrier_ctx, self.numbers.carriers, self.numbers.search_cache, settings
         )

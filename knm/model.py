@@ -160,6 +160,9 @@ class PhoneNumber(BaseModel):
     created: datetime = Field(default_factory=utcnow)
     modified: datetime = Field(default_factory=utcnow)
     rev: int | None = Field(default=None, description="Stored pvt_rev; None when never stored.")
+    request_id: str | None = Field(
+        default=None, description="pvt_request_id: the request that last wrote the document."
+    )
     public: dict[str, Any] = Field(default_factory=dict)
 
     _dirty: bool = PrivateAttr(default=False)
@@ -254,6 +257,7 @@ class PhoneNumber(BaseModel):
             created=created,
             modified=modified,
             rev=rev if isinstance(rev, int) else None,
+            request_id=doc.get("pvt_request_id") or None,
             public=public,
         )
         loaded_features = copy.deepcopy(pn.features)
@@ -437,6 +441,8 @@ class PhoneNumber(BaseModel):
                 doc[key] = copy.deepcopy(value)
         if self.rev is not None:
             doc["pvt_rev"] = self.rev
+        if self.request_id is not None:
+            doc["pvt_request_id"] = self.request_id
         return doc
 
     def to_public_json(self, available_features: list[str] | None = None) -> dict[str, Any]:

@@ -232,6 +232,10 @@ class NumberManager:
                 absent.append(number)
                 continue
             pn = PhoneNumber.from_document(doc, default_module=self.settings.available_module_name)
+            request_id = ctx.options.request_id
+            if request_id is not None and pn.request_id == request_id:
+                batch.succeed(pn)  # a redelivered request: this number is already done
+                continue
             if visibility and not ctx.accounts.is_visible(
                 pn, ctx.options.auth_by, ctx.options.assign_to
             ):
@@ -261,6 +265,10 @@ class NumberManager:
         batch.succeeded = {}
         batch.step(mdn_guard)
         batch.finish()
+        if options.request_id is not None:
+            for pn in batch.succeeded.values():
+                if pn.dirty:
+                    pn.request_id = options.request_id
         committed = self.store.commit(list(batch.succeeded.values()))
         for number, error in committed.failed.items():
             batch.fail(number, error)
@@ -361,17 +369,20 @@ class NumberManager:
             return None
         return errors.unauthorized(f"account '{auth_by}' is not allowed to create number")
 
+    def creation_module(self, options: Options) -> str:
+        """The carrier module a new number gets (port_in and ported_in override the option)."""
+        if self._creation_state(options) == S.PORT_IN:
+            return "knm_local"
+        if options.ported_in:
+            return self.settings.port_in_module_name
+        return options.module_name or self.settings.available_module_name
+
     def _new_numbers(self, numbers: list[str], ctx: RunContext, batch: Batch) -> list[PhoneNumber]:
         """Records for numbers not in the store, refusing those in an active port request."""
         options = ctx.options
         porting = set() if options.ported_in else self.store.numbers_in_active_ports(numbers)
         state = self._creation_state(options)
-        if state == S.PORT_IN:
-            module = "knm_local"
-        elif options.ported_in:
-            module = self.settings.port_in_module_name
-        else:
-            module = options.module_name or self.settings.available_module_name
+        module = self.creation_module(options)
         out: list[PhoneNumber] = []
         for number in numbers:
             if number in porting:

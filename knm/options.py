@@ -28,6 +28,10 @@ class Options(BaseModel):
     dry_run: bool = False
     batch_run: bool = False
     mdn_run: bool = Field(default=False, description="The operation is about MDN numbers.")
+    request_id: str | None = Field(
+        default=None,
+        description="Idempotency key: numbers already written by this request are not redone.",
+    )
 
     def but(self, **changes: Any) -> Options:
         """A validated copy with some options changed; explicitly given options stay given."""

@@ -98,6 +98,8 @@ class Store:
         )
         self.search_cache.create_index("expires_at", expireAfterSeconds=0, name="ttl")
         self.search_cache.create_index("discovery_numbers", name="discovery_numbers")
+        self.db["request_outcomes"].create_index("expires_at", expireAfterSeconds=0, name="ttl")
+        self.db["request_outcomes"].create_index("request_id", name="request_id")
         for inventory in ("numbers_managed", "numbers_inum"):
             self.db[inventory].create_index(
                 [("pvt_account_id", ASCENDING), ("pvt_state", ASCENDING), ("_id", ASCENDING)],

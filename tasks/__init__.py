@@ -1,1 +1,1 @@
-"""tasks package."""
+"""Celery tasks: thin adapters from a message to a knm operation."""

@@ -1,0 +1,50 @@
+"""Durable outcomes of requests, so a redelivered task returns what the first run did.
+
+A task records its result here, keyed by the request id and the part it ran (one part per
+carrier queue), after the numbers are written and before the message is acknowledged. A rerun
+finds the outcome and returns it without touching the numbers again.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from pymongo.collection import Collection
+
+from knm.model import utcnow
+
+
+class OutcomeStore:
+    """``request_outcomes``: one document per (request, part), expired by a TTL index."""
+
+    def __init__(self, collection: Collection[dict[str, Any]], ttl_s: int) -> None:
+        self.collection = collection
+        self.ttl = timedelta(seconds=ttl_s)
+
+    @staticmethod
+    def key(request_id: str, part: str) -> str:
+        return f"{request_id}:{part}"
+
+    def get(self, request_id: str, part: str) -> dict[str, Any] | None:
+        doc = self.collection.find_one({"_id": self.key(request_id, part)})
+        return dict(doc["result"]) if doc else None
+
+    def put(self, request_id: str, part: str, operation: str, result: dict[str, Any]) -> None:
+        now = utcnow()
+        self.collection.replace_one(
+            {"_id": self.key(request_id, part)},
+            {
+                "request_id": request_id,
+                "part": part,
+                "operation": operation,
+                "result": result,
+                "recorded": now,
+                "expires_at": now + self.ttl,
+            },
+            upsert=True,
+        )
+
+    def for_request(self, request_id: str) -> list[dict[str, Any]]:
+        """Every recorded part of a request."""
+        return list(self.collection.find({"request_id": request_id}))

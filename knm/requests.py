@@ -1,0 +1,236 @@
+"""Requests on numbers: the payload every producer sends, and how one is executed.
+
+The CLI (in process or ``--via-broker``) and the Celery tasks share these models and
+``execute()``, so a request gives the same JSON result whichever way it travels:
+``{"succeeded": {E.164: stored document}, "failed": {input: error}}``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from enum import StrEnum
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from knm import convert
+from knm.accounts import SYSTEM
+from knm.app import Knm
+from knm.batch import Batch
+from knm.model import NumberState, PhoneNumber, migrate_module_name
+from knm.options import Options
+from knm.render import jsonable
+
+MAX_NUMBERS_PER_REQUEST: Final[int] = 10_000
+
+
+class Operation(StrEnum):
+    """The single-number operations a request can ask for (stable task names: knm.numbers.*)."""
+
+    GET = "get"
+    CREATE = "create"
+    ACTIVATE = "activate"
+    RESERVE = "reserve"
+    RELEASE = "release"
+    DELETE = "delete"
+    UPDATE = "update"
+
+
+#: Operations that need ``account`` (the target of activate, the holder of a reservation).
+NEEDS_ACCOUNT: Final[frozenset[Operation]] = frozenset({Operation.ACTIVATE, Operation.RESERVE})
+#: Operations that may talk to a carrier, so they run on the carrier's queue.
+CARRIER_OPERATIONS: Final[frozenset[Operation]] = frozenset(
+    {Operation.CREATE, Operation.ACTIVATE, Operation.RESERVE, Operation.RELEASE, Operation.DELETE}
+)
+
+
+class InvalidRequestError(ValueError):
+    """A payload that can never succeed: reported at once, never retried."""
+
+
+class NumbersRequest(BaseModel):
+    """What a producer asks: which numbers, for whom, on whose authority, with which options.
+
+    Options left out are not applied at all (KAZOO applies only the options a caller gives).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    numbers: list[str] = Field(min_length=1, max_length=MAX_NUMBERS_PER_REQUEST)
+    account: str | None = Field(
+        default=None, description="Account to assign to (create, reserve) or activate for."
+    )
+    auth_by: str = Field(default=SYSTEM, description="Requesting account id, or 'system'.")
+    state: NumberState | None = Field(default=None, description="Creation state (create only).")
+    carrier_module: str | None = Field(default=None, description="Carrier module of new numbers.")
+    ported_in: bool = False
+    dry_run: bool = False
+    mdn: bool = Field(default=False, description="The numbers are MDNs (KAZOO's mdn_run).")
+    public_fields: dict[str, Any] | None = Field(
+        default=None,
+        description="Public fields: replace them (create, activate, update) or merge (update).",
+    )
+    merge: bool = Field(default=True, description="update: merge public fields, else replace.")
+
+    @model_validator(mode="after")
+    def _strings_are_numbers(self) -> NumbersRequest:
+        for number in self.numbers:
+            if not number.strip():
+                raise ValueError("numbers must not be empty strings")
+        return self
+
+    def for_numbers(self, numbers: list[str]) -> NumbersRequest:
+        """The same request restricted to some of its numbers (one carrier's share)."""
+        data = {name: getattr(self, name) for name in self.model_fields_set}
+        data["numbers"] = numbers
+        return type(self).model_validate(data)
+
+    def to_payload(self) -> dict[str, Any]:
+        """The JSON kwargs of a task message: only what was given."""
+        payload: dict[str, Any] = self.model_dump(mode="json", exclude_unset=True)
+        return payload
+
+
+def check(op: Operation, request: NumbersRequest) -> None:
+    """Rules that depend on the operation; raise ``InvalidRequestError``."""
+    if op in NEEDS_ACCOUNT and request.account is None:
+        raise InvalidRequestError(f"'account' is required by {op.value}")
+    if request.state is not None and op != Operation.CREATE:
+        raise InvalidRequestError("'state' is only valid for create")
+    if op == Operation.UPDATE and request.public_fields is None:
+        raise InvalidRequestError("'public_fields' is required by update")
+
+
+def parse(op: Operation, payload: Any) -> NumbersRequest:
+    """Validate a message's kwargs into a request, or raise one clear ``InvalidRequestError``."""
+    if not isinstance(payload, dict):
+        raise InvalidRequestError(f"payload must be a JSON object, not {type(payload).__name__}")
+    try:
+        request = NumbersRequest.model_validate(payload)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'payload'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise InvalidRequestError(f"invalid {op.value} request: {problems}") from None
+    check(op, request)
+    return request
+
+
+def to_options(op: Operation, request: NumbersRequest, request_id: str | None = None) -> Options:
+    """The operation's ``Options``; only options the request gave are set."""
+    given = request.model_fields_set
+    fields: dict[str, Any] = {"auth_by": request.auth_by}
+    if request.account is not None and op != Operation.ACTIVATE:
+        fields["assign_to"] = request.account
+    if request.state is not None:
+        fields["state"] = request.state
+    if request.carrier_module is not None:
+        fields["module_name"] = request.carrier_module
+    if "ported_in" in given:
+        fields["ported_in"] = request.ported_in
+    if request.dry_run:
+        fields["dry_run"] = True
+    if request.mdn:
+        fields["mdn_run"] = True
+    if request.public_fields is not None and op in (Operation.CREATE, Operation.ACTIVATE):
+        fields["public_fields"] = request.public_fields
+    if request_id is not None:
+        fields["request_id"] = request_id
+    return Options(**fields)
+
+
+def run(knm: Knm, op: Operation, request: NumbersRequest, request_id: str | None = None) -> Batch:
+    """Execute a request in this process."""
+    check(op, request)
+    options = to_options(op, request, request_id)
+    manager = knm.numbers
+    numbers = request.numbers
+    match op:
+        case Operation.GET:
+            return manager.get(numbers, options)
+        case Operation.CREATE:
+            return manager.create(numbers, options)
+        case Operation.ACTIVATE:
+            assert request.account is not None
+            return manager.move(numbers, request.account, options)
+        case Operation.RESERVE:
+            return manager.reserve(numbers, options)
+        case Operation.RELEASE:
+            return manager.release(numbers, options)
+        case Operation.DELETE:
+            return manager.delete(numbers, options)
+        case Operation.UPDATE:
+            fields = copy.deepcopy(request.public_fields or {})
+
+            def setter(pn: PhoneNumber) -> None:
+                if request.merge:
+                    pn.update_public(fields)
+                else:
+                    pn.reset_public(fields)
+
+            return manager.update(numbers, [setter], options)
+
+
+def execute(
+    knm: Knm, op: Operation, request: NumbersRequest, request_id: str | None = None
+) -> dict[str, Any]:
+    """Execute a request and return its JSON result."""
+    return result_json(run(knm, op, request, request_id))
+
+
+def result_json(batch: Batch) -> dict[str, Any]:
+    """``{"succeeded": {E.164: stored document}, "failed": {input: error}}``, JSON-safe."""
+    result: dict[str, Any] = jsonable(batch.to_json(lambda pn: pn.to_document()))
+    return result
+
+
+def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from the results of a request's parts (one part per carrier queue)."""
+    merged: dict[str, Any] = {"succeeded": {}, "failed": {}}
+    for result in results:
+        merged["succeeded"].update(result.get("succeeded", {}))
+        merged["failed"].update(result.get("failed", {}))
+    merged["succeeded"] = dict(sorted(merged["succeeded"].items()))
+    merged["failed"] = dict(sorted(merged["failed"].items()))
+    return merged
+
+
+def carrier_routes(knm: Knm, op: Operation, request: NumbersRequest) -> dict[str | None, list[str]]:
+    """Which carrier module handles each input, read from the stored ``pvt_carrier_module``.
+
+    Numbers not stored yet go to the module they will get: the search's carrier for a discovered
+    number being activated, the creation module for create. Inputs knm cannot place (not
+    reconcilable, not found) map to ``None``: they fail the same way on any queue.
+    """
+    settings = knm.settings
+    normalized: dict[str, str] = {}
+    for raw in request.numbers:
+        if convert.is_reconcilable(raw, settings.reconcile_regex):
+            normalized[raw] = convert.normalize(raw, settings.e164_converters)
+    docs = knm.store.find_numbers(normalized.values())
+    missing = [n for n in dict.fromkeys(normalized.values()) if n not in docs]
+    fallback: dict[str, str] = {}
+    if missing and op == Operation.ACTIVATE:
+        fallback = {
+            n: r.carrier_module for n, r in knm.numbers.search_cache.discovered(missing).items()
+        }
+    elif missing and op == Operation.CREATE:
+        fallback = dict.fromkeys(missing, knm.numbers.creation_module(to_options(op, request)))
+    routes: dict[str | None, list[str]] = defaultdict(list)
+    for raw in request.numbers:
+        number = normalized.get(raw)
+        target: str | None = None
+        if number is not None:
+            doc = docs.get(number)
+            if doc is not None:
+                stored = doc.get("pvt_carrier_module", doc.get("pvt_module_name"))
+                stored = migrate_module_name(stored) if isinstance(stored, str) else stored
+                target = (
+                    stored if isinstance(stored, str) and stored else settings.available_module_name
+                )
+            else:
+                target = fallback.get(number)
+        routes[target].append(raw)
+    return dict(routes)

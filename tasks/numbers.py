@@ -1,0 +1,152 @@
+"""Tasks on numbers: ``knm.numbers.<operation>``, ``knm.carrier.run`` and ``knm.search``.
+
+A ``knm.numbers.*`` task validates its payload, then hands each carrier's share of the numbers to
+``knm.carrier.run`` on that carrier's queue (``carrier.<pvt_carrier_module>``): the shares run
+one after another as a chain that replaces the task, so the caller's result is the merged result
+of every share. Each share records its outcome before its message is acknowledged; a redelivered
+share returns the recorded outcome, and numbers already written by the request are not redone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task, chain
+from celery.exceptions import Ignore
+from pymongo.errors import ConnectionFailure
+
+from config.celery import carrier_queue
+from config.settings import get_settings
+from knm import requests
+from knm.requests import InvalidRequestError, NumbersRequest, Operation
+from knm.search import SearchQuery
+from tasks.runtime import get_knm
+from workers.app import app
+
+#: Failures of the store or the network that a retry can cure.
+TRANSIENT = (ConnectionFailure,)
+
+
+def _payload(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Messages carry keyword arguments only; positional ones are a producer bug."""
+    if args:
+        raise InvalidRequestError(
+            f"positional arguments are not accepted ({len(args)} given); send kwargs"
+        )
+    return kwargs
+
+
+def _parse(op: Operation, args: tuple[Any, ...], kwargs: dict[str, Any]) -> NumbersRequest:
+    return requests.parse(op, _payload(args, kwargs))
+
+
+class KnmTask(Task[Any, Any]):
+    """Retries transient store failures with backoff and jitter; bad payloads fail at once."""
+
+    autoretry_for = TRANSIENT
+    retry_backoff = True
+    retry_backoff_max = 60
+    retry_jitter = True
+    throws = (InvalidRequestError,)
+
+    @property
+    def max_retries(self) -> int:  # type: ignore[override]
+        return get_settings().task_max_retries
+
+
+def _route(
+    task: Task[Any, Any], op: Operation, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Run ``op`` on each carrier's queue, as one chain replacing this task."""
+    request = _parse(op, args, kwargs)
+    request_id = task.request.id
+    knm = get_knm()
+    routes = requests.carrier_routes(knm, op, request)
+    links = []
+    for index, (module, numbers) in enumerate(sorted(routes.items(), key=lambda r: r[0] or "")):
+        part = request.for_numbers(numbers).to_payload()
+        queue = carrier_queue(module)
+        if index == 0:
+            links.append(
+                run_on_carrier.si(None, op.value, part, request_id, module).set(queue=queue)
+            )
+        else:
+            links.append(run_on_carrier.s(op.value, part, request_id, module).set(queue=queue))
+    if task.request.is_eager or task.request.called_directly:
+        return chain(*links).apply().get()
+    raise task.replace(chain(*links) if len(links) > 1 else links[0])
+
+
+@app.task(name="knm.carrier.run", bind=True, base=KnmTask, acks_late=True)
+def run_on_carrier(
+    self: Task[Any, Any],
+    previous: dict[str, Any] | None,
+    operation: str,
+    payload: dict[str, Any],
+    request_id: str,
+    module: str | None,
+) -> dict[str, Any]:
+    """One carrier's share of a request; merges the shares before it in the chain."""
+    op = Operation(operation)
+    request = requests.parse(op, payload)
+    knm = get_knm()
+    part = module or "-"
+    result = knm.outcomes.get(request_id, part)
+    if result is None:
+        result = requests.execute(knm, op, request, request_id)
+        if not request.dry_run:
+            knm.outcomes.put(request_id, part, op.value, result)
+    return requests.merge_results([previous, result] if previous else [result])
+
+
+def _make_routed(op: Operation) -> Task[Any, Any]:
+    @app.task(name=f"knm.numbers.{op.value}", bind=True, base=KnmTask)
+    def routed(self: Task[Any, Any], *args: Any, **kwargs: Any) -> Any:
+        return _route(self, op, args, kwargs)
+
+    routed.__doc__ = f"knm.numbers.{op.value}: run on the numbers' carrier queues."
+    return routed
+
+
+def _make_direct(op: Operation) -> Task[Any, Any]:
+    @app.task(name=f"knm.numbers.{op.value}", bind=True, base=KnmTask)
+    def direct(self: Task[Any, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        request = _parse(op, args, kwargs)
+        knm = get_knm()
+        request_id = self.request.id
+        result = knm.outcomes.get(request_id, "-") if request_id else None
+        if result is None:
+            result = requests.execute(knm, op, request, request_id)
+            if request_id and op != Operation.GET and not request.dry_run:
+                knm.outcomes.put(request_id, "-", op.value, result)
+        return result
+
+    direct.__doc__ = f"knm.numbers.{op.value}: no carrier involved, runs where received."
+    return direct
+
+
+create = _make_routed(Operation.CREATE)
+activate = _make_routed(Operation.ACTIVATE)
+reserve = _make_routed(Operation.RESERVE)
+release = _make_routed(Operation.RELEASE)
+delete = _make_routed(Operation.DELETE)
+get = _make_direct(Operation.GET)
+update = _make_direct(Operation.UPDATE)
+
+
+@app.task(name="knm.search", bind=True, base=KnmTask)
+def search(self: Task[Any, Any], *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    """Search numbers; returns ``[{"number", "state", "carrier_module"}]`` like the CLI."""
+    payload = _payload(args, kwargs)
+    try:
+        query = SearchQuery.model_validate(payload)
+    except ValueError as exc:
+        raise InvalidRequestError(f"invalid search request: {exc}") from None
+    results = get_knm().search(query)
+    return [
+        {"number": r.number, "state": r.state.value, "carrier_module": r.carrier_module}
+        for r in results
+    ]
+
+
+__all__ = ["Ignore", "activate", "create", "delete", "get", "release", "reserve", "search"]

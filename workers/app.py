@@ -1,0 +1,47 @@
+"""The Celery app: configured from knm's settings, consuming the default and carrier queues.
+
+``celery -A workers.app worker`` and ``knm worker`` both use ``app``. With no ``KNM_BROKER_URL``
+the app uses the embedded broker (files under ``KNM_DATA_DIR``), so a fresh machine needs no
+server; with it set, Redis or RabbitMQ.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from carriers.registry import default_registry
+from config.celery import CELERY_DEFAULT_QUEUE, DEFAULT_QUEUE, carrier_queue, celery_config
+from config.settings import Settings, get_settings
+
+TASK_MODULES = ["tasks.numbers"]
+
+
+def all_queues() -> list[str]:
+    """knm's queue, plain Celery's default queue, and one queue per carrier module."""
+    return [
+        DEFAULT_QUEUE,
+        CELERY_DEFAULT_QUEUE,
+        *(carrier_queue(m) for m in default_registry().names()),
+    ]
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    """A knm Celery app for ``settings`` (the environment's by default)."""
+    settings = settings or get_settings()
+    app = Celery("knm", include=TASK_MODULES)
+    app.conf.update(celery_config(settings, all_queues()))
+    return app
+
+
+app = create_app()
+
+
+@worker_process_init.connect
+def _fresh_store_after_fork(**_: Any) -> None:
+    """pymongo clients must not cross a fork: each pool process opens its own."""
+    from tasks.runtime import reset
+
+    reset()
