@@ -38,6 +38,7 @@ def embedded_paths(settings: Settings) -> dict[str, Path]:
     return {
         "queue": root / "queue",
         "processed": root / "processed",
+        "control": root / "control",
         "results": root / "results",
     }
 
@@ -52,6 +53,7 @@ def broker_and_backend(settings: Settings) -> tuple[str, str, dict[str, Any]]:
             "data_folder_in": str(paths["queue"]),
             "data_folder_out": str(paths["queue"]),
             "processed_folder": str(paths["processed"]),
+            "control_folder": str(paths["control"]),
             "store_processed": False,
             "polling_interval": settings.embedded_polling_interval_s,
         }

@@ -1,4 +1,4 @@
-"""knm's command line: accounts, number operations, search, inventory generation and a demo.
+"""knm's command line: accounts, number operations, search, inventory, workers and a demo.
 
 Other tools parse the ``--json`` output, so its shape is a contract:
 
@@ -9,17 +9,28 @@ Other tools parse the ``--json`` output, so its shape is a contract:
 - ``knm search PREFIX --json`` prints a list of ``{"number", "state", "carrier_module"}``.
 - ``knm accounts create|get ID --json`` prints ``Account.to_json()``.
 
-Exit codes: 0 when everything succeeded, 1 when any number (or the store) failed, 2 for a usage
-error. Errors are one line on stderr, never a traceback.
+``knm numbers ...`` and ``knm search`` build the request of ``knm.requests`` and run it in this
+process, or with ``--via-broker`` publish it as a task (``knm.producer``) and print the result a
+worker returns: the same output either way. ``knm worker`` and ``knm beat`` run Celery on the
+configured broker (the embedded one under ``KNM_DATA_DIR`` without ``KNM_BROKER_URL``); ``knm
+demo`` starts a worker and walks through the worker path.
+
+Exit codes: 0 when everything succeeded, 1 when any number (or the store, or the broker) failed,
+2 for a usage error or a request a worker rejected as invalid. Errors are one line on stderr,
+never a traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from enum import StrEnum
-from typing import Annotated, Any, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
@@ -30,15 +41,19 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageErro
 from typer._click.globals import get_current_context
 from typer.core import TyperGroup
 
-from carriers.base import SearchResult
 from config.settings import Settings, get_settings, reset_settings
-from knm import embedded, render
+from knm import embedded, render, requests
 from knm.accounts import SYSTEM, Account, is_account_id
 from knm.app import InputError, Knm
-from knm.batch import Batch
 from knm.model import NumberState
-from knm.options import Options
+from knm.requests import NEEDS_ACCOUNT, InvalidRequestError, NumbersRequest, Operation
 from knm.search import SearchQuery
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+#: ``--timeout`` of ``--via-broker`` (knm.producer.DEFAULT_TIMEOUT_S; celery is imported lazily).
+DEFAULT_TIMEOUT_S = 60.0
 
 OK = 0
 FAILED = 1
@@ -285,18 +300,6 @@ def _show_account(account: Account, as_json: bool, title: str) -> None:
 
 
 # ================================================================================ numbers
-class Operation(StrEnum):
-    GET = "get"
-    CREATE = "create"
-    ACTIVATE = "activate"
-    RESERVE = "reserve"
-    RELEASE = "release"
-    DELETE = "delete"
-
-
-#: Operations that need ``--account`` (the target of activate, the holder of a reservation).
-NEEDS_ACCOUNT = frozenset({Operation.ACTIVATE, Operation.RESERVE})
-
 _NUMBER_HELP = {
     Operation.GET: "Fetch numbers the requester may see.",
     Operation.CREATE: "Create numbers (in_service unless --state), assigned to --account.",
@@ -305,65 +308,113 @@ _NUMBER_HELP = {
     Operation.RELEASE: "Release numbers (unwind reservations, disconnect, delete or age).",
     Operation.DELETE: "Hard-delete numbers in any state (admins only).",
 }
+#: The operations ``knm numbers`` offers (``update`` is for API producers only).
+CLI_OPERATIONS = tuple(_NUMBER_HELP)
+
+ViaBroker = Annotated[
+    bool,
+    typer.Option(
+        "--via-broker",
+        help="Publish a task and print the result a worker returns (start one: 'knm worker').",
+    ),
+]
+Timeout = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        metavar="SECONDS",
+        min=0.1,
+        help="With --via-broker: how long to wait for a worker's result.",
+    ),
+]
 
 
-def number_options(
+def numbers_request(
     op: Operation,
+    numbers: list[str],
     *,
-    account: str | None,
-    auth_by: str,
-    state: NumberState | None,
-    carrier: str | None,
-    ported_in: bool,
-    dry_run: bool,
-    mdn: bool,
-) -> Options:
-    """The operation's ``Options``, with only the options the user gave set.
+    account: str | None = None,
+    auth_by: str = SYSTEM,
+    state: NumberState | None = None,
+    carrier: str | None = None,
+    ported_in: bool = False,
+    dry_run: bool = False,
+    mdn: bool = False,
+    validate: bool = True,
+) -> NumbersRequest:
+    """The request of a ``knm numbers`` command, with only the options the user gave.
 
-    ``Options.model_fields_set`` decides which setters an operation applies, so an option the
-    user did not give must not be passed, not even with its default value.
+    A field left out is not applied at all (``requests.to_options``), so an option the user did
+    not give must not be passed, not even with its default value. Raises ``InvalidRequestError``
+    for an option the operation does not take.
+
+    ``validate=False`` (the in-process path) skips the payload limits of a task message (at
+    most ``MAX_NUMBERS_PER_REQUEST`` numbers, no empty strings): in process every input gets its
+    own result as it always has, an empty one failing ``not_reconcilable``.
     """
-    fields: dict[str, Any] = {"auth_by": auth_by}
-    if account is not None and op != Operation.ACTIVATE:
-        fields["assign_to"] = account
+    fields: dict[str, Any] = {"numbers": numbers}
+    if account is not None:
+        fields["account"] = account
+    if auth_by != SYSTEM:
+        fields["auth_by"] = auth_by
     if state is not None:
         fields["state"] = state
     if carrier is not None:
-        fields["module_name"] = carrier
+        fields["carrier_module"] = carrier
     if ported_in:
         fields["ported_in"] = True
     if dry_run:
         fields["dry_run"] = True
     if mdn:
-        fields["mdn_run"] = True
-    return Options(**fields)
+        fields["mdn"] = True
+    if validate:
+        request = NumbersRequest.model_validate(fields)
+    else:
+        request = NumbersRequest.model_construct(**fields)
+    requests.check(op, request)
+    return request
 
 
-def run_operation(
-    knm: Knm, op: Operation, numbers: list[str], account: str | None, options: Options
-) -> Batch:
-    manager = knm.numbers
-    if op == Operation.GET:
-        return manager.get(numbers, options)
-    if op == Operation.CREATE:
-        return manager.create(numbers, options)
-    if op == Operation.ACTIVATE:
-        assert account is not None
-        return manager.move(numbers, account, options)
-    if op == Operation.RESERVE:
-        return manager.reserve(numbers, options)
-    if op == Operation.RELEASE:
-        return manager.release(numbers, options)
-    return manager.delete(numbers, options)
-
-
-def _show_batch(batch: Batch, as_json: bool, title: str) -> None:
+def _show_result(result: dict[str, Any], as_json: bool, title: str) -> None:
     if as_json:
-        _print_json(render.batch_json(batch))
+        _print_json(result)
         return
     out = _console()
-    out.print(render.batch_table(batch, title=title))
-    out.print(f"{len(batch.succeeded)} succeeded, {len(batch.failed)} failed")
+    out.print(render.result_table(result, title=title))
+    succeeded, failed = result.get("succeeded") or {}, result.get("failed") or {}
+    out.print(f"{len(succeeded)} succeeded, {len(failed)} failed")
+
+
+def _producer_app(settings: Settings) -> Celery:
+    from knm import producer
+
+    return producer.create_app(settings)
+
+
+@contextlib.contextmanager
+def _broker_guard(settings: Settings) -> Iterator[None]:
+    """Failures of a request sent through the broker as one line and an exit code."""
+    from kombu.exceptions import KombuError
+    from redis.exceptions import RedisError
+
+    from knm.producer import ProducerError, TaskFailedError
+
+    try:
+        yield
+    except InvalidRequestError as exc:
+        _die(str(exc), USAGE)
+    except TaskFailedError as exc:
+        _die(str(exc), USAGE if exc.invalid else FAILED)
+    except ProducerError as exc:
+        _die(str(exc), FAILED)
+    except (OSError, RedisError, KombuError) as exc:
+        _die(f"broker error at {_broker_url(settings)}: {_one_line(str(exc))}", FAILED)
+
+
+def _broker_url(settings: Settings) -> str:
+    if settings.broker_url:
+        return _redact(settings.broker_url)
+    return f"the embedded broker in {settings.data_dir}"
 
 
 def _number_command(op: Operation) -> Callable[..., None]:
@@ -398,27 +449,43 @@ def _number_command(op: Operation) -> Callable[..., None]:
             bool, typer.Option("--dry-run", help="Compute the result, write nothing.")
         ] = False,
         mdn: Annotated[bool, typer.Option("--mdn", help="The numbers are MDNs.")] = False,
+        via_broker: ViaBroker = False,
+        timeout: Timeout = DEFAULT_TIMEOUT_S,
         as_json: JsonFlag = False,
     ) -> None:
         if state is not None and op != Operation.CREATE:
             _usage("option '--state' is only valid for 'numbers create'")
         if op in NEEDS_ACCOUNT and account is None:
             _usage(f"missing option '--account' (required by 'numbers {op.value}')")
-        options = number_options(
-            op,
-            account=account,
-            auth_by=auth_by,
-            state=state,
-            carrier=carrier,
-            ported_in=ported_in,
-            dry_run=dry_run,
-            mdn=mdn,
-        )
-        with _open() as knm:
-            batch = run_operation(knm, op, numbers, account, options)
+        try:
+            request = numbers_request(
+                op,
+                numbers,
+                account=account,
+                auth_by=auth_by,
+                state=state,
+                carrier=carrier,
+                ported_in=ported_in,
+                dry_run=dry_run,
+                mdn=mdn,
+                validate=via_broker,
+            )
+        except ValidationError as exc:
+            _usage(_validation_message(exc))
+        except InvalidRequestError as exc:
+            _usage(str(exc))
+        if via_broker:
+            from knm import producer
+
+            settings = _settings()
+            with _broker_guard(settings):
+                result = producer.call(op, request, timeout, app=_producer_app(settings))
+        else:
+            with _open() as knm:
+                result = requests.execute(knm, op, request)
         title = f"numbers {op.value}" + (" (dry run)" if dry_run else "")
-        _show_batch(batch, as_json, title)
-        if batch.failed:
+        _show_result(result, as_json, title)
+        if result.get("failed"):
             raise typer.Exit(FAILED)
 
     command.__name__ = f"numbers_{op.value}"
@@ -426,7 +493,7 @@ def _number_command(op: Operation) -> Callable[..., None]:
     return command
 
 
-for _op in Operation:
+for _op in CLI_OPERATIONS:
     numbers_app.command(_op.value)(_number_command(_op))
 
 
@@ -446,10 +513,12 @@ def search(
         list[str] | None,
         typer.Option("--carrier", metavar="MODULE", help="Carrier module to ask (repeatable)."),
     ] = None,
+    via_broker: ViaBroker = False,
+    timeout: Timeout = DEFAULT_TIMEOUT_S,
     as_json: JsonFlag = False,
 ) -> None:
     """Search numbers (an account's carriers, or the --carrier modules)."""
-    with _open() as knm:
+    with _guard(lambda: None):
         query = SearchQuery(
             prefix=prefix,
             quantity=quantity,
@@ -458,15 +527,23 @@ def search(
             account_id=account,
             carriers=list(carrier) if carrier else None,
         )
-        results = knm.search(query)
-    _show_search(results, as_json, f"search {prefix}")
+    if via_broker:
+        from knm import producer
 
-
-def _show_search(results: list[SearchResult], as_json: bool, title: str) -> None:
-    if as_json:
-        _print_json(render.search_json(results))
+        settings = _settings()
+        with _broker_guard(settings):
+            rows = producer.search(query, timeout, app=_producer_app(settings))
     else:
-        _console().print(render.search_table(results, title=title))
+        with _open() as knm:
+            rows = render.search_json(knm.search(query))
+    _show_search(rows, as_json, f"search {prefix}")
+
+
+def _show_search(rows: list[dict[str, Any]], as_json: bool, title: str) -> None:
+    if as_json:
+        _print_json(rows)
+    else:
+        _console().print(render.search_rows_table(rows, title=title))
 
 
 # ================================================================================ inventory
@@ -501,66 +578,336 @@ def generate_numbers(
         raise typer.Exit(FAILED)
 
 
+# ================================================================================ worker, beat
+class Pool(StrEnum):
+    PREFORK = "prefork"
+    THREADS = "threads"
+    SOLO = "solo"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+LogLevelOption = Annotated[
+    LogLevel, typer.Option("--loglevel", "-l", case_sensitive=False, help="Logging level.")
+]
+
+
+def _split_queues(values: list[str]) -> list[str]:
+    """``-Q a,b -Q c`` → ``[a, b, c]`` (order kept, duplicates dropped)."""
+    queues = [q.strip() for value in values for q in value.split(",")]
+    if not all(queues):
+        _usage(f"empty queue name in --queues {','.join(values)!r}")
+    return list(dict.fromkeys(queues))
+
+
+def _broker_lines(app: Celery, settings: Settings) -> list[str]:
+    """Which broker and result backend ``app`` uses, passwords redacted."""
+    from config.celery import embedded_paths, is_embedded
+
+    broker = _redact(str(app.conf.broker_url))
+    backend = _redact(str(app.conf.result_backend))
+    if is_embedded(settings):
+        where = embedded_paths(settings)["queue"].parent
+        kind = f"the embedded broker: no KNM_BROKER_URL, files under {where}"
+    else:
+        kind = "KNM_BROKER_URL"
+    return [f"broker: {broker} ({kind})", f"results: {backend}"]
+
+
+def _celery_app(settings: Settings) -> Celery:
+    """``workers.app.app`` (where the tasks are registered), configured from the environment."""
+    from workers.app import app as celery_app
+
+    return celery_app
+
+
+@app.command("worker")
+def worker(
+    queues: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--queues",
+            "-Q",
+            metavar="Q1,Q2",
+            help="Queues to consume (comma-separated or repeated); default: all of knm's.",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            "--concurrency", "-c", min=1, help="Pool size (default: KNM_WORKER_CONCURRENCY)."
+        ),
+    ] = None,
+    pool: Annotated[
+        Pool | None, typer.Option("--pool", "-P", help="Pool implementation (Celery: prefork).")
+    ] = None,
+    hostname: Annotated[
+        str | None, typer.Option("--hostname", "-n", metavar="NAME", help="Node name.")
+    ] = None,
+    loglevel: LogLevelOption = LogLevel.INFO,
+) -> None:
+    """Run a Celery worker for knm's tasks (embedded broker unless KNM_BROKER_URL is set)."""
+    from workers.app import all_queues
+
+    settings = _settings()
+    consumed = _split_queues(queues) if queues else all_queues()
+    celery_app = _celery_app(settings)
+    for line in _broker_lines(celery_app, settings):
+        typer.echo(f"knm worker: {line}")
+    typer.echo(f"knm worker: store: {_store_url(settings)}")
+    typer.echo(f"knm worker: queues: {', '.join(consumed)}")
+    argv = ["worker", "--queues", ",".join(consumed), "--loglevel", loglevel.value]
+    if concurrency is not None:
+        argv += ["--concurrency", str(concurrency)]
+    if pool is not None:
+        argv += ["--pool", pool.value]
+    if hostname is not None:
+        argv += ["--hostname", hostname]
+    # app.worker_main(argv) is app.start(argv) without the exit code; keep the code.
+    code: object = celery_app.start(argv=argv)
+    raise typer.Exit(code if isinstance(code, int) else OK)
+
+
+@app.command("beat")
+def beat(loglevel: LogLevelOption = LogLevel.INFO) -> None:
+    """Run Celery beat for knm's periodic tasks (schedule file under KNM_DATA_DIR)."""
+    settings = _settings()
+    data_dir = settings.data_dir.expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    schedule = data_dir / BEAT_SCHEDULE_FILE
+    celery_app = _celery_app(settings)
+    for line in _broker_lines(celery_app, settings):
+        typer.echo(f"knm beat: {line}")
+    typer.echo(f"knm beat: schedule: {schedule}")
+    code: object = celery_app.start(
+        argv=["beat", "--schedule", str(schedule), "--loglevel", loglevel.value]
+    )
+    raise typer.Exit(code if isinstance(code, int) else OK)
+
+
+BEAT_SCHEDULE_FILE = "beat-schedule"
+
+
 # ================================================================================ demo
 DEMO_RESELLER = "demoreseller".ljust(32, "0")
 DEMO_CHILD = "demochild".ljust(32, "0")
 DEMO_NUMBERS = ("+14155550170", "+14155550171", "+14155550172")
+#: The number the demo asks a worker for until one answers (never created).
+DEMO_PROBE = "+14155550179"
+DEMO_WORKER_LOG = "demo-worker.log"
+DEMO_READY_TIMEOUT_S = 60.0
+DEMO_STOP_TIMEOUT_S = 10.0
+
+
+class _DemoError(Exception):
+    """The demo cannot go on (the worker died or did not answer)."""
+
+
+def _demo_worker_command() -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "knm",
+        "worker",
+        "--pool",
+        "solo",
+        "--concurrency",
+        "1",
+        "--loglevel",
+        "WARNING",
+        "--hostname",
+        f"knm-demo-{os.getpid()}@%h",
+    ]
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def _worker_process(log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A ``knm worker`` subprocess with this environment, stopped on the way out.
+
+    Its own session keeps a Ctrl-C in the terminal from reaching it first: the demo stops it
+    (SIGTERM, then SIGKILL if it does not exit in time) however the demo ends.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            _demo_worker_command(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ),
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        stopping = time.monotonic()
+        _stop_process(proc)
+        typer.echo(f"worker stopped in {time.monotonic() - stopping:.1f} s")
+
+
+def _stop_process(proc: subprocess.Popen[bytes], timeout_s: float = DEMO_STOP_TIMEOUT_S) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout_s)
+
+
+def _wait_for_worker(
+    celery_app: Celery, proc: subprocess.Popen[bytes], log_path: Path, timeout_s: float
+) -> Any:
+    """Send one ``knm.numbers.get`` and wait until a worker returns it (or the worker dies)."""
+    from knm import producer
+
+    probe = NumbersRequest(numbers=[DEMO_PROBE])
+    result = producer.publish(Operation.GET, probe, timeout=timeout_s, app=celery_app)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        code = proc.poll()
+        if code is not None:
+            raise _DemoError(
+                f"the worker exited with code {code} before answering; "
+                f"its log ({log_path}):\n{_log_tail(log_path)}"
+            )
+        try:
+            return producer.wait(result, producer.task_name(Operation.GET), timeout=0.5)
+        except (producer.NoWorkerError, producer.StillRunningError):
+            if time.monotonic() >= deadline:
+                raise _DemoError(
+                    f"the worker did not answer within {timeout_s:g} s; "
+                    f"its log ({log_path}):\n{_log_tail(log_path)}"
+                ) from None
 
 
 @app.command("demo")
 def demo() -> None:
-    """Walk through the core on the configured store (re-runnable)."""
+    """Walk through the worker path: a worker, then number operations sent through the broker.
+
+    Starts ``knm worker`` as a subprocess (the embedded broker and store unless configured),
+    sends every step as a task and shows its result and which queue and worker handled it, then
+    stops the worker. Re-runnable: the demo numbers are deleted first.
+    """
+    from knm import producer
+
     out = _console()
-    with _open() as knm:
-        manager = knm.numbers
-        out.rule("knm demo")
+    settings = _settings()
+    log_path = settings.data_dir.expanduser().resolve() / DEMO_WORKER_LOG
+    celery_app = _producer_app(settings)
+    started = time.monotonic()
+    out.rule("knm demo: the worker path")
+    for line in _broker_lines(celery_app, settings):
+        out.print(line, markup=False, soft_wrap=True)
 
-        accounts: list[Account] = []
-        for account_id, name, parent in (
-            (DEMO_RESELLER, "Demo Reseller", None),
-            (DEMO_CHILD, "Demo Customer", DEMO_RESELLER),
-        ):
-            account = knm.get_account(account_id)
-            if account is None:
-                account = knm.create_account(
-                    account_id, name, parent=parent, allow_additions=parent is None
+    try:
+        with _worker_process(log_path) as proc, _broker_guard(settings):
+            out.print(f"started a worker: pid {proc.pid}, log {log_path}")
+
+            # accounts and leftovers in process, while the worker boots
+            with _open() as knm:
+                accounts: list[Account] = []
+                for account_id, name, parent in (
+                    (DEMO_RESELLER, "Demo Reseller", None),
+                    (DEMO_CHILD, "Demo Customer", DEMO_RESELLER),
+                ):
+                    account = knm.get_account(account_id)
+                    if account is None:
+                        account = knm.create_account(
+                            account_id, name, parent=parent, allow_additions=parent is None
+                        )
+                    accounts.append(account)
+                leftovers = requests.execute(
+                    knm, Operation.DELETE, NumbersRequest(numbers=list(DEMO_NUMBERS))
                 )
-            accounts.append(account)
-        out.print(render.account_table(accounts, title="1. accounts (created if missing)"))
+            out.print(render.account_table(accounts, title="1. accounts (created if missing)"))
+            out.print(f"removed {len(leftovers['succeeded'])} demo numbers left by an earlier run")
 
-        leftovers = manager.delete(DEMO_NUMBERS, Options(auth_by=SYSTEM))
-        out.print(f"removed {len(leftovers.succeeded)} demo numbers left by an earlier run")
+            ready = _wait_for_worker(celery_app, proc, log_path, DEMO_READY_TIMEOUT_S)
+            out.print(
+                f"worker {ready.worker or '?'} answered "
+                f"{time.monotonic() - started:.1f} s after the demo started"
+            )
 
-        def step(title: str, batch: Batch) -> None:
-            out.print(render.batch_table(batch, title=title))
+            def step(title: str, op: Operation, **fields: Any) -> None:
+                request = NumbersRequest.model_validate(fields)
+                reply = producer.call_reply(op, request, app=celery_app)
+                out.print(render.result_table(reply.result, title=title))
+                out.print(_handled_by(producer.task_name(op), reply), soft_wrap=True)
 
-        step(
-            "2. create the demo numbers as available (system)",
-            manager.create(
-                DEMO_NUMBERS,
-                Options(auth_by=SYSTEM, assign_to=DEMO_RESELLER, state=NumberState.AVAILABLE),
-            ),
-        )
-        found = knm.search(SearchQuery(prefix="41555501", quantity=10, account_id=DEMO_CHILD))
-        out.print(render.search_table(found, title="3. the customer searches 41555501"))
-        step(
-            "4. the reseller reserves two numbers for the customer",
-            manager.reserve(DEMO_NUMBERS[:2], Options(auth_by=DEMO_RESELLER, assign_to=DEMO_CHILD)),
-        )
-        step(
-            "5. the customer activates one of them",
-            manager.move(DEMO_NUMBERS[:1], DEMO_CHILD, Options(auth_by=DEMO_CHILD)),
-        )
-        step(
-            "6. the customer tries to delete a number (admins only)",
-            manager.delete(DEMO_NUMBERS[:1], Options(auth_by=DEMO_CHILD)),
-        )
-        step(
-            "7. the customer releases the active number (knm_local numbers are deleted)",
-            manager.release(DEMO_NUMBERS[:1], Options(auth_by=DEMO_CHILD)),
-        )
-        step(
-            "8. where everything stands (system view)",
-            manager.get((*DEMO_NUMBERS, "1000"), Options(auth_by=SYSTEM)),
-        )
+            step(
+                "2. create the demo numbers as available (system)",
+                Operation.CREATE,
+                numbers=list(DEMO_NUMBERS),
+                account=DEMO_RESELLER,
+                state=NumberState.AVAILABLE,
+            )
+            query = SearchQuery(prefix="41555501", quantity=10, account_id=DEMO_CHILD)
+            found = producer.call_task(
+                producer.SEARCH_TASK,
+                query.model_dump(mode="json", exclude_none=True),
+                timeout=producer.DEFAULT_TIMEOUT_S,
+                app=celery_app,
+            )
+            out.print(
+                render.search_rows_table(found.result, title="3. the customer searches 41555501")
+            )
+            out.print(_handled_by(producer.SEARCH_TASK, found), soft_wrap=True)
+            step(
+                "4. the reseller reserves two numbers for the customer",
+                Operation.RESERVE,
+                numbers=list(DEMO_NUMBERS[:2]),
+                account=DEMO_CHILD,
+                auth_by=DEMO_RESELLER,
+            )
+            step(
+                "5. the customer activates one of them",
+                Operation.ACTIVATE,
+                numbers=list(DEMO_NUMBERS[:1]),
+                account=DEMO_CHILD,
+                auth_by=DEMO_CHILD,
+            )
+            step(
+                "6. the customer tries to delete a number (admins only)",
+                Operation.DELETE,
+                numbers=list(DEMO_NUMBERS[:1]),
+                auth_by=DEMO_CHILD,
+            )
+            step(
+                "7. the customer releases the active number (knm_local numbers are deleted)",
+                Operation.RELEASE,
+                numbers=list(DEMO_NUMBERS[:1]),
+                auth_by=DEMO_CHILD,
+            )
+            step(
+                "8. where everything stands (system view)",
+                Operation.GET,
+                numbers=[*DEMO_NUMBERS, "1000"],
+            )
+    except _DemoError as exc:
+        typer.echo(f"knm: error: {exc}", err=True)
+        raise typer.Exit(FAILED) from None
+    out.print(f"worker stopped; the demo took {time.monotonic() - started:.1f} s")
     out.print("done: run `knm demo` again to start over")
+
+
+def _handled_by(name: str, reply: Any) -> str:
+    queue = reply.queue or "?"
+    worker = reply.worker or "?"
+    ms = reply.seconds * 1000
+    return f"[dim]   {name} → queue {queue}, worker {worker}, {ms:.0f} ms[/dim]"

@@ -10,7 +10,7 @@ on the fresh document (DECISIONS 4), so concurrent operations never lose each ot
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,14 +81,31 @@ class NumberManager:
 
         return self._run(numbers, options or Options(), plan, write=False)
 
-    def create(self, numbers: Iterable[str], options: Options) -> Batch:
-        """Create new numbers or take over existing aging/available/port_in ones (§4.4)."""
+    def create(
+        self,
+        numbers: Iterable[str],
+        options: Options,
+        public_by_number: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> Batch:
+        """Create new numbers or take over existing aging/available/port_in ones (§4.4).
+
+        ``public_by_number`` gives each number its own public fields (a CSV import's rows),
+        replacing them as ``options.public_fields`` would for all.
+        """
+        plan: Plan = self._plan_create
+        if public_by_number is not None:
+            per_number = public_by_number
+
+            def plan(batch: Batch, ctx: RunContext) -> None:
+                def reset(pn: PhoneNumber) -> None:
+                    if pn.number in per_number:
+                        pn.reset_public(per_number[pn.number])
+
+                batch.step(reset)
+                self._plan_create(batch, ctx)
+
         return self._run(
-            numbers,
-            options,
-            self._plan_create,
-            missing=self._new_numbers,
-            precheck=self._can_create,
+            numbers, options, plan, missing=self._new_numbers, precheck=self._can_create
         )
 
     def move(
@@ -211,8 +228,13 @@ class NumberManager:
         return result
 
     def _load(self, numbers: list[str], options: Options) -> RunContext:
-        """Read the numbers, then every account the decision may involve, in one query each."""
+        """Read the numbers, then every account the decision may involve, in one query each.
+
+        ``system`` passes every check without reading an account, so it skips that query.
+        """
         docs = self.store.find_numbers(numbers)
+        if options.auth_by == SYSTEM:
+            return RunContext(options=options, accounts=AccountDirectory(), docs=docs)
         ids: set[str | None] = {options.auth_by, options.assign_to}
         for doc in docs.values():
             ids.add(doc.get("pvt_assigned_to"))

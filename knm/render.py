@@ -86,32 +86,65 @@ def error_text(error: KnmError) -> str:
 
 def batch_table(batch: Batch, title: str | None = None) -> Table:
     """One row per number: succeeded ones first, then the failures with their error."""
+    return result_table(batch_json(batch), title=title)
+
+
+def result_table(result: Mapping[str, Any], title: str | None = None) -> Table:
+    """A JSON result ``{"succeeded": {number: document}, "failed": {input: error}}`` as a table.
+
+    The in-process and the ``--via-broker`` paths both print their result through this, so a
+    table looks the same whichever way the request travelled.
+    """
     table = Table(title=title, title_justify="left", show_lines=False)
     table.add_column("number", no_wrap=True)
     table.add_column("state", no_wrap=True)
     table.add_column("account", overflow="fold")
     table.add_column("carrier", no_wrap=True)
     table.add_column("error", overflow="fold", min_width=5)
-    for number, pn in sorted(batch.succeeded.items()):
+    succeeded: Mapping[str, Any] = result.get("succeeded") or {}
+    failed: Mapping[str, Any] = result.get("failed") or {}
+    for number, doc in sorted(succeeded.items()):
         table.add_row(
             number,
-            pn.state.value if pn.state is not None else "",
-            pn.assigned_to or "",
-            pn.carrier_module,
+            _text(doc.get("pvt_state")),
+            _text(doc.get("pvt_assigned_to")),
+            _text(doc.get("pvt_carrier_module")),
             "",
         )
-    for key, error in sorted(batch.failed.items()):
-        table.add_row(key, "", "", "", f"[red]{_escape(error_text(error))}[/red]")
+    for key, error in sorted(failed.items()):
+        table.add_row(key, "", "", "", f"[red]{_escape(error_text(_error(error)))}[/red]")
     return table
 
 
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _error(error: Any) -> KnmError:
+    """A failure's JSON form (``KnmError.to_json()``) back as a ``KnmError``."""
+    if isinstance(error, KnmError):
+        return error
+    if not isinstance(error, Mapping):
+        return KnmError(str(error))
+    return KnmError(
+        str(error.get("error", "")), error.get("code"), error.get("message"), error.get("cause")
+    )
+
+
 def search_table(results: Iterable[SearchResult], title: str | None = None) -> Table:
+    return search_rows_table(search_json(results), title=title)
+
+
+def search_rows_table(rows: Iterable[Mapping[str, Any]], title: str | None = None) -> Table:
+    """A search's JSON rows (``search_json``, or a ``knm.search`` task's result) as a table."""
     table = Table(title=title, title_justify="left")
     table.add_column("number", no_wrap=True)
     table.add_column("state", no_wrap=True)
     table.add_column("carrier", no_wrap=True)
-    for r in results:
-        table.add_row(r.number, r.state.value, r.carrier_module)
+    for row in rows:
+        table.add_row(
+            _text(row.get("number")), _text(row.get("state")), _text(row.get("carrier_module"))
+        )
     return table
 
 

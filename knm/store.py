@@ -100,6 +100,13 @@ class Store:
         self.search_cache.create_index("discovery_numbers", name="discovery_numbers")
         self.db["request_outcomes"].create_index("expires_at", expireAfterSeconds=0, name="ttl")
         self.db["request_outcomes"].create_index("request_id", name="request_id")
+        self.db["jobs"].create_index([("created", ASCENDING)], name="created")
+        self.db["job_rows"].create_index(
+            [("job_id", ASCENDING), ("chunk", ASCENDING), ("row", ASCENDING)], name="job_chunk_row"
+        )
+        self.db["job_rows"].create_index(
+            [("job_id", ASCENDING), ("row", ASCENDING)], name="job_row"
+        )
         for inventory in ("numbers_managed", "numbers_inum"):
             self.db[inventory].create_index(
                 [("pvt_account_id", ASCENDING), ("pvt_state", ASCENDING), ("_id", ASCENDING)],

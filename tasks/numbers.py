@@ -18,6 +18,7 @@ from pymongo.errors import ConnectionFailure
 from config.celery import carrier_queue
 from config.settings import get_settings
 from knm import requests
+from knm.app import InputError
 from knm.requests import InvalidRequestError, NumbersRequest, Operation
 from knm.search import SearchQuery
 from tasks.runtime import get_knm
@@ -57,7 +58,12 @@ class KnmTask(Task[Any, Any]):
 def _route(
     task: Task[Any, Any], op: Operation, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    """Run ``op`` on each carrier's queue, as one chain replacing this task."""
+    """Run ``op`` on each carrier's queue; the caller's result is the last share's result.
+
+    One carrier (the usual case): the share is published under this task's id and this task
+    ends without a result of its own, so the share's result is the caller's. Several carriers:
+    a chain of shares, each on its own queue, replaces this task.
+    """
     request = _parse(op, args, kwargs)
     request_id = task.request.id
     knm = get_knm()
@@ -74,7 +80,10 @@ def _route(
             links.append(run_on_carrier.s(op.value, part, request_id, module).set(queue=queue))
     if task.request.is_eager or task.request.called_directly:
         return chain(*links).apply().get()
-    raise task.replace(chain(*links) if len(links) > 1 else links[0])
+    if len(links) == 1:
+        links[0].apply_async(task_id=request_id)
+        raise Ignore()
+    raise task.replace(chain(*links))
 
 
 @app.task(name="knm.carrier.run", bind=True, base=KnmTask, acks_late=True)
@@ -91,12 +100,24 @@ def run_on_carrier(
     request = requests.parse(op, payload)
     knm = get_knm()
     part = module or "-"
-    result = knm.outcomes.get(request_id, part)
+    result = knm.outcomes.get(request_id, part) if _may_have_run(self, op) else None
     if result is None:
         result = requests.execute(knm, op, request, request_id)
         if not request.dry_run:
             knm.outcomes.put(request_id, part, op.value, result)
     return requests.merge_results([previous, result] if previous else [result])
+
+
+def _may_have_run(task: Task[Any, Any], op: Operation) -> bool:
+    """Whether to look for a recorded outcome before running.
+
+    A broker flags redeliveries. Otherwise a duplicate is harmless without the lookup for the
+    operations that leave their documents behind: numbers already stamped with the request's
+    ``pvt_request_id`` are returned as they are. Release and delete may remove documents, so
+    they always look.
+    """
+    delivery = task.request.delivery_info or {}
+    return bool(delivery.get("redelivered")) or op in (Operation.RELEASE, Operation.DELETE)
 
 
 def _make_routed(op: Operation) -> Task[Any, Any]:
@@ -113,11 +134,13 @@ def _make_direct(op: Operation) -> Task[Any, Any]:
     def direct(self: Task[Any, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
         request = _parse(op, args, kwargs)
         knm = get_knm()
+        if op == Operation.GET:
+            return requests.execute(knm, op, request)  # a read: nothing to redo or remember
         request_id = self.request.id
         result = knm.outcomes.get(request_id, "-") if request_id else None
         if result is None:
             result = requests.execute(knm, op, request, request_id)
-            if request_id and op != Operation.GET and not request.dry_run:
+            if request_id and not request.dry_run:
                 knm.outcomes.put(request_id, "-", op.value, result)
         return result
 
@@ -142,11 +165,14 @@ def search(self: Task[Any, Any], *args: Any, **kwargs: Any) -> list[dict[str, An
         query = SearchQuery.model_validate(payload)
     except ValueError as exc:
         raise InvalidRequestError(f"invalid search request: {exc}") from None
-    results = get_knm().search(query)
+    try:
+        results = get_knm().search(query)
+    except InputError as exc:
+        raise InvalidRequestError(str(exc)) from None
     return [
         {"number": r.number, "state": r.state.value, "carrier_module": r.carrier_module}
         for r in results
     ]
 
 
-__all__ = ["Ignore", "activate", "create", "delete", "get", "release", "reserve", "search"]
+__all__ = ["activate", "create", "delete", "get", "release", "reserve", "search"]

@@ -16,7 +16,8 @@ from pymongo.database import Database
 from typer.testing import CliRunner, Result
 
 from knm import embedded
-from knm.cli import app
+from knm.cli import app, numbers_request
+from knm.requests import NumbersRequest, Operation
 
 pytestmark = pytest.mark.integration
 
@@ -215,6 +216,42 @@ def test_dry_run_writes_nothing(knm: Run, mongo_db: Database[dict[str, Any]]) ->
     assert mongo_db.numbers.count_documents({}) == 0
 
 
+def test_request_carries_only_the_options_given() -> None:
+    """The CLI builds a ``NumbersRequest`` whose payload holds only what the user gave."""
+    plain = numbers_request(Operation.CREATE, [N1], account=ROOT)
+    assert plain.to_payload() == {"numbers": [N1], "account": ROOT}
+    assert "ported_in" not in plain.model_fields_set
+
+    ported = numbers_request(Operation.CREATE, [N1], account=ROOT, ported_in=True)
+    assert ported.to_payload() == {"numbers": [N1], "account": ROOT, "ported_in": True}
+
+    full = numbers_request(
+        Operation.ACTIVATE, [N1, N2], account=CHILD, auth_by=ROOT, carrier="knm_local", mdn=True
+    )
+    assert full.to_payload() == {
+        "numbers": [N1, N2],
+        "account": CHILD,
+        "auth_by": ROOT,
+        "carrier_module": "knm_local",
+        "mdn": True,
+    }
+    # in process the payload limits of a task message do not apply (an empty input fails alone)
+    unchecked = numbers_request(Operation.GET, [""], validate=False)
+    assert isinstance(unchecked, NumbersRequest)
+    assert unchecked.numbers == [""]
+
+
+def test_empty_input_fails_alone_in_process(knm: Run) -> None:
+    got = as_json(knm("numbers", "get", "", N1, "--json", code=1))
+    assert got == {
+        "succeeded": {},
+        "failed": {"": {"error": "not_reconcilable"}, N1: {"error": "not_found"}},
+    }
+    # through the broker the payload must be valid: refused before anything is published
+    line = one_line_error(knm("numbers", "get", "", "--via-broker", code=2))
+    assert "numbers must not be empty strings" in line
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
@@ -277,6 +314,7 @@ def test_search_local_numbers_json(knm: Run) -> None:
 
 # ------------------------------------------------------------------------------ demo
 def test_demo_is_rerunnable(knm: Run) -> None:
+    """``knm demo`` runs a worker subprocess (embedded broker under KNM_DATA_DIR, this store)."""
     first = knm("demo").stdout
     assert "forbidden" in first
     second = knm("demo").stdout
@@ -322,3 +360,19 @@ def test_python_m_knm_help() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "activate" in done.stdout
+
+
+def test_worker_and_beat_commands_are_listed() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "knm", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    for command in ("worker", "beat", "demo", "numbers", "search"):
+        assert command in done.stdout
+    for args in (["numbers", "create", "--help"], ["search", "--help"]):
+        shown = subprocess.run(
+            [sys.executable, "-m", "knm", *args], capture_output=True, text=True, timeout=60
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert "--via-broker" in shown.stdout
+        assert "--timeout" in shown.stdout

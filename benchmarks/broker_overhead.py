@@ -1,0 +1,200 @@
+"""Issue 3 figure: broker round trip of a knm task versus a no-op Celery task, same broker.
+
+A real worker (one solo process) serves Redis; the producer is a plain Celery client. For
+``knm.ping`` (no-op), ``knm.numbers.get`` (one number, runs where received) and
+``knm.numbers.activate`` (one number already in service: routed to its carrier queue, so two
+hops), it times N round trips and takes the median. The operation's own time, measured in
+process on the same store, is subtracted to give the overhead knm adds to the broker's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery import Celery
+from pymongo import MongoClient
+
+from benchmarks.common import mongo_server
+from config.settings import Settings
+from knm.app import Knm
+from knm.options import Options
+from knm.requests import NumbersRequest, Operation, execute
+from knm.store import Store
+
+ROUNDS = 60
+ACCOUNT = "bench0000000000000000000000000e1"
+NUMBER = "+14155550999"
+BROKER = os.environ.get("KNM_BENCH_BROKER_URL", "redis://127.0.0.1:6379/4")
+
+
+def _median_ms(fn: Callable[[], Any], rounds: int = ROUNDS) -> float:
+    fn()  # warm up
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1000)
+    return statistics.median(samples)
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _worker_cpu_ms(pid: int, fn: Callable[[], Any], rounds: int = ROUNDS) -> float:
+    """The worker's CPU per call of ``fn`` (its own process only: not the store, not us)."""
+    fn()
+    before = _cpu_s(pid)
+    for _ in range(rounds):
+        fn()
+    return (_cpu_s(pid) - before) / rounds * 1000
+
+
+def _wait_ready(client: Celery, deadline_s: float = 60) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        try:
+            if client.send_task("knm.ping", queue="knm").get(timeout=2) == "pong":
+                return
+        except Exception:  # not ready yet
+            continue
+    raise RuntimeError("the benchmark worker did not start")
+
+
+def run() -> dict[str, Any]:
+    redis.Redis.from_url(BROKER).flushdb()
+    with mongo_server() as url, tempfile.TemporaryDirectory(prefix="knm-bench-") as data_dir:
+        db_name = f"knm_bench_{uuid.uuid4().hex[:8]}"
+        settings = Settings(mongodb_url=url, mongodb_db=db_name)
+        mongo: MongoClient[dict[str, Any]] = MongoClient(url, tz_aware=True)
+        store = Store(mongo[db_name])
+        store.ensure_indexes()
+        knm = Knm(store, settings)
+        knm.create_account(ACCOUNT, "bench", admin=True, allow_additions=True)
+        knm.numbers.create([NUMBER], Options(assign_to=ACCOUNT))
+        env = {
+            **os.environ,
+            "KNM_BROKER_URL": BROKER,
+            "KNM_MONGODB_URL": url,
+            "KNM_MONGODB_DB": db_name,
+            "KNM_DATA_DIR": data_dir,
+        }
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                *(
+                    ["-m", "cProfile", "-o", os.environ["KNM_BENCH_PROFILE"]]
+                    if os.environ.get("KNM_BENCH_PROFILE")
+                    else []
+                ),
+                "-m",
+                "celery",
+                "-A",
+                "workers.app",
+                "worker",
+                "--pool",
+                "solo",
+                "-n",
+                f"bench-{uuid.uuid4().hex[:6]}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "--loglevel",
+                os.environ.get("KNM_BENCH_WORKER_LOGLEVEL", "WARNING"),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=None if os.environ.get("KNM_BENCH_WORKER_LOGLEVEL") else subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            client = Celery(broker=BROKER, backend=BROKER)
+            _wait_ready(client)
+            get_kwargs = {"numbers": [NUMBER]}
+            act_kwargs = {"numbers": [NUMBER], "account": ACCOUNT}
+            noop = _median_ms(lambda: client.send_task("knm.ping", queue="knm").get(timeout=30))
+            get = _median_ms(
+                lambda: client.send_task("knm.numbers.get", kwargs=get_kwargs).get(timeout=30)
+            )
+            activate = _median_ms(
+                lambda: client.send_task("knm.numbers.activate", kwargs=act_kwargs).get(timeout=30)
+            )
+            ping_call = lambda: client.send_task("knm.ping", queue="knm").get(timeout=30)  # noqa: E731
+            get_call = lambda: client.send_task("knm.numbers.get", kwargs=get_kwargs).get(  # noqa: E731
+                timeout=30
+            )
+            act_call = lambda: client.send_task(  # noqa: E731
+                "knm.numbers.activate", kwargs=act_kwargs
+            ).get(timeout=30)
+            cpu = {
+                "noop": _worker_cpu_ms(worker.pid, ping_call),
+                "get": _worker_cpu_ms(worker.pid, get_call),
+                "activate": _worker_cpu_ms(worker.pid, act_call),
+            }
+            get_op = _median_ms(
+                lambda: execute(knm, Operation.GET, NumbersRequest(numbers=[NUMBER]))
+            )
+            act_op = _median_ms(
+                lambda: execute(
+                    knm, Operation.ACTIVATE, NumbersRequest(numbers=[NUMBER], account=ACCOUNT)
+                )
+            )
+        finally:
+            worker.terminate()
+            try:
+                worker.wait(15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+            mongo.drop_database(db_name)
+            mongo.close()
+    return {
+        "worker_cpu_ms_per_task": {k: round(v, 2) for k, v in cpu.items()},
+        "broker": BROKER,
+        "rounds": ROUNDS,
+        "median_ms": {
+            "noop_round_trip": round(noop, 2),
+            "get_round_trip": round(get, 2),
+            "activate_round_trip": round(activate, 2),
+            "get_operation_in_process": round(get_op, 2),
+            "activate_operation_in_process": round(act_op, 2),
+        },
+        "ratios": {
+            "get_round_trip_vs_noop": round(get / noop, 2),
+            "get_broker_overhead_vs_noop": round((get - get_op) / noop, 2),
+            "activate_round_trip_vs_noop": round(activate / noop, 2),
+            "activate_broker_overhead_vs_noop": round((activate - act_op) / noop, 2),
+            "get_worker_cpu_vs_noop": round(cpu["get"] / cpu["noop"], 2),
+            "activate_worker_cpu_vs_noop": round(cpu["activate"] / cpu["noop"], 2),
+        },
+    }
+
+
+def main() -> None:
+    report = run()
+    print(json.dumps(report, indent=2))
+    r = report["ratios"]
+    print(
+        f"\nknm.numbers.get: {r['get_round_trip_vs_noop']}x a no-op round trip; broker overhead "
+        f"(operation time excluded) {r['get_broker_overhead_vs_noop']}x"
+    )
+    print(
+        f"knm.numbers.activate (routed to carrier.knm_local, two hops): "
+        f"{r['activate_round_trip_vs_noop']}x; overhead {r['activate_broker_overhead_vs_noop']}x"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+"""``knm.ping``: a no-op task for health checks and for measuring the broker's own cost."""
+
+from __future__ import annotations
+
+from workers.app import app
+
+
+@app.task(name="knm.ping")
+def ping() -> str:
+    """Answer without touching the store."""
+    return "pong"
