@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from benchmarks import core_ops
+from benchmarks import core_ops, csv_import
 
 
 def main() -> None:
     print("== core operations (issue 2) ==")
     core_ops.main()
+    print("\n== CSV import: commands, broker messages, rows/s, CPU ==")
+    csv_import.main()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ visibility timeout above the hard time limit so a running task is never handed o
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 from typing import Any, Final
 
 from kombu import Exchange, Queue
@@ -64,11 +65,24 @@ def broker_and_backend(settings: Settings) -> tuple[str, str, dict[str, Any]]:
     elif broker.startswith(("redis://", "rediss://")):
         backend = broker
     else:
-        backend = "rpc://"
+        # rpc:// cannot deliver results of tasks a worker publishes on a caller's behalf (a
+        # routed share), so results go to knm's own MongoDB.
+        backend = mongodb_backend_url(settings)
     transport: dict[str, Any] = {}
     if broker.startswith(("redis://", "rediss://")):
         transport["visibility_timeout"] = settings.broker_visibility_timeout_s
     return broker, backend, transport
+
+
+def mongodb_backend_url(settings: Settings) -> str:
+    """A Celery ``mongodb://`` result backend URL on knm's database (embedded or configured)."""
+    url = settings.mongodb_url
+    if not url:
+        from knm.embedded import ensure_server  # the embedded store only
+
+        url = ensure_server(settings.data_dir)
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{settings.mongodb_db}", parts.query, ""))
 
 
 def celery_config(settings: Settings, queues: list[str]) -> dict[str, Any]:
@@ -108,4 +122,25 @@ def celery_config(settings: Settings, queues: list[str]) -> dict[str, Any]:
             Queue(name, Exchange(name, type="direct"), routing_key=name) for name in queues
         ],
         "worker_hijack_root_logger": False,
+        "beat_schedule": beat_schedule(settings),
+    }
+
+
+SWEEP_TASKS: Final[tuple[str, ...]] = (
+    "knm.sweeps.age",
+    "knm.sweeps.purge_discovery",
+    "knm.sweeps.purge_deleted",
+)
+
+
+def beat_schedule(settings: Settings) -> dict[str, Any]:
+    """The sweeps, every ``crawler_interval`` (KAZOO's crawler ran daily)."""
+    every = settings.crawler_interval.total_seconds()
+    return {
+        name: {
+            "task": name,
+            "schedule": every,
+            "options": {"queue": DEFAULT_QUEUE, "expires": every},
+        }
+        for name in SWEEP_TASKS
     }

@@ -6,6 +6,7 @@ operator who knows KAZOO finds the same switches.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -101,6 +102,16 @@ class Settings(BaseSettings):
     embedded_polling_interval_s: float = Field(default=0.1, gt=0)
 
     # --- tasks (spec §10.2) ----------------------------------------------------------------------
+    crawler_interval: timedelta = Field(
+        default=timedelta(days=1),
+        description="How often beat runs the sweeps (seconds, or ISO 8601 like P1D).",
+    )
+    sweep_lock_ttl_s: int = Field(
+        default=300, ge=5, description="A sweep's lock expires this long after its last batch."
+    )
+    sweep_batch_size: int = Field(
+        default=1000, ge=1, description="Documents a sweep reads and writes per batch."
+    )
     aging_expiry_d: int = Field(default=90, ge=0)
     discovery_expiry_d: int = Field(default=1, ge=0)
     import_defaults_to_carrier: str = "knm_local"

@@ -8,21 +8,28 @@ Other tools parse the ``--json`` output, so its shape is a contract:
   error is ``KnmError.to_json()``.
 - ``knm search PREFIX --json`` prints a list of ``{"number", "state", "carrier_module"}``.
 - ``knm accounts create|get ID --json`` prints ``Account.to_json()``.
+- ``knm jobs submit ... --json`` and ``knm jobs status JOB --json`` print ``Job.to_json()``
+  (``{"id", "action", "status", "rows", "done", "succeeded", "failed", ...}``); ``knm jobs list
+  --json`` prints a list of them. ``knm jobs results`` writes the result CSV (the listing
+  columns of spec §6.2 plus ``error``).
 
 ``knm numbers ...`` and ``knm search`` build the request of ``knm.requests`` and run it in this
 process, or with ``--via-broker`` publish it as a task (``knm.producer``) and print the result a
 worker returns: the same output either way. ``knm worker`` and ``knm beat`` run Celery on the
 configured broker (the embedded one under ``KNM_DATA_DIR`` without ``KNM_BROKER_URL``); ``knm
-demo`` starts a worker and walks through the worker path.
+demo`` starts a worker and walks through the worker path. ``knm jobs submit`` stores a CSV job
+(``knm.jobs``) and publishes its chunks for the workers; ``--wait`` follows it to the end.
 
 Exit codes: 0 when everything succeeded, 1 when any number (or the store, or the broker) failed,
-2 for a usage error or a request a worker rejected as invalid. Errors are one line on stderr,
-never a traceback.
+2 for a usage error or a request a worker rejected as invalid (or a CSV file a job refuses);
+``knm jobs submit --wait`` exits 0 when the job succeeded, 1 when it is partial or failed.
+Errors are one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -45,6 +52,17 @@ from config.settings import Settings, get_settings, reset_settings
 from knm import embedded, render, requests
 from knm.accounts import SYSTEM, Account, is_account_id
 from knm.app import InputError, Knm
+from knm.csv_actions import ACTIONS, Action
+from knm.csvio import write_csv
+from knm.jobs import (
+    DEFAULT_CHUNK_SIZE,
+    FINAL_STATUSES,
+    RESULT_HEADER,
+    Job,
+    JobStatus,
+    JobStore,
+    create_job,
+)
 from knm.model import NumberState
 from knm.requests import NEEDS_ACCOUNT, InvalidRequestError, NumbersRequest, Operation
 from knm.search import SearchQuery
@@ -118,7 +136,12 @@ numbers_app = typer.Typer(
     help="Run number operations (one result per number).", no_args_is_help=True
 )
 app.add_typer(accounts_app, name="accounts")
+jobs_app = typer.Typer(
+    help="Bulk CSV jobs (KAZOO's number_management tasks) run by the workers.",
+    no_args_is_help=True,
+)
 app.add_typer(numbers_app, name="numbers")
+app.add_typer(jobs_app, name="jobs")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -576,6 +599,289 @@ def generate_numbers(
             out.print(render.report_table(report, title="failures"))
     if errors:
         raise typer.Exit(FAILED)
+
+
+# ================================================================================ jobs
+JobId = Annotated[str, typer.Argument(metavar="JOB", help="Job id (from 'knm jobs submit').")]
+#: How often ``knm jobs submit --wait`` reads the job's status.
+JOB_POLL_S = 0.25
+#: ``--timeout`` of ``knm jobs submit --wait``.
+DEFAULT_JOB_TIMEOUT_S = 3600.0
+
+
+def _job_action(name: str) -> Action:
+    action = ACTIONS.get(name)
+    if action is None:
+        _usage(f"unknown action {name!r}: expected one of {', '.join(ACTIONS)}")
+    return action
+
+
+def _check_source(action: Action, source: Path | None) -> None:
+    """The CSV file an action needs (or refuses), checked before anything is stored."""
+    if action.takes_input and source is None:
+        _usage(f"action {action.name} needs a CSV file: knm jobs submit {action.name} FILE.csv")
+    if not action.takes_input and source is not None:
+        _usage(f"action {action.name} takes no CSV file")
+    if source is not None:
+        if not source.exists():
+            _usage(f"cannot read {source}: no such file")
+        if not source.is_file():
+            _usage(f"cannot read {source}: not a regular file")
+        if not os.access(source, os.R_OK):
+            _usage(f"cannot read {source}: permission denied")
+
+
+def _check_job_accounts(knm: Knm, account: str, auth_by: str) -> None:
+    if not is_account_id(account):
+        _usage(f"account id must be 32 letters, digits or '_': {account!r}")
+    if auth_by != SYSTEM and not is_account_id(auth_by):
+        _usage(f"--auth-by must be 'system' or an account id: {auth_by!r}")
+    wanted = {account} | ({auth_by} - {SYSTEM})
+    found = {a.id for a in knm.store.find_accounts(wanted)}
+    if account not in found:
+        _usage(f"account {account} does not exist")
+    if auth_by != SYSTEM and auth_by not in found:
+        _usage(f"--auth-by account {auth_by} does not exist")
+
+
+def _discard_job(knm: Knm, job_id: str) -> None:
+    """Remove a job that was stored but could not be submitted (best effort)."""
+    store = JobStore(knm)
+    with contextlib.suppress(PyMongoError):
+        store.rows.delete_many({"job_id": job_id})
+        store.jobs.delete_one({"_id": job_id})
+
+
+def _publish_job(knm: Knm, job: Job) -> None:
+    """Publish the job's chunks; if that fails the job is removed and the error is one line."""
+    from knm import producer
+
+    settings = _settings()
+    with _broker_guard(settings):
+        try:
+            producer.submit_job(job.id, job.chunks, app=_producer_app(settings))
+        except BaseException:
+            _discard_job(knm, job.id)
+            raise
+
+
+def _wait_for_job(knm: Knm, job_id: str, timeout_s: float) -> Job:
+    """Poll the job until it finishes, with a progress bar on stderr; its final state."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    store = JobStore(knm)
+    deadline = time.monotonic() + timeout_s
+    progress = Progress(
+        TextColumn("job {task.fields[job]} {task.fields[status]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rows"),
+        TimeElapsedColumn(),
+        console=render.console(stderr=True),
+        transient=False,
+    )
+    job = store.get(job_id)
+    if job is None:
+        _die(f"job {job_id} does not exist (was it deleted?)", FAILED)
+    try:
+        with progress:
+            bar = progress.add_task(
+                "rows", total=job.rows or None, job=job_id[:8], status=job.status.value
+            )
+            while True:
+                progress.update(
+                    bar, completed=job.done, total=job.rows or None, status=job.status.value
+                )
+                if job.status in FINAL_STATUSES:
+                    if not job.rows:
+                        progress.update(bar, total=1, completed=1)
+                    return job
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(JOB_POLL_S)
+                current = store.get(job_id)
+                if current is None:
+                    _die(f"job {job_id} disappeared while waiting for it", FAILED)
+                job = current
+    except KeyboardInterrupt:
+        _die(
+            f"stopped waiting for job {job_id}: it goes on without this command "
+            f"(knm jobs status {job_id})",
+            FAILED,
+        )
+    hint = " (no worker took it: start one with 'knm worker')" if job.started is None else ""
+    _die(
+        f"job {job_id} not finished after {timeout_s:g} s: {job.status.value}, "
+        f"{job.done} of {job.rows} rows done{hint}; it goes on without this command "
+        f"(knm jobs status {job_id})",
+        FAILED,
+    )
+
+
+def _show_job_totals(job: Job) -> None:
+    typer.echo(
+        f"job {job.id} {job.status.value}: {job.rows} rows, "
+        f"{job.succeeded} succeeded, {job.failed} failed"
+    )
+
+
+@jobs_app.command("submit")
+def jobs_submit(
+    action_name: Annotated[
+        str,
+        typer.Argument(
+            metavar="ACTION",
+            help="import, assign_to, reserve, release, delete, update_merge, update_overwrite, "
+            "find (with a CSV file); list, list_all, dump, dump_<state> (without).",
+        ),
+    ],
+    source: Annotated[
+        Path | None,
+        typer.Argument(metavar="FILE.csv", help="UTF-8 CSV file (actions that take one)."),
+    ] = None,
+    account: Annotated[
+        str | None, typer.Option("--account", metavar="ID", help="The job's account.")
+    ] = None,
+    auth_by: Annotated[
+        str,
+        typer.Option("--auth-by", metavar="ID|system", help="Requesting account."),
+    ] = SYSTEM,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Show progress until the job finishes.")
+    ] = False,
+    chunk_size: Annotated[
+        int,
+        typer.Option("--chunk-size", metavar="N", min=1, max=100_000, help="Rows per worker task."),
+    ] = DEFAULT_CHUNK_SIZE,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout",
+            metavar="SECONDS",
+            min=0.1,
+            help="With --wait: stop waiting after this long (the job goes on).",
+        ),
+    ] = DEFAULT_JOB_TIMEOUT_S,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the job's status as JSON.")
+    ] = False,
+) -> None:
+    """Submit a CSV job to the workers and print its id (--wait: until it finishes)."""
+    action = _job_action(action_name)
+    if account is None:
+        _usage("missing option '--account'")
+    _check_source(action, source)
+    with _open() as knm:
+        _check_job_accounts(knm, account, auth_by)
+        job = create_job(
+            knm,
+            action.name,
+            source,
+            account_id=account,
+            auth_by=auth_by,
+            chunk_size=chunk_size,
+            source_name=source.name if source is not None else None,
+        )
+        _publish_job(knm, job)
+        if not wait:
+            if as_json:
+                _print_json(job.to_json())
+            else:
+                typer.echo(job.id)
+            return
+        if not as_json:
+            typer.echo(job.id)
+        final = _wait_for_job(knm, job.id, timeout)
+    if as_json:
+        _print_json(final.to_json())
+    else:
+        _show_job_totals(final)
+    if final.status != JobStatus.SUCCEEDED:
+        raise typer.Exit(FAILED)
+
+
+@jobs_app.command("status")
+def jobs_status(job_id: JobId, as_json: JsonFlag = False) -> None:
+    """Show a job's status (exit 1 if it does not exist)."""
+    with _open() as knm:
+        job = JobStore(knm).get(job_id)
+    if job is None:
+        _die(f"job {job_id} does not exist", FAILED)
+    if as_json:
+        _print_json(job.to_json())
+    else:
+        _console().print(render.job_detail(job.to_json(), title="job"))
+
+
+@jobs_app.command("results")
+def jobs_results(
+    job_id: JobId,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", metavar="FILE.csv", help="Write the CSV here instead of stdout."
+        ),
+    ] = None,
+) -> None:
+    """Write a job's result CSV: the listing of each row's number, or its input and error."""
+    with _open() as knm:
+        store = JobStore(knm)
+        job = store.get(job_id)
+        if job is None:
+            _die(f"job {job_id} does not exist", FAILED)
+        if output is None:
+            count = _write_stdout_csv(RESULT_HEADER, store.result_rows(job_id))
+        else:
+            try:
+                with output.open("w", encoding="utf-8", newline="") as out:
+                    count = write_csv(out, RESULT_HEADER, store.result_rows(job_id))
+            except OSError as exc:
+                _die(f"cannot write {output}: {exc.strerror or exc}", FAILED)
+    if job.status not in FINAL_STATUSES:
+        typer.echo(
+            f"knm: note: job {job_id} is {job.status.value}: "
+            f"{job.done} of {job.rows} rows have a result so far",
+            err=True,
+        )
+    if output is not None:
+        typer.echo(f"wrote {count} result rows to {output}")
+
+
+def _write_stdout_csv(columns: Sequence[str], rows: Iterator[dict[str, str]]) -> int:
+    """CSV on stdout as UTF-8 whatever the locale, CRLF line ends kept as written."""
+    stdout = sys.stdout
+    binary = getattr(stdout, "buffer", None)
+    if binary is None:
+        return write_csv(stdout, columns, rows)
+    stdout.flush()
+    text = io.TextIOWrapper(binary, encoding="utf-8", newline="", write_through=True)
+    try:
+        return write_csv(text, columns, rows)
+    finally:
+        text.flush()
+        text.detach()
+
+
+@jobs_app.command("list")
+def jobs_list(
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, help="How many jobs (newest first).")
+    ] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """List the latest jobs, newest first."""
+    with _open() as knm:
+        found = [job.to_json() for job in JobStore(knm).list(limit)]
+    if as_json:
+        _print_json(found)
+    else:
+        _console().print(render.jobs_table(found, title="jobs"))
 
 
 # ================================================================================ worker, beat

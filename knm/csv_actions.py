@@ -121,7 +121,7 @@ def bad_cells(action: Action, row: Mapping[str, str]) -> list[str]:
     """The columns of ``row`` whose value fails its verifier (empty optional cells pass)."""
     bad = [c for c in action.mandatory if not row.get(c, "").strip()]
     for column, verify in VERIFIERS.items():
-        value = row.get(column, "")
+        value = row.get(column, "").strip()  # as the actions read it (public_fields strips)
         if value and not verify(value):
             bad.append(column)
     return bad

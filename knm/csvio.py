@@ -2,8 +2,10 @@
 
 Input: UTF-8 with or without a BOM, CRLF or LF, quoted fields with commas and newlines, blank
 lines and trailing empty columns are all fine; a file that is not UTF-8 text or not a CSV table
-is refused with a message saying why. Output: values a spreadsheet would run as a formula
-(``=``, ``+``, ``-``, ``@`` first) are escaped, except plain numbers such as E.164 ones.
+is refused with a message saying why: an invalid UTF-8 byte or a NUL byte anywhere in the file
+(with its byte offset and line), an unbalanced quote, an empty or repeated header name. Output:
+values a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@`` first) are escaped,
+except plain numbers such as E.164 ones.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import io
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Any, Final
 
-SNIFF_BYTES: Final[int] = 64 * 1024
+READ_BYTES: Final[int] = 64 * 1024
 FORMULA_STARTS: Final[tuple[str, ...]] = ("=", "+", "-", "@", "\t", "\r")
 _PLAIN_NUMBER: Final[re.Pattern[str]] = re.compile(r"^[+-]?\d+(\.\d+)?$")
 
@@ -27,18 +29,53 @@ class CsvInputError(ValueError):
     """The file cannot be read as a UTF-8 CSV table; the message says why, in one line."""
 
 
-def _check_text(head: bytes, name: str) -> None:
-    """Refuse binary or non-UTF-8 files from their first bytes (the rest is checked as read)."""
-    if b"\x00" in head:
-        raise CsvInputError(f"{name} is not a CSV file: it contains binary data (NUL bytes)")
-    decoder = codecs.getincrementaldecoder("utf-8")("strict")
-    try:
-        decoder.decode(head, final=False)
-    except UnicodeDecodeError as exc:
-        raise CsvInputError(
-            f"{name} is not UTF-8 text (invalid byte at offset {exc.start}); "
-            "save it as UTF-8 and submit it again"
-        ) from None
+class _CheckedBytes(io.RawIOBase):
+    """The source's bytes, refused at the first NUL byte or invalid UTF-8 sequence.
+
+    Checking the bytes as they are read (not only the first ones) gives the exact byte offset
+    and line of a fault anywhere in the file; ``TextIOWrapper`` decodes ahead in chunks, so its
+    own errors would point at the wrong line.
+    """
+
+    def __init__(self, source: IO[bytes], name: str) -> None:
+        super().__init__()
+        self._source = source
+        self._name = name
+        self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        self._offset = 0  # bytes read so far
+        self._lines = 0  # newlines among them
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._source.read(len(buffer))
+        nul = data.find(b"\x00")
+        if nul >= 0:
+            raise CsvInputError(
+                f"{self._name} is not a CSV file: it contains binary data "
+                f"(a NUL byte at offset {self._offset + nul}, {self._line(data, nul)})"
+            )
+        pending = len(self._decoder.getstate()[0])  # a split character's first bytes
+        try:
+            self._decoder.decode(data, final=not data)
+        except UnicodeDecodeError as exc:
+            offset = self._offset - pending + exc.start
+            bad = exc.object[exc.start : exc.start + 1].hex() or "?"
+            raise CsvInputError(
+                f"{self._name} is not UTF-8 text (byte 0x{bad} at offset {offset}, "
+                f"{self._line(data, exc.start - pending)}: {exc.reason}); "
+                "save it as UTF-8 and submit it again"
+            ) from None
+        self._offset += len(data)
+        self._lines += data.count(b"\n")
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _line(self, data: bytes, at: int) -> str:
+        """``line N`` of the byte at ``data[at]`` (a negative ``at``: before ``data``)."""
+        before = data.count(b"\n", 0, max(at, 0))
+        return f"line {self._lines + before + 1}"
 
 
 class CsvReader:
@@ -52,14 +89,15 @@ class CsvReader:
         self._own = isinstance(source, Path)
         self._binary: IO[bytes] = source.open("rb") if isinstance(source, Path) else source
         self.name = name or (source.name if isinstance(source, Path) else "input")
-        head = self._binary.read(SNIFF_BYTES)
-        self._binary.seek(0)
-        _check_text(head, self.name)
-        self._text = io.TextIOWrapper(
-            self._binary, encoding="utf-8-sig", errors="strict", newline=""
-        )
-        self._reader = csv.reader(self._text)
-        self.header = self._read_header()
+        checked = io.BufferedReader(_CheckedBytes(self._binary, self.name), READ_BYTES)
+        self._text = io.TextIOWrapper(checked, encoding="utf-8-sig", errors="strict", newline="")
+        # strict: an unbalanced quote is an error, not a cell that swallows the rest of the file
+        self._reader = csv.reader(self._text, strict=True)
+        try:
+            self.header = self._read_header()
+        except BaseException:
+            self.close()
+            raise
 
     def _next_record(self) -> list[str] | None:
         try:
@@ -108,10 +146,12 @@ class CsvReader:
             yield number, dict(zip(self.header, cells, strict=True)), problem
 
     def close(self) -> None:
+        """Close the file it opened; a caller's stream is left open."""
+        if self._text.closed:
+            return
         if self._own:
-            self._text.close()
-        else:
-            self._text.detach()
+            self._binary.close()
+        self._text.close()  # closes only the checking layers when the stream is the caller's
 
     def __enter__(self) -> CsvReader:
         return self

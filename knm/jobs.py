@@ -24,7 +24,7 @@ from typing import IO, Any, Final
 from pydantic import BaseModel, Field
 from pymongo import InsertOne, ReturnDocument, UpdateOne
 from pymongo.collection import Collection
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from knm import convert
 from knm.accounts import SYSTEM, AccountDirectory, is_account_id
@@ -208,6 +208,11 @@ def create_job(
         store.rows.delete_many({"job_id": job.id})
         store.jobs.delete_one({"_id": job.id})
         raise InputError(str(exc)) from None
+    except BaseException:  # the store failed, Ctrl-C...: leave no half-stored job behind
+        with contextlib.suppress(PyMongoError):
+            store.rows.delete_many({"job_id": job.id})
+            store.jobs.delete_one({"_id": job.id})
+        raise
     chunks = -(-total // chunk_size) if action.takes_input else 1
     doc = store.jobs.find_one_and_update(
         {"_id": job.id},
@@ -247,7 +252,7 @@ def _store_rows(
             if bad:
                 error = f"bad field(s) {' '.join(bad)}"
         if error is None:
-            if not convert.is_reconcilable(raw, settings.reconcile_regex):
+            if not convert.is_reconcilable(raw, settings.reconcile_regex, settings.e164_converters):
                 error = "not_reconcilable"
             else:
                 normalized = convert.normalize(raw, settings.e164_converters)

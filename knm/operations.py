@@ -264,6 +264,17 @@ class NumberManager:
                 batch.fail(number, errors.unauthorized())
                 continue
             batch.todo.append(pn)
+        request_id = ctx.options.request_id
+        if absent and request_id is not None:
+            # numbers this very request already deleted (a rerun): report that deletion again
+            for number, doc in self.store.find_tombstones(absent, request_id).items():
+                pn = PhoneNumber.from_document(
+                    doc, default_module=self.settings.available_module_name
+                )
+                pn.mark_deleted()
+                pn._stored = False  # already gone: nothing left to delete
+                batch.succeed(pn)
+                absent.remove(number)
         if absent:
             if missing is None:
                 for number in absent:
@@ -289,8 +300,13 @@ class NumberManager:
         batch.finish()
         if options.request_id is not None:
             for pn in batch.succeeded.values():
-                if pn.dirty:
+                if pn.dirty or pn.deleted:
                     pn.request_id = options.request_id
+            self.store.put_tombstones(
+                [pn for pn in batch.succeeded.values() if pn.deleted and pn.stored],
+                options.request_id,
+                self.settings.request_outcome_ttl_s,
+            )
         committed = self.store.commit(list(batch.succeeded.values()))
         for number, error in committed.failed.items():
             batch.fail(number, error)

@@ -7,6 +7,7 @@ finds the outcome and returns it without touching the numbers again.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 from typing import Any
 
@@ -26,11 +27,24 @@ class OutcomeStore:
     def key(request_id: str, part: str) -> str:
         return f"{request_id}:{part}"
 
+    @staticmethod
+    def part_key(module: str | None, numbers: list[str]) -> str:
+        """A share's name: its carrier module and a digest of the inputs it covers."""
+        digest = hashlib.sha1("\n".join(numbers).encode(), usedforsecurity=False).hexdigest()
+        return f"{module or '-'}:{digest[:16]}"
+
     def get(self, request_id: str, part: str) -> dict[str, Any] | None:
         doc = self.collection.find_one({"_id": self.key(request_id, part)})
         return dict(doc["result"]) if doc else None
 
-    def put(self, request_id: str, part: str, operation: str, result: dict[str, Any]) -> None:
+    def put(
+        self,
+        request_id: str,
+        part: str,
+        operation: str,
+        result: dict[str, Any],
+        numbers: list[str] | None = None,
+    ) -> None:
         now = utcnow()
         self.collection.replace_one(
             {"_id": self.key(request_id, part)},
@@ -38,6 +52,7 @@ class OutcomeStore:
                 "request_id": request_id,
                 "part": part,
                 "operation": operation,
+                "numbers": list(numbers or []),
                 "result": result,
                 "recorded": now,
                 "expires_at": now + self.ttl,

@@ -15,6 +15,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -199,6 +200,73 @@ def report_table(report: Mapping[str, Any], title: str | None = None) -> Table:
     table.add_column("message")
     for number, err in sorted((report.get("errors") or {}).items()):
         table.add_row(number, str(err.get("reason", "")), _escape(str(err.get("message", ""))))
+    return table
+
+
+# ------------------------------------------------------------------------------------ jobs
+#: The fields of a job's JSON (``Job.to_json()``) that ``job_detail`` shows, in this order.
+JOB_FIELDS: tuple[str, ...] = (
+    "id",
+    "action",
+    "status",
+    "account_id",
+    "auth_account_id",
+    "source",
+    "rows",
+    "done",
+    "succeeded",
+    "failed",
+    "chunks",
+    "chunks_done",
+    "chunk_size",
+    "created",
+    "started",
+    "finished",
+)
+_JOB_STATUS_STYLE = {"succeeded": "green", "partial": "yellow", "failed": "red"}
+
+
+def _job_status(status: Any) -> str:
+    text = _escape(_text(status))
+    style = _JOB_STATUS_STYLE.get(str(status))
+    return f"[{style}]{text}[/{style}]" if style else text
+
+
+def job_detail(job: Mapping[str, Any], title: str | None = None) -> Table:
+    """A job's JSON (``Job.to_json()``) as field/value rows."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("field", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    keys = [k for k in JOB_FIELDS if k in job] + [k for k in job if k not in JOB_FIELDS]
+    for key in keys:
+        value = job[key]
+        shown = _job_status(value) if key == "status" else _escape(_text(value))
+        table.add_row(key, shown)
+    return table
+
+
+def jobs_table(jobs: Iterable[Mapping[str, Any]], title: str | None = None) -> Table:
+    """Several jobs' JSON, one row each (the id whole: the other commands take it)."""
+    table = Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=0, show_edge=False
+    )
+    table.add_column("id", no_wrap=True, min_width=32)
+    table.add_column("action", overflow="fold", min_width=6)
+    table.add_column("status", no_wrap=True, min_width=7)
+    table.add_column("rows", justify="right", no_wrap=True, min_width=4)
+    table.add_column("ok", justify="right", no_wrap=True, min_width=2)
+    table.add_column("failed", justify="right", no_wrap=True, min_width=6)
+    table.add_column("created", overflow="fold", min_width=11)
+    for job in jobs:
+        table.add_row(
+            _text(job.get("id")),
+            _text(job.get("action")),
+            _job_status(job.get("status")),
+            _text(job.get("rows")),
+            _text(job.get("succeeded")),
+            _text(job.get("failed")),
+            _text(job.get("created"))[5:16].replace("T", " "),
+        )
     return table
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Final
 
 from pymongo import ASCENDING, DeleteOne, InsertOne, MongoClient, ReplaceOne
@@ -22,7 +23,7 @@ from config.settings import Settings
 from knm import errors
 from knm.accounts import Account
 from knm.errors import KnmError
-from knm.model import PhoneNumber
+from knm.model import PhoneNumber, utcnow
 
 DUPLICATE_KEY: Final[int] = 11000
 
@@ -77,6 +78,7 @@ class Store:
         self.accounts: Collection[Document] = db["accounts"]
         self.port_requests: Collection[Document] = db["port_requests"]
         self.search_cache: Collection[Document] = db["search_cache"]
+        self.tombstones: Collection[Document] = db["tombstones"]
 
     def ensure_indexes(self) -> None:
         """Indexes for every query the operations, carriers and sweeps make."""
@@ -100,6 +102,7 @@ class Store:
         self.search_cache.create_index("discovery_numbers", name="discovery_numbers")
         self.db["request_outcomes"].create_index("expires_at", expireAfterSeconds=0, name="ttl")
         self.db["request_outcomes"].create_index("request_id", name="request_id")
+        self.tombstones.create_index("expires_at", expireAfterSeconds=0, name="ttl")
         self.db["jobs"].create_index([("created", ASCENDING)], name="created")
         self.db["job_rows"].create_index(
             [("job_id", ASCENDING), ("chunk", ASCENDING), ("row", ASCENDING)], name="job_chunk_row"
@@ -187,6 +190,43 @@ class Store:
             pn._stored = True
             pn._dirty = False
         return result
+
+    # ------------------------------------------------------------------------------ tombstones
+    def put_tombstones(self, pns: Sequence[PhoneNumber], request_id: str, ttl_s: int) -> None:
+        """Remember, before deleting them, which numbers a request hard-deletes.
+
+        A rerun of the request (a redelivered task) finds a tombstone instead of the document
+        and reports the deletion it already did, rather than ``not_found``.
+        """
+        if not pns:
+            return
+        now = utcnow()
+        expires = now + timedelta(seconds=ttl_s)
+        self.tombstones.bulk_write(
+            [
+                ReplaceOne(
+                    {"_id": pn.number},
+                    {
+                        "request_id": request_id,
+                        "doc": pn.to_document(),
+                        "deleted": now,
+                        "expires_at": expires,
+                    },
+                    upsert=True,
+                )
+                for pn in pns
+            ],
+            ordered=False,
+        )
+
+    def find_tombstones(self, numbers: Iterable[str], request_id: str) -> dict[str, Document]:
+        """The last documents of ``numbers`` that request ``request_id`` deleted."""
+        return {
+            doc["_id"]: doc["doc"]
+            for doc in find_in(
+                self.tombstones, "_id", numbers, self.max_in, {"request_id": request_id}
+            )
+        }
 
     # ------------------------------------------------------------------------------ accounts
     def find_accounts(self, ids: Iterable[str | None]) -> list[Account]:

@@ -8,10 +8,16 @@
 
 Unlike KAZOO's crawler, which loaded every document of every number database, a sweep pages
 through the ``(pvt_state, pvt_modified)`` index in bounded batches: one ``find`` and one bulk
-write per batch, so its cost follows the number of due documents, not the collection. Every write
-re-checks state, age and revision in its filter, so a number changed while the sweep runs keeps
-its new state. A lock (with an expiry renewed per batch) keeps two sweeps from overlapping; a
-sweep whose worker died leaves a lock that expires, and the next sweep finishes the work.
+write per batch, so its cost follows the number of due documents, not the collection. A written
+document leaves the query (its state changes or it is gone), so each ``find`` starts again at the
+head of the index range and nothing is skipped. Every write re-checks state, age and revision in
+its filter, so a number changed while the sweep runs keeps its new state.
+
+Each kind has its own lock (``locks``: ``sweeps.<kind>``, with an expiry renewed while the sweep
+runs), so a kind never overlaps with itself while beat's three sweeps, which fire together, all
+run. A sweep whose worker died leaves a lock that expires: the next sweep takes it over, records
+the dead run as ``abandoned`` in ``sweep_runs`` and finishes the work. A finished run is recorded
+there too (started, finished, counts per transition, errors).
 """
 
 from __future__ import annotations
@@ -19,10 +25,9 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
 
@@ -31,9 +36,13 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from knm.app import Knm
 from knm.model import NumberState, utcnow
+from knm.store import find_in
 
 BATCH_SIZE: Final[int] = 1000
-LOCK_ID: Final[str] = "sweeps"
+LOCK_PREFIX: Final[str] = "sweeps."
+#: Batches in a row in which every write lost its re-check before a sweep gives up (the same
+#: documents keep changing under it); the next sweep picks them up.
+MAX_STALLED_BATCHES: Final[int] = 3
 
 
 class SweepKind(StrEnum):
@@ -50,16 +59,33 @@ COUNTER: Final[dict[SweepKind, str]] = {
 }
 
 
-class SweepLockedError(RuntimeError):
-    """Another sweep holds the lock; this one did nothing."""
+def lock_id(kind: SweepKind) -> str:
+    """The ``locks`` document of a kind of sweep (``sweeps.age``)."""
+    return f"{LOCK_PREFIX}{kind.value}"
 
-    def __init__(self, holder: dict[str, Any]) -> None:
+
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; a naive time is taken as UTC (``--now 2030-01-01T00:00``)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class SweepLockedError(RuntimeError):
+    """Another sweep holds the lock: this one did nothing (or, ``lost``, stopped early)."""
+
+    def __init__(self, holder: dict[str, Any], *, lost: bool = False) -> None:
         since = holder.get("acquired")
-        super().__init__(
-            f"another sweep is running ({holder.get('owner', '?')}, since "
-            f"{since.isoformat() if isinstance(since, datetime) else since}); nothing done"
+        kind = str(holder.get("_id", "")).removeprefix(LOCK_PREFIX) or "?"
+        who = (
+            f"{holder.get('owner', '?')}, since "
+            f"{since.isoformat() if isinstance(since, datetime) else since}"
         )
+        if lost:
+            message = f"another {kind} sweep took over the expired lock ({who}); stopped early"
+        else:
+            message = f"another {kind} sweep is running ({who}); nothing done"
+        super().__init__(message)
         self.holder = holder
+        self.lost = lost
 
 
 @dataclass
@@ -91,9 +117,11 @@ class SweepReport:
 
 
 class Sweeper:
-    """Runs sweeps against one store, holding the shared lock while it works."""
+    """Runs sweeps against one store, holding the lock of each kind while it works."""
 
     def __init__(self, knm: Knm, *, lock_ttl_s: int = 300, batch_size: int = BATCH_SIZE) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         self.knm = knm
         db = knm.store.db
         self.numbers = knm.store.numbers
@@ -102,114 +130,168 @@ class Sweeper:
         self.lock_ttl = timedelta(seconds=lock_ttl_s)
         self.batch_size = batch_size
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._held: list[str] = []
+        self._renewed = utcnow()
 
     # ------------------------------------------------------------------------------- lock
-    def _acquire(self) -> None:
+    def _acquire(self, kinds: list[SweepKind], report: SweepReport) -> None:
+        """Take the lock of every kind, or none of them."""
         now = utcnow()
-        lock = {"owner": self.owner, "acquired": now, "expires_at": now + self.lock_ttl}
+        lock = {
+            "owner": self.owner,
+            "acquired": now,
+            "expires_at": now + self.lock_ttl,
+            "run": _doc(report),
+        }
         try:
-            self.locks.insert_one({"_id": LOCK_ID, **lock})
-            return
-        except DuplicateKeyError:
-            pass
-        taken = self.locks.find_one_and_update(
-            {"_id": LOCK_ID, "expires_at": {"$lt": now}}, {"$set": lock}
-        )
-        if taken is None:
-            holder = self.locks.find_one({"_id": LOCK_ID}) or {}
-            raise SweepLockedError(holder)
+            for kind in kinds:
+                self._acquire_one(lock_id(kind), lock, now)
+        except BaseException:
+            self._release()
+            raise
+        self._renewed = now
 
-    def _renew(self) -> None:
-        result = self.locks.update_one(
-            {"_id": LOCK_ID, "owner": self.owner},
-            {"$set": {"expires_at": utcnow() + self.lock_ttl}},
+    def _acquire_one(self, name: str, lock: dict[str, Any], now: datetime) -> None:
+        try:
+            self.locks.insert_one({"_id": name, **lock})
+        except DuplicateKeyError:
+            previous = self.locks.find_one_and_update(
+                {"_id": name, "expires_at": {"$lt": now}}, {"$set": lock}
+            )
+            if previous is None:
+                raise SweepLockedError(
+                    self.locks.find_one({"_id": name}) or {"_id": name}
+                ) from None
+            self._held.append(name)
+            self._abandoned(previous)
+            return
+        self._held.append(name)
+
+    def _abandoned(self, previous: dict[str, Any]) -> None:
+        """Record the run whose lock expired (its worker died) as ``abandoned``."""
+        run = previous.get("run")
+        if not isinstance(run, dict) or not run.get("id"):
+            return
+        self.runs.update_one(
+            {"_id": run["id"]},
+            {
+                "$setOnInsert": {
+                    **{k: v for k, v in run.items() if k != "id"},
+                    "status": "abandoned",
+                    "owner": previous.get("owner"),
+                    "abandoned_at": utcnow(),
+                    "taken_over_by": self.owner,
+                }
+            },
+            upsert=True,
         )
-        if result.matched_count == 0:
-            raise SweepLockedError(self.locks.find_one({"_id": LOCK_ID}) or {})
+
+    def _renew(self, report: SweepReport, *, force: bool = False) -> None:
+        """Push the locks' expiry forward (once half their lifetime has passed), with progress."""
+        now = utcnow()
+        if not force and now - self._renewed < self.lock_ttl / 2:
+            return
+        result = self.locks.update_many(
+            {"_id": {"$in": self._held}, "owner": self.owner},
+            {"$set": {"expires_at": now + self.lock_ttl, "run": _doc(report)}},
+        )
+        if result.matched_count < len(self._held):
+            taken = self.locks.find_one({"_id": {"$in": self._held}, "owner": {"$ne": self.owner}})
+            raise SweepLockedError(taken or {}, lost=True)
+        self._renewed = now
 
     def _release(self) -> None:
-        self.locks.delete_one({"_id": LOCK_ID, "owner": self.owner})
-
-    @contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the sweep lock for the duration of the block."""
-        self._acquire()
-        try:
-            yield
-        finally:
-            self._release()
+        if self._held:
+            self.locks.delete_many({"_id": {"$in": self._held}, "owner": self.owner})
+            self._held = []
 
     # ------------------------------------------------------------------------------- runs
     def run(
         self, kinds: list[SweepKind], *, now: datetime | None = None, dry_run: bool = False
     ) -> SweepReport:
-        """Run ``kinds`` as of ``now`` (default: the real now); raise if another sweep runs."""
-        as_of = now or utcnow()
-        report = SweepReport(uuid.uuid4().hex, kinds, as_of, dry_run)
-        with self.locked():
-            self.runs.insert_one({"_id": report.id, "status": "running", **_doc(report)})
+        """Run ``kinds`` as of ``now`` (default: the real now); raise if another sweep runs.
+
+        A dry run only counts what is due (one query per kind): it takes no lock and records
+        no run.
+        """
+        as_of = as_utc(now) if now is not None else utcnow()
+        report = SweepReport(uuid.uuid4().hex, list(kinds), as_of, dry_run)
+        if dry_run:
+            for kind in kinds:
+                report.counts[COUNTER[kind]] = self.numbers.count_documents(self._due(kind, as_of))
+            report.finished = utcnow()
+            return report
+        self._acquire(report.kinds, report)
+        try:
             try:
-                for kind in kinds:
-                    report.counts[COUNTER[kind]] = self._sweep(kind, as_of, dry_run, report)
-            except PyMongoError as exc:
+                for kind in report.kinds:
+                    self._sweep(kind, as_of, report)
+            except BaseException as exc:
                 report.errors.append(f"{type(exc).__name__}: {exc}")
-                raise
-            finally:
                 report.finished = utcnow()
-                status = "failed" if report.errors else "finished"
-                self.runs.update_one(
-                    {"_id": report.id}, {"$set": {"status": status, **_doc(report)}}
-                )
+                with suppress(PyMongoError):  # the store may be what failed
+                    self._record(report, "failed")
+                raise
+            report.finished = utcnow()
+            self._record(report, "finished")
+        finally:
+            with suppress(PyMongoError):  # an unreleased lock expires on its own
+                self._release()
         return report
 
-    def _sweep(self, kind: SweepKind, as_of: datetime, dry_run: bool, report: SweepReport) -> int:
+    def _record(self, report: SweepReport, status: str) -> None:
+        self.runs.insert_one(
+            {"_id": report.id, "status": status, "owner": self.owner, **_doc(report)}
+        )
+
+    def _cutoff(self, kind: SweepKind, as_of: datetime) -> tuple[NumberState, datetime | None]:
         settings = self.knm.settings
         if kind == SweepKind.AGE:
-            state, cutoff = NumberState.AGING, as_of - timedelta(days=settings.aging_expiry_d)
-        elif kind == SweepKind.PURGE_DISCOVERY:
-            state = NumberState.DISCOVERY
-            cutoff = as_of - timedelta(days=settings.discovery_expiry_d)
-        else:
-            state, cutoff = NumberState.DELETED, None
-        return self._page(kind, state, cutoff, as_of, dry_run, report)
+            return NumberState.AGING, as_of - timedelta(days=settings.aging_expiry_d)
+        if kind == SweepKind.PURGE_DISCOVERY:
+            return NumberState.DISCOVERY, as_of - timedelta(days=settings.discovery_expiry_d)
+        return NumberState.DELETED, None
 
-    def _page(
-        self,
-        kind: SweepKind,
-        state: NumberState,
-        cutoff: datetime | None,
-        as_of: datetime,
-        dry_run: bool,
-        report: SweepReport,
-    ) -> int:
-        """Batches of due documents through the (pvt_state, pvt_modified) index."""
-        done = 0
-        after: tuple[datetime, str] | None = None
+    def _due(self, kind: SweepKind, as_of: datetime) -> dict[str, Any]:
+        state, cutoff = self._cutoff(kind, as_of)
+        query: dict[str, Any] = {"pvt_state": state.value}
+        if cutoff is not None:
+            query["pvt_modified"] = {"$lt": cutoff}
+        return query
+
+    def _sweep(self, kind: SweepKind, as_of: datetime, report: SweepReport) -> None:
+        """Batches of due documents from the head of the (pvt_state, pvt_modified) index.
+
+        Written documents leave the query, so the next ``find`` starts at the head again; a
+        batch shorter than ``batch_size`` was the last one.
+        """
+        state, cutoff = self._cutoff(kind, as_of)
+        query = self._due(kind, as_of)
+        counter = COUNTER[kind]
+        report.counts.setdefault(counter, 0)
+        stalled = 0
         while True:
-            query: dict[str, Any] = {"pvt_state": state.value}
-            if cutoff is not None:
-                query["pvt_modified"] = {"$lt": cutoff}
-            if after is not None:
-                modified, last_id = after
-                query["$or"] = [
-                    {"pvt_modified": {"$gt": modified}},
-                    {"pvt_modified": modified, "_id": {"$gt": last_id}},
-                ]
             docs = list(
-                self.numbers.find(query, {"_id": 1, "pvt_modified": 1, "pvt_rev": 1})
-                .sort([("pvt_state", 1), ("pvt_modified", 1), ("_id", 1)])
+                self.numbers.find(query, {"_id": 1, "pvt_rev": 1})
+                .sort([("pvt_state", 1), ("pvt_modified", 1)])
                 .limit(self.batch_size)
+                .batch_size(self.batch_size)  # the whole batch in the find's reply
             )
             if not docs:
-                return done
+                return
             report.batches += 1
-            last = docs[-1]
-            after = (last.get("pvt_modified") or as_of, last["_id"])
-            if dry_run:
-                done += len(docs)
-                continue
-            done += self._apply(kind, state, cutoff, as_of, docs)
-            self._renew()
+            done = self._apply(kind, state, cutoff, as_of, docs)
+            report.counts[counter] += done
+            self._renew(report)
+            if len(docs) < self.batch_size:
+                return
+            stalled = 0 if done else stalled + 1
+            if stalled >= MAX_STALLED_BATCHES:
+                report.errors.append(
+                    f"{kind.value}: {len(docs)} documents changed under the sweep "
+                    f"{stalled} times in a row; left for the next sweep"
+                )
+                return
 
     def _apply(
         self,
@@ -222,9 +304,11 @@ class Sweeper:
         """One bulk write whose filters re-check state, age and revision of every document."""
         ops: list[UpdateOne | DeleteOne] = []
         for doc in docs:
-            guard: dict[str, Any] = {"_id": doc["_id"], "pvt_state": state.value}
-            if "pvt_rev" in doc:
-                guard["pvt_rev"] = doc["pvt_rev"]
+            guard: dict[str, Any] = {
+                "_id": doc["_id"],
+                "pvt_state": state.value,
+                "pvt_rev": doc.get("pvt_rev", {"$exists": False}),
+            }
             if cutoff is not None:
                 guard["pvt_modified"] = {"$lt": cutoff}
             if kind == SweepKind.AGE:
@@ -243,9 +327,22 @@ class Sweeper:
             else:
                 ops.append(DeleteOne(guard))
         result = self.numbers.bulk_write(ops, ordered=False)
-        if kind == SweepKind.PURGE_DISCOVERY:
-            self.knm.numbers.search_cache.forget_numbers(d["_id"] for d in docs)
-        return result.modified_count if kind == SweepKind.AGE else result.deleted_count
+        if kind == SweepKind.AGE:
+            return result.modified_count
+        if kind == SweepKind.PURGE_DISCOVERY and result.deleted_count:
+            self._forget(docs, result.deleted_count)
+        return result.deleted_count
+
+    def _forget(self, docs: list[dict[str, Any]], deleted: int) -> None:
+        """Drop the search-cache entries offering the purged numbers (not the ones kept)."""
+        ids = [d["_id"] for d in docs]
+        if deleted < len(ids):
+            store = self.knm.store
+            kept = {
+                d["_id"] for d in find_in(self.numbers, "_id", ids, store.max_in, None, {"_id": 1})
+            }
+            ids = [i for i in ids if i not in kept]
+        self.knm.numbers.search_cache.forget_numbers(ids)
 
     def last_runs(self, limit: int = 10) -> list[dict[str, Any]]:
         return list(self.runs.find().sort("started", -1).limit(limit))
@@ -253,12 +350,13 @@ class Sweeper:
 
 def _doc(report: SweepReport) -> dict[str, Any]:
     return {
+        "id": report.id,
         "kinds": [k.value for k in report.kinds],
         "as_of": report.as_of,
         "dry_run": report.dry_run,
         "started": report.started,
         "finished": report.finished,
-        "counts": report.counts,
+        "counts": dict(report.counts),
         "batches": report.batches,
-        "errors": report.errors,
+        "errors": list(report.errors),
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from workers.app import app
 
 
-@app.task(name="knm.ping")
+@app.task(name="knm.ping", Strategy="tasks.strategy:guarded")
 def ping() -> str:
     """Answer without touching the store."""
     return "pong"

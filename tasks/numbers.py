@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Task, chain
+from celery import Signature, Task, chain
 from celery.exceptions import Ignore
 from pymongo.errors import ConnectionFailure
 
@@ -19,6 +19,7 @@ from config.celery import carrier_queue
 from config.settings import get_settings
 from knm import requests
 from knm.app import InputError
+from knm.outcomes import OutcomeStore
 from knm.requests import InvalidRequestError, NumbersRequest, Operation
 from knm.search import SearchQuery
 from tasks.runtime import get_knm
@@ -44,6 +45,7 @@ def _parse(op: Operation, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Numb
 class KnmTask(Task[Any, Any]):
     """Retries transient store failures with backoff and jitter; bad payloads fail at once."""
 
+    Strategy = "tasks.strategy:guarded"
     autoretry_for = TRANSIENT
     retry_backoff = True
     retry_backoff_max = 60
@@ -60,24 +62,31 @@ def _route(
 ) -> Any:
     """Run ``op`` on each carrier's queue; the caller's result is the last share's result.
 
-    One carrier (the usual case): the share is published under this task's id and this task
+    Shares already recorded for this request (a redelivered or duplicated message) are not
+    routed again: their recorded results are merged with those of the numbers still to do. One
+    carrier left (the usual case): the share is published under this task's id and this task
     ends without a result of its own, so the share's result is the caller's. Several carriers:
     a chain of shares, each on its own queue, replaces this task.
     """
     request = _parse(op, args, kwargs)
     request_id = task.request.id
     knm = get_knm()
-    routes = requests.carrier_routes(knm, op, request)
-    links = []
-    for index, (module, numbers) in enumerate(sorted(routes.items(), key=lambda r: r[0] or "")):
+    recorded = knm.outcomes.for_request(request_id) if request_id else []
+    done = {number for part in recorded for number in part.get("numbers", [])}
+    previous = requests.merge_results([p["result"] for p in recorded]) if recorded else None
+    remaining = [n for n in request.numbers if n not in done]
+    if not remaining:
+        return previous
+    routes = requests.carrier_routes(knm, op, request.for_numbers(remaining))
+    links: list[Signature[Any]] = []
+    for module, numbers in sorted(routes.items(), key=lambda r: r[0] or ""):
         part = request.for_numbers(numbers).to_payload()
         queue = carrier_queue(module)
-        if index == 0:
-            links.append(
-                run_on_carrier.si(None, op.value, part, request_id, module).set(queue=queue)
-            )
+        if not links:
+            sig = run_on_carrier.si(previous, op.value, part, request_id, module)
         else:
-            links.append(run_on_carrier.s(op.value, part, request_id, module).set(queue=queue))
+            sig = run_on_carrier.s(op.value, part, request_id, module)
+        links.append(sig.set(queue=queue))
     if task.request.is_eager or task.request.called_directly:
         return chain(*links).apply().get()
     if len(links) == 1:
@@ -95,29 +104,21 @@ def run_on_carrier(
     request_id: str,
     module: str | None,
 ) -> dict[str, Any]:
-    """One carrier's share of a request; merges the shares before it in the chain."""
+    """One carrier's share of a request; merges the shares before it in the chain.
+
+    Its outcome is recorded (with the inputs it covered) before the message is acknowledged,
+    so a rerun returns it instead of running again.
+    """
     op = Operation(operation)
     request = requests.parse(op, payload)
     knm = get_knm()
-    part = module or "-"
-    result = knm.outcomes.get(request_id, part) if _may_have_run(self, op) else None
+    part = OutcomeStore.part_key(module, request.numbers)
+    result = knm.outcomes.get(request_id, part)
     if result is None:
         result = requests.execute(knm, op, request, request_id)
         if not request.dry_run:
-            knm.outcomes.put(request_id, part, op.value, result)
+            knm.outcomes.put(request_id, part, op.value, result, numbers=request.numbers)
     return requests.merge_results([previous, result] if previous else [result])
-
-
-def _may_have_run(task: Task[Any, Any], op: Operation) -> bool:
-    """Whether to look for a recorded outcome before running.
-
-    A broker flags redeliveries. Otherwise a duplicate is harmless without the lookup for the
-    operations that leave their documents behind: numbers already stamped with the request's
-    ``pvt_request_id`` are returned as they are. Release and delete may remove documents, so
-    they always look.
-    """
-    delivery = task.request.delivery_info or {}
-    return bool(delivery.get("redelivered")) or op in (Operation.RELEASE, Operation.DELETE)
 
 
 def _make_routed(op: Operation) -> Task[Any, Any]:

@@ -1,16 +1,20 @@
 """Real knm workers for end-to-end tests: ``celery -A workers.app worker`` subprocesses.
 
-``run_worker(...)`` starts one worker in its own process group, waits until it logs that it is
-ready (or fails with the tail of its log if it dies first), and always stops it on exit: SIGTERM to
-the whole group, then SIGKILL after a short grace. ``Worker.kill()`` is the crash: SIGKILL to the
-whole group (the main process and its pool children at once), so nothing gets to acknowledge,
-reject or requeue anything.
+``run_worker(...)`` starts one worker in its own process group (``-n <label>-<hex>@%h``, gossip,
+mingle and heartbeat off so it starts fast), waits until it logs that it is ready (or fails with
+the tail of its log if it dies first), and always stops it on exit: SIGTERM to the main process
+(a warm shutdown that stops its pool), then SIGKILL to the whole group after a short grace, and
+whatever is left of the group is reaped. ``Worker.kill()`` is the crash: SIGKILL to the whole
+group (the main process and its pool children at once), so nothing gets to acknowledge, reject or
+requeue anything. ``run_workers`` starts several at once; ``stop_all`` stops several at once.
 
 Producers are plain Celery clients (``producer(...)``), exactly how an outside service calls knm:
 no knm configuration, only ``send_task(name, kwargs=..., queue=...)``.
 
 Also here: a throwaway ``redis-server`` owned by a test (``RedisServer``), broker helpers
-(``flush_redis``, ``free_port``) and ``wait_until`` (poll with a deadline instead of sleeping).
+(``flush_redis``, ``free_port``), raw Redis messages (``capture_message``: the exact payload a
+client publishes; ``push_message``: deliver it again, optionally flagged as a redelivery) and
+``wait_until`` (poll with a deadline instead of sleeping).
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from celery import Celery
+from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,10 +45,8 @@ CELERY = Path(sys.executable).parent / "celery"
 READY_TIMEOUT_S = 45.0
 STOP_GRACE_S = 8.0
 
-T = TypeVar("T")
 
-
-def wait_until(
+def wait_until[T](
     predicate: Callable[[], T], timeout_s: float, interval_s: float = 0.1, what: str = ""
 ) -> T:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout_s``."""
@@ -235,11 +238,12 @@ def run_worker(
     **options: Any,
 ) -> Iterator[Worker]:
     """A ready worker for the ``with`` block; stopped (or reaped after a kill) on exit."""
+    grace_s = options.pop("stop_grace_s", STOP_GRACE_S)
     worker = start_worker(env, queues, log_dir, **options)
     try:
         yield worker
     finally:
-        worker.stop()
+        worker.stop(grace_s=grace_s)
 
 
 @contextlib.contextmanager
@@ -287,7 +291,7 @@ def wait_result(result: AsyncResult[Any], timeout_s: float = 30.0) -> AsyncResul
     """Wait until ``result`` is ready (SUCCESS or FAILURE) without raising its exception."""
     try:
         result.get(timeout=timeout_s, propagate=False, interval=0.1)
-    except TimeoutError as exc:  # celery.exceptions.TimeoutError is a builtins.TimeoutError
+    except CeleryTimeoutError as exc:
         raise AssertionError(
             f"task {result.id} not ready after {timeout_s:.0f}s (state {result.state})"
         ) from exc
@@ -319,7 +323,7 @@ def redis_ping(url: str) -> bool:
 
 
 class RedisServer:
-    """A throwaway ``redis-server`` owned by a test: no persistence, a fixed port across restarts."""
+    """A throwaway ``redis-server`` owned by a test: no persistence, one port across restarts."""
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         binary = shutil.which("redis-server")

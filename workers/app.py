@@ -16,7 +16,7 @@ from carriers.registry import default_registry
 from config.celery import CELERY_DEFAULT_QUEUE, DEFAULT_QUEUE, carrier_queue, celery_config
 from config.settings import Settings, get_settings
 
-TASK_MODULES = ["tasks.numbers", "tasks.jobs", "tasks.health"]
+TASK_MODULES = ["tasks.numbers", "tasks.jobs", "tasks.sweeps", "tasks.health"]
 
 
 def all_queues() -> list[str]:

@@ -28,8 +28,8 @@ from tests import workers_rig as rig
 
 pytestmark = pytest.mark.integration
 
-BROKER_DB = 9  # the shared worker's broker
-POISON_DB = 8  # one worker per message that may kill it: nothing else listens there
+BROKER_DB = 9  # the shared worker's broker (dbs 5, 6, 7, 9, 12, 13: test_worker_* modules)
+POISON_DB = 5  # one worker per message that may kill it: nothing else listens there
 ACCOUNT = "c3" * 16
 N1 = "+14155550191"
 VALID = {"numbers": [N1], "account": ACCOUNT, "state": "available"}
@@ -61,11 +61,12 @@ FAILED_AT_ONCE: dict[str, tuple[Doc, str]] = {
     ),
     "args_a_dict": ({"body": _body([VALID, {}, {}])}, "positional arguments are not accepted"),
     "args_a_string": ({"body": _body([N1, {}, {}])}, "positional arguments are not accepted"),
-    "args_null": ({"body": _body([None, VALID, {}])}, "must be an iterable, not NoneType"),
+    "args_null": ({"body": _body([None, VALID, {}])}, "args must be an empty list, not NoneType"),
     "unknown_task": ({"headers": {"task": "knm.numbers.sell"}}, "knm.numbers.sell"),
 }
 
-#: Consumed and dropped by Celery before knm sees them (no result is stored).
+#: Messages Celery itself used to consume and drop without a result; the guard now records a
+#: failure for each that names its task.
 DROPPED: dict[str, Doc] = {
     "kwargs_a_list": {"body": _body([[], [N1], {}])},
     "kwargs_null": {"body": _body([[], None, {}])},
@@ -76,20 +77,14 @@ DROPPED: dict[str, Doc] = {
     "no_task_header": {"headers": {"task": None}},
 }
 
-#: Messages that stop the worker that receives them.
+#: Messages that stopped the worker that received them before tasks/strategy.py guarded Celery's
+#: strategy; the text says what used to happen. (Also seen, left out to keep the run short: a
+#: body that is a JSON object or a two-item list, an embed that is not a mapping.)
 POISON: dict[str, tuple[Doc, str]] = {
     "body_a_string": (
         {"body": _body("create +14155550191")},
         "the worker exits: ValueError('too many values to unpack (expected 3)') in "
         "celery.worker.strategy, and the message goes back to the queue for the next worker",
-    ),
-    "body_an_object": (
-        {"body": _body(VALID)},
-        "the worker exits: ValueError('not enough values to unpack (expected 3, got 1)')",
-    ),
-    "embed_a_string": (
-        {"body": _body([[], VALID, "link"])},
-        "the worker exits: TypeError('dict.update() argument after ** must be a mapping')",
     ),
     "timelimit_not_a_pair": (
         {"headers": {"timelimit": "x"}},
@@ -241,16 +236,24 @@ def test_messages_celery_drops_have_no_effect_and_the_worker_keeps_serving(
     assert _numbers(mongo_client, db_name) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "GAP (workers/: Celery defaults): Celery consumes these messages and only logs them "
-        "(InvalidTaskError 'Task keyword arguments is not a mapping' outside the task body, "
-        "DecodeError, ContentDisallowed, invalid ETA/expires, 'unknown message'); no result is "
-        "stored, so the producer's AsyncResult stays PENDING forever"
-    ),
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(
+            case,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason=(
+                    "GAP (Celery's consumer): a message with no task name is dropped as an "
+                    "'unknown message' before any task strategy sees it, so no result is stored"
+                ),
+            ),
+        )
+        if case == "no_task_header"
+        else case
+        for case in DROPPED
+    ],
 )
-@pytest.mark.parametrize("case", list(DROPPED))
 def test_a_dropped_message_reports_a_failed_result(
     case: str, base: Doc, broker: str, client: Celery, worker: rig.Worker
 ) -> None:
@@ -261,14 +264,6 @@ def test_a_dropped_message_reports_a_failed_result(
     assert result.state == "FAILURE", (case, result.state)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (workers/ + tasks/: no guard around Celery's task strategy): one malformed message "
-        "stops the worker that receives it; with acks_late the message is restored and stops "
-        "the next worker too (a poison pill for the whole queue)"
-    ),
-)
 @pytest.mark.parametrize("case", list(POISON))
 def test_a_poison_message_does_not_stop_the_worker(
     case: str,
@@ -285,7 +280,9 @@ def test_a_poison_message_does_not_stop_the_worker(
     env = rig.worker_env(poison_broker, mongo_url, name, tmp_path / "worker-data")
     client = rig.producer(poison_broker)
     try:
-        with rig.run_worker(env, ["knm"], tmp_path / "logs", label="poison") as worker:
+        with rig.run_worker(
+            env, ["knm"], tmp_path / "logs", label="poison", stop_grace_s=2.0
+        ) as worker:
             payload, task_id = _damage(base, changes)
             rig.push_message(poison_broker, "knm", payload)
             result: AsyncResult[Any] = AsyncResult(task_id, app=client)
@@ -294,7 +291,7 @@ def test_a_poison_message_does_not_stop_the_worker(
                 assert worker.alive(), f"{case}: {what_happens}\n{worker.tail(8)}"
                 return result.ready()
 
-            rig.wait_until(settled, 10.0, what=f"a result for {case}")
+            rig.wait_until(settled, 6.0, what=f"a result for {case}")
             assert result.state == "FAILURE"
             _serves(client, worker, timeout_s=5.0)
     finally:

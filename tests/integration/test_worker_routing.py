@@ -26,7 +26,7 @@ from tests import workers_rig as rig
 
 pytestmark = pytest.mark.integration
 
-BROKER_DB = 13
+BROKER_DB = 13  # Redis dbs: 5, 6, 7, 9, 12, 13 are the test_worker_* modules
 ACCOUNT = "a1" * 16
 MANAGED = ["+12025550140", "+12025550141"]
 LOCAL = "+13125550170"

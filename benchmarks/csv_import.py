@@ -1,0 +1,406 @@
+"""CSV import cost: MongoDB commands and broker messages per 1,000 rows, rows/s, knm's CPU.
+
+``python -m benchmarks.csv_import``. For 1,000, 10,000 and 100,000 rows of an ``import`` CSV:
+
+- **Baseline**, in this process: only parsing and validating the file (``CsvReader`` +
+  ``csv_actions.bad_cells`` + ``convert.normalize`` per row): rows/s and CPU.
+- **The job path**, end to end through the real broker: ``jobs.create_job`` (validate, store the
+  rows) in the main thread, ``producer.submit_job`` publishes the chunk messages to a Redis server
+  this benchmark starts (its own ``redis-server`` on a free port, so the broker's command counts are
+  this run's only), and a real Celery worker (``celery.contrib.testing.worker``: solo pool, in a
+  thread of this process, ``acks_late`` like production) consumes them and runs ``knm.jobs.chunk``.
+  The task's ``get_knm`` is pointed at a ``Knm(Store(client[db]), Settings())`` whose pymongo
+  client counts every command (``CommandCounter``), so the counts cover create, chunks and
+  counting. Broker messages are counted in Redis (``INFO commandstats``): task messages published
+  (``LPUSH``), event messages (``PUBLISH``: the producer's task-sent, the worker's batched task
+  events), acks (``ZREM`` of the unacked index); total Redis commands include the polling.
+- **knm's CPU**: the process' CPU time minus the mongoeco server thread's (read with
+  ``pthread_getcpuclockid``), so it is knm + Celery + kombu + pymongo, not the database.
+
+The test MongoDB (mongoeco's wire server, in memory, in a thread) is slow and super-linear: it
+inserts one document per call and, for that case, scans the whole collection to compare ``_id``s
+(a numeric ``1`` equals ``1.0``). For string ``_id``s that scan can find nothing the storage-key
+check has not, so this benchmark skips it (``_linear_string_id_inserts``; semantics unchanged).
+Updates and ``$in`` reads still cost time proportional to the collection, so rows/s falls as the
+store grows: rows/s here measures mongoeco, the commands and CPU measure knm. With
+``KNM_BENCH_MONGODB_URL`` (a real MongoDB) nothing is patched.
+
+100,000 rows do not fit in minutes on mongoeco (10,000 take about two). At 100,000 the baseline is
+measured; the job path's counts are **derived** from the largest measured size and the measured
+per-chunk constants (each extra 1,000 rows add one row-insert batch to create_job and one chunk's
+commands and messages), and marked so. Rows/s and CPU are not extrapolated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import redis
+from pymongo import MongoClient
+
+from benchmarks.common import counted_client, mongo_server
+from config import settings as knm_settings
+from config.celery import celery_config
+from config.settings import Settings
+from knm import convert, jobs, producer
+from knm.app import Knm
+from knm.csv_actions import ACTIONS, bad_cells
+from knm.csvio import CsvReader
+from knm.store import Store
+
+SIZES = (1_000, 10_000, 100_000)
+#: Sizes the job path runs at on the built-in mongoeco (a real MongoDB runs every size).
+MONGOECO_JOB_SIZES = (1_000, 10_000)
+CHUNK = jobs.DEFAULT_CHUNK_SIZE
+ACCOUNT = "bench000000000000000000000000c5v"
+HEADER = "e164,state,cnam.outbound,opaque.batch"
+JOB_TIMEOUT_S = 420.0
+
+Doc = dict[str, Any]
+
+
+# ================================================================================ the CSV
+def csv_bytes(rows: int) -> bytes:
+    """An import file: national numbers (normalized on the way), a state, a feature, an opaque."""
+    lines = [HEADER]
+    lines += [f"415{2000000 + i:07d},in_service,Bench {i % 97},b{rows}" for i in range(rows)]
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def baseline(data: bytes) -> dict[str, float]:
+    """Only parse and validate: CsvReader + bad_cells + convert.normalize per row."""
+    action = ACTIONS["import"]
+    converters = Settings().e164_converters
+    wall, cpu = time.perf_counter(), time.thread_time()
+    count = 0
+    with CsvReader(io.BytesIO(data), name="bench.csv") as reader:
+        for _number, row, _problem in reader.rows():
+            bad_cells(action, row)
+            convert.normalize(row["e164"].strip(), converters)
+            count += 1
+    wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+    return {"rows": count, "wall_s": wall, "cpu_s": cpu, "rows_per_s": count / wall}
+
+
+# ================================================================================ plumbing
+@contextlib.contextmanager
+def _linear_string_id_inserts() -> Iterator[None]:
+    """mongoeco: skip the whole-collection ``_id`` scan on single inserts of string ids.
+
+    The storage-key check (``check_id_storage``) still refuses a duplicate; only the scan for a
+    numerically-equal ``_id`` of another type is skipped, which a string cannot have.
+    """
+    from mongoeco.engines.memory import MemoryEngine
+
+    original = MemoryEngine._ensure_unique_indexes
+
+    def patched(self: Any, db_name: str, coll_name: str, candidate: Doc, **kwargs: Any) -> Any:
+        if kwargs.get("check_id_storage") and isinstance(candidate.get("_id"), str):
+            kwargs["scan_payload_id"] = False
+        return original(self, db_name, coll_name, candidate, **kwargs)
+
+    MemoryEngine._ensure_unique_indexes = patched  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        MemoryEngine._ensure_unique_indexes = original  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """A private ``redis-server`` (no persistence) on a free port: its stats are this run's."""
+    import socket
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not on PATH")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        client = redis.Redis.from_url(url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.close()
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _commandstats(client: redis.Redis) -> Counter[str]:
+    stats = client.info("commandstats")
+    return Counter({k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()})
+
+
+def _thread_cpu(names: tuple[str, ...]) -> float:
+    """CPU seconds so far of the live threads whose name starts with one of ``names``."""
+    total = 0.0
+    for thread in threading.enumerate():
+        if thread.ident is not None and thread.name.startswith(names):
+            with contextlib.suppress(OSError, ProcessLookupError):
+                total += time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+    return total
+
+
+SERVER_THREADS = ("mongoeco", "asyncio")
+
+
+def _knm_cpu() -> float:
+    """This process' CPU minus the in-process MongoDB server's."""
+    return time.process_time() - _thread_cpu(SERVER_THREADS)
+
+
+class ChunkCommands:
+    """Commands each chunk task sent, from the worker's task_prerun/task_postrun signals."""
+
+    def __init__(self, total: Callable[[], int]) -> None:
+        self.total = total
+        self.per_chunk: list[int] = []
+        self._start: dict[str, int] = {}
+
+    def prerun(self, task_id: str | None = None, **_: Any) -> None:
+        self._start[str(task_id)] = self.total()
+
+    def postrun(self, task_id: str | None = None, **_: Any) -> None:
+        start = self._start.pop(str(task_id), None)
+        if start is not None:
+            self.per_chunk.append(self.total() - start)
+
+
+# ================================================================================ one size
+def run_job(
+    size: int,
+    data: bytes,
+    client: MongoClient[Doc],
+    poll: MongoClient[Doc],
+    counter: Any,
+    publisher: Any,
+    broker: redis.Redis,
+    use: Callable[[Knm], None],
+    chunk_commands: ChunkCommands,
+) -> dict[str, Any]:
+    """Import ``data`` through create_job + the broker + the worker; measure it."""
+    db_name = f"knm_bench_csv_{uuid.uuid4().hex[:8]}"
+    store = Store(client[db_name])
+    store.ensure_indexes()
+    knm = Knm(store, Settings())
+    knm.create_account(ACCOUNT, "Bench", allow_additions=True, reseller=True)
+    use(knm)
+    chunk_commands.per_chunk.clear()
+    broker.config_resetstat()
+    counter.reset()
+    wall, cpu = time.perf_counter(), _knm_cpu()
+
+    job = jobs.create_job(knm, "import", io.BytesIO(data), account_id=ACCOUNT, chunk_size=CHUNK)
+    created_s = time.perf_counter() - wall
+    create_commands = counter.total
+    published = producer.submit_job(job.id, job.chunks, publisher)
+    final = {s.value for s in jobs.FINAL_STATUSES}
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while True:
+        doc = poll[db_name]["jobs"].find_one({"_id": job.id}, {"status": 1})
+        if doc and doc["status"] in final:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"job {job.id} of {size} rows not done after {JOB_TIMEOUT_S} s")
+        time.sleep(0.05)
+    wall, cpu = time.perf_counter() - wall, _knm_cpu() - cpu
+    # The last chunk's ack follows its task's return: wait for it before reading the stats.
+    deadline = time.monotonic() + 10
+    while broker.hlen("unacked") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    commands = Counter(counter.counts)
+    stats = _commandstats(broker)
+
+    done = jobs.JobStore(knm).get(job.id)
+    assert done is not None
+    if (done.status, done.succeeded, len(done.chunks_done)) != ("succeeded", size, job.chunks):
+        raise RuntimeError(f"the import did not succeed: {done.to_json()}")
+    stored = poll[db_name]["numbers"].count_documents({})
+    if stored != size:
+        raise RuntimeError(f"{stored} numbers stored, {size} expected")
+    client.drop_database(db_name)
+
+    per_k = 1000 / size
+    messages = {
+        "tasks_published": stats["lpush"],
+        "events_published": stats["publish"],
+        "acks": stats["zrem"],
+    }
+    return {
+        "rows": size,
+        "chunks": job.chunks,
+        "chunk_messages_from_submit_job": published,
+        "wall_s": round(wall, 2),
+        "create_job_wall_s": round(created_s, 2),
+        "rows_per_s": round(size / wall, 1),
+        "mongo_commands": sum(commands.values()),
+        "mongo_commands_create_job": create_commands,
+        "mongo_commands_by_name": dict(sorted(commands.items())),
+        "mongo_commands_per_chunk": sorted(Counter(chunk_commands.per_chunk).items()),
+        "mongo_commands_per_1000_rows": round(sum(commands.values()) * per_k, 2),
+        "broker_messages": messages,
+        "broker_messages_total": sum(messages.values()),
+        "broker_messages_per_1000_rows": round(sum(messages.values()) * per_k, 2),
+        "redis_commands_total": sum(stats.values()),
+        "redis_commands_per_1000_rows": round(sum(stats.values()) * per_k, 2),
+        "knm_cpu_s": round(cpu, 3),
+        "knm_cpu_ms_per_1000_rows": round(cpu * 1000 * per_k, 1),
+        "measured": True,
+    }
+
+
+def derive(size: int, measured: dict[str, Any]) -> dict[str, Any]:
+    """Counts at ``size`` from the largest measured run plus what each extra chunk adds."""
+    chunks = -(-size // CHUNK)
+    extra = chunks - measured["chunks"]
+    per_chunk = max(measured["mongo_commands_per_chunk"], key=lambda kv: kv[1])[0]
+    row_batches = -(-CHUNK // jobs.INSERT_BATCH)  # create_job's insert batches per chunk of rows
+    mongo = measured["mongo_commands"] + extra * (per_chunk + row_batches)
+    msgs_per_chunk = measured["broker_messages_total"] / measured["chunks"]
+    messages = round(measured["broker_messages_total"] + extra * msgs_per_chunk)
+    per_k = 1000 / size
+    return {
+        "rows": size,
+        "chunks": chunks,
+        "mongo_commands": mongo,
+        "mongo_commands_per_1000_rows": round(mongo * per_k, 2),
+        "broker_messages_total": messages,
+        "broker_messages_per_1000_rows": round(messages * per_k, 2),
+        "measured": False,
+        "derived_from_rows": measured["rows"],
+    }
+
+
+# ================================================================================ the run
+def run() -> dict[str, Any]:
+    report: dict[str, Any] = {"chunk_size": CHUNK, "sizes": {}}
+    real_mongo = bool(os.environ.get("KNM_BENCH_MONGODB_URL"))
+    job_sizes = SIZES if real_mongo else MONGOECO_JOB_SIZES
+    report["mongodb"] = "KNM_BENCH_MONGODB_URL" if real_mongo else "mongoeco (in memory, patched)"
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="knm-bench-csv-")))
+        broker_url = stack.enter_context(redis_server())
+        # The worker app reads its settings from the environment when first imported.
+        os.environ["KNM_DATA_DIR"] = str(tmp)
+        os.environ["KNM_BROKER_URL"] = broker_url
+        knm_settings.reset_settings()
+        settings = Settings(broker_url=broker_url, data_dir=tmp)
+        from celery.contrib.testing.worker import start_worker
+        from celery.signals import task_postrun, task_prerun
+
+        import tasks.jobs as chunk_tasks
+        from workers.app import all_queues
+        from workers.app import app as worker_app
+
+        worker_app.conf.update(celery_config(settings, all_queues()))
+        publisher = producer.create_app(settings)
+        stack.callback(publisher.close)
+        broker = redis.Redis.from_url(broker_url)
+        stack.callback(broker.close)
+
+        if not real_mongo:
+            stack.enter_context(_linear_string_id_inserts())
+        url = stack.enter_context(mongo_server())
+        client, counter = counted_client(url)
+        stack.callback(client.close)
+        poll: MongoClient[Doc] = MongoClient(url, tz_aware=True)
+        stack.callback(poll.close)
+
+        current: dict[str, Knm] = {}
+        chunk_tasks.get_knm = lambda: current["knm"]  # type: ignore[attr-defined]
+        chunk_commands = ChunkCommands(lambda: counter.total)
+        task_prerun.connect(chunk_commands.prerun, weak=False)
+        task_postrun.connect(chunk_commands.postrun, weak=False)
+        stack.enter_context(
+            start_worker(
+                worker_app,
+                pool="solo",
+                perform_ping_check=False,
+                loglevel="WARNING",
+                shutdown_timeout=30,
+            )
+        )
+
+        def use(knm: Knm) -> None:
+            current["knm"] = knm
+
+        baseline(csv_bytes(200))  # warm up (imports, compiled patterns)
+        largest: dict[str, Any] | None = None
+        for size in SIZES:
+            data = csv_bytes(size)
+            base = baseline(data)
+            entry: dict[str, Any] = {
+                "baseline_rows_per_s": round(base["rows_per_s"], 1),
+                "baseline_wall_s": round(base["wall_s"], 3),
+                "baseline_cpu_ms_per_1000_rows": round(base["cpu_s"] * 1e6 / size, 1),
+            }
+            if size in job_sizes:
+                print(f"  importing {size} rows ...", file=sys.stderr, flush=True)
+                job = run_job(
+                    size, data, client, poll, counter, publisher, broker, use, chunk_commands
+                )
+                job["wall_ratio_to_baseline"] = round(job["wall_s"] / base["wall_s"], 1)
+                job["cpu_ratio_to_baseline"] = round(job["knm_cpu_s"] / base["cpu_s"], 1)
+                largest = job
+            elif largest is not None:
+                job = derive(size, largest)
+            else:
+                job = {"measured": False}
+            entry.update(job)
+            report["sizes"][size] = entry
+    return report
+
+
+def main() -> None:
+    report = run()
+    print(json.dumps(report, indent=2))
+    print()
+    print(
+        f"CSV import, chunks of {report['chunk_size']} rows, MongoDB: {report['mongodb']}; "
+        "per 1,000 rows (D = derived, not run):"
+    )
+    head = (
+        f"{'rows':>8} {'mongo cmds':>10} {'broker msgs':>11} {'knm CPU ms':>10} "
+        f"{'rows/s':>8} {'baseline rows/s':>15} {'wall x':>7} {'CPU x':>6}  cmds/chunk"
+    )
+    print(head)
+    for size, e in report["sizes"].items():
+        mark = "" if e.get("measured") else " D"
+        per_chunk = ",".join(f"{c}x{n}" for c, n in e.get("mongo_commands_per_chunk", []))
+        print(
+            f"{size:>8} {str(e.get('mongo_commands_per_1000_rows', '-')) + mark:>10} "
+            f"{str(e.get('broker_messages_per_1000_rows', '-')) + mark:>11} "
+            f"{e.get('knm_cpu_ms_per_1000_rows', '-'):>10} {e.get('rows_per_s', '-'):>8} "
+            f"{e['baseline_rows_per_s']:>15} {e.get('wall_ratio_to_baseline', '-'):>7} "
+            f"{e.get('cpu_ratio_to_baseline', '-'):>6}  {per_chunk or '-'}"
+        )
+
+
+if __name__ == "__main__":
+    main()
