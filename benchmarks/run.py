@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks import core_ops, csv_import
+from benchmarks import core_ops, csv_import, sweeps
 
 
 def main() -> None:
@@ -10,6 +10,7 @@ def main() -> None:
     core_ops.main()
     print("\n== CSV import: commands, broker messages, rows/s, CPU ==")
     csv_import.main()
+    sweeps.main()
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ visibility timeout above the hard time limit so a running task is never handed o
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
 
 from kombu import Exchange, Queue
 

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from config import defaults
@@ -112,6 +112,14 @@ class Settings(BaseSettings):
     sweep_batch_size: int = Field(
         default=1000, ge=1, description="Documents a sweep reads and writes per batch."
     )
+    @field_validator("crawler_interval", mode="before")
+    @classmethod
+    def _seconds(cls, value: object) -> object:
+        """``KNM_CRAWLER_INTERVAL=3600`` means seconds, like ``P1D`` means a day."""
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value.strip())
+        return value
+
     aging_expiry_d: int = Field(default=90, ge=0)
     discovery_expiry_d: int = Field(default=1, ge=0)
     import_defaults_to_carrier: str = "knm_local"

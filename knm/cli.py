@@ -1217,3 +1217,13 @@ def _handled_by(name: str, reply: Any) -> str:
     worker = reply.worker or "?"
     ms = reply.seconds * 1000
     return f"[dim]   {name} → queue {queue}, worker {worker}, {ms:.0f} ms[/dim]"
+
+
+def _register_maintenance() -> None:
+    """Sweeps and maintenance commands live in their own module (knm/cli_maintenance.py)."""
+    from knm.cli_maintenance import register
+
+    register(app)
+
+
+_register_maintenance()

@@ -186,10 +186,10 @@ class Sweeper:
             upsert=True,
         )
 
-    def _renew(self, report: SweepReport, *, force: bool = False) -> None:
+    def _renew(self, report: SweepReport) -> None:
         """Push the locks' expiry forward (once half their lifetime has passed), with progress."""
         now = utcnow()
-        if not force and now - self._renewed < self.lock_ttl / 2:
+        if now - self._renewed < self.lock_ttl / 2:
             return
         result = self.locks.update_many(
             {"_id": {"$in": self._held}, "owner": self.owner},
@@ -262,8 +262,9 @@ class Sweeper:
     def _sweep(self, kind: SweepKind, as_of: datetime, report: SweepReport) -> None:
         """Batches of due documents from the head of the (pvt_state, pvt_modified) index.
 
-        Written documents leave the query, so the next ``find`` starts at the head again; a
-        batch shorter than ``batch_size`` was the last one.
+        Written documents leave the query, so the next ``find`` starts at the head again. Each
+        ``find`` reads one document past the batch to learn whether another batch follows; a
+        batch whose writes all landed and had nothing after it was the last one.
         """
         state, cutoff = self._cutoff(kind, as_of)
         query = self._due(kind, as_of)
@@ -274,17 +275,20 @@ class Sweeper:
             docs = list(
                 self.numbers.find(query, {"_id": 1, "pvt_rev": 1})
                 .sort([("pvt_state", 1), ("pvt_modified", 1)])
-                .limit(self.batch_size)
-                .batch_size(self.batch_size)  # the whole batch in the find's reply
+                .limit(self.batch_size + 1)
+                .batch_size(self.batch_size + 1)  # the whole batch in the find's reply
             )
             if not docs:
                 return
+            more = len(docs) > self.batch_size
+            docs = docs[: self.batch_size]
             report.batches += 1
             done = self._apply(kind, state, cutoff, as_of, docs)
             report.counts[counter] += done
             self._renew(report)
-            if len(docs) < self.batch_size:
+            if not more and done == len(docs):
                 return
+            # a write that lost its re-check may still be due (a new revision alone): read again
             stalled = 0 if done else stalled + 1
             if stalled >= MAX_STALLED_BATCHES:
                 report.errors.append(

@@ -1,8 +1,9 @@
 """CSV jobs through the real broker: a worker SIGKILLed mid-job, and two jobs racing on numbers.
 
-Real servers only: Redis (this module's own database, flushed once), ``celery -A workers.app
-worker`` subprocesses (solo pool) and the test rig's MongoDB wire server. Jobs are created in
-process with ``jobs.create_job`` and published with ``producer.submit_job``, the way the CLI does.
+Real servers only: Redis (a ``redis-server`` of this module's own, flushed before each test),
+``celery -A workers.app worker`` subprocesses (solo pool) and the test rig's MongoDB wire
+server. Jobs are created in process with ``jobs.create_job`` and published with
+``producer.submit_job``, the way the CLI does.
 
 Where a window matters it is made deterministic, not a race against a sleep: the workers talk to
 MongoDB through ``GateProxy``, a loopback proxy owned by the test that reads the wire protocol.
@@ -54,7 +55,7 @@ from tests import workers_rig as rig
 
 pytestmark = pytest.mark.integration
 
-BROKER_DB = 8  # 9 .. 15 belong to other modules
+BROKER_DB = 0  # of this module's own redis-server
 VISIBILITY_TIMEOUT_S = 5
 ROWS = 60
 CHUNK = 10
@@ -200,10 +201,22 @@ class GateProxy:
 
 
 # ================================================================================ fixtures
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[rig.RedisServer]:
+    """This module's own ``redis-server``: another run of these tests (the same queue names)
+    on the machine's Redis would take this run's chunk messages."""
+    server = rig.RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
 @pytest.fixture
-def broker(redis_url: str) -> str:
-    """This module's Redis database, empty at the start of every test."""
-    url = redis_url.rsplit("/", 1)[0] + f"/{BROKER_DB}"
+def broker(redis_server: rig.RedisServer) -> str:
+    """The broker, empty at the start of every test."""
+    url = redis_server.url(BROKER_DB)
     rig.flush_redis(url)
     return url
 
@@ -294,7 +307,8 @@ def _unacked(broker: str) -> list[float]:
     """When each delivered-but-unacknowledged message was delivered, oldest first."""
     conn = redis.Redis.from_url(broker)
     try:
-        return [float(score) for _, score in conn.zrange("unacked_index", 0, -1, withscores=True)]
+        entries: list[Any] = list(conn.zrange("unacked_index", 0, -1, withscores=True))
+        return [float(entry[1]) for entry in entries]
     finally:
         conn.close()
 
@@ -417,9 +431,18 @@ def test_sigkill_mid_job_then_the_job_finishes_exactly_once(
         env_c = _env(broker, mongo_url, db_name, tmp_path)
         c = rig.start_worker(env_c, ["knm"], logs, label="c")
         _wait_final(knm, [job.id], [a, c], 60)
-        reports = _chunk_reports(c.log())
         rig.wait_until(lambda: not _unacked(broker), 10, what="every chunk acknowledged")
         assert _queued(broker) == 0, "a chunk message is left over"
+        # The last chunk finishes the job before its task returns and Celery logs it.
+        worker_c = c
+        rig.wait_until(
+            lambda: (
+                len(_chunk_reports(a.log())) + len(_chunk_reports(worker_c.log())) >= job.chunks
+            ),
+            10,
+            what="every chunk's report in the logs",
+        )
+        reports = _chunk_reports(c.log())
     finally:
         rig.stop_all([a, c])
 
@@ -431,6 +454,8 @@ def test_sigkill_mid_job_then_the_job_finishes_exactly_once(
     a_reports = _chunk_reports(a.log())
     chunks_run = sorted(r["chunk"] for r in [*a_reports.values(), *reports.values()])
     assert sorted(set(chunks_run)) == list(range(job.chunks)), chunks_run
+    if freeze is not None:  # killed inside a MongoDB call: no finished chunk was redelivered
+        assert chunks_run == list(range(job.chunks)), chunks_run
     processed = sum(r["processed"] for r in [*a_reports.values(), *reports.values()])
     assert processed <= ROWS, "no finished run processed a row another finished run did"
 
@@ -471,9 +496,13 @@ def _run_two_jobs(
             producer.submit_job(job_id, 1, publisher)
         assert proxy.barrier_met.wait(30), (proxy.seen, [w.tail(20) for w in workers])
         _wait_final(knm, job_ids, workers, 60)
-        # Both workers ran one chunk each: the jobs really ran at the same time.
-        ran = [len(_chunk_reports(w.log())) for w in workers]
         rig.wait_until(lambda: not _unacked(broker), 10, what="both chunks acknowledged")
+        # Both workers ran one chunk each: the jobs really ran at the same time. (A chunk
+        # finishes its job before its task returns and Celery logs it: wait for the logs.)
+        rig.wait_until(
+            lambda: sum(len(_chunk_reports(w.log())) for w in workers) >= 2, 10, what="the logs"
+        )
+        ran = [len(_chunk_reports(w.log())) for w in workers]
     assert ran == [1, 1], ran
     assert _queued(broker) == 0
 
