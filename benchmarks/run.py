@@ -1,15 +1,21 @@
-"""Run every benchmark and print its figures: ``make bench`` or ``python -m benchmarks.run``."""
+"""Run every benchmark and print its figures: ``make bench`` or ``python -m benchmarks.run``.
+
+Each can also run alone: ``python -m benchmarks.<name>``.
+"""
 
 from __future__ import annotations
 
-from benchmarks import core_ops, csv_import, sweeps
+from benchmarks import broker_overhead, core_ops, csv_import, sweeps
 
 
 def main() -> None:
-    print("== core operations (issue 2) ==")
+    print("== core operations: MongoDB commands per batch, operation-layer CPU ==")
     core_ops.main()
+    print("\n== broker round trip: knm task vs a no-op task ==")
+    broker_overhead.main()
     print("\n== CSV import: commands, broker messages, rows/s, CPU ==")
     csv_import.main()
+    print("\n== sweeps: commands per 1,000 aged ==")
     sweeps.main()
 
 

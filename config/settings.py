@@ -112,6 +112,7 @@ class Settings(BaseSettings):
     sweep_batch_size: int = Field(
         default=1000, ge=1, description="Documents a sweep reads and writes per batch."
     )
+
     @field_validator("crawler_interval", mode="before")
     @classmethod
     def _seconds(cls, value: object) -> object:
