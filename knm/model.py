@@ -12,7 +12,7 @@ import copy
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -163,6 +163,10 @@ class PhoneNumber(BaseModel):
     request_id: str | None = Field(
         default=None, description="pvt_request_id: the request that last wrote the document."
     )
+    recent_requests: list[str] = Field(
+        default_factory=list,
+        description="pvt_request_ids: the last requests that wrote it, newest first (capped).",
+    )
     public: dict[str, Any] = Field(default_factory=dict)
 
     _dirty: bool = PrivateAttr(default=False)
@@ -258,6 +262,7 @@ class PhoneNumber(BaseModel):
             modified=modified,
             rev=rev if isinstance(rev, int) else None,
             request_id=doc.get("pvt_request_id") or None,
+            recent_requests=[r for r in doc.get("pvt_request_ids") or [] if isinstance(r, str)],
             public=public,
         )
         loaded_features = copy.deepcopy(pn.features)
@@ -270,6 +275,21 @@ class PhoneNumber(BaseModel):
         pn._dirty = dirty or history_dirty
         pn._loaded_doc = copy.deepcopy(dict(doc))
         return pn
+
+    #: How many of the requests that last wrote a document it remembers (redelivery checks).
+    RECENT_REQUESTS: ClassVar[int] = 8
+
+    def stamp_request(self, request_id: str) -> None:
+        """Record that ``request_id`` writes this document (not a change of its own)."""
+        self.request_id = request_id
+        self.recent_requests = [
+            request_id,
+            *(r for r in self.recent_requests if r != request_id),
+        ][: self.RECENT_REQUESTS]
+
+    def written_by(self, request_id: str) -> bool:
+        """Whether ``request_id`` is among the requests that last wrote this document."""
+        return request_id == self.request_id or request_id in self.recent_requests
 
     # ----------------------------------------------------------------------------- flags
     @property
@@ -443,6 +463,8 @@ class PhoneNumber(BaseModel):
             doc["pvt_rev"] = self.rev
         if self.request_id is not None:
             doc["pvt_request_id"] = self.request_id
+        if self.recent_requests:
+            doc["pvt_request_ids"] = list(self.recent_requests)
         return doc
 
     def to_public_json(self, available_features: list[str] | None = None) -> dict[str, Any]:

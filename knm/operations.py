@@ -148,7 +148,7 @@ class NumberManager:
 
     def release(self, numbers: Iterable[str], options: Options | None = None) -> Batch:
         """Release numbers: unwind the reserve history, disconnect, age or delete (§2.5)."""
-        return self._run(numbers, options or Options(), self._plan_release, visibility=True)
+        return self._run(numbers, options or Options(), self._plan_release, deletes=True)
 
     def delete(self, numbers: Iterable[str], options: Options | None = None) -> Batch:
         """Hard-delete numbers in any state; admins only."""
@@ -160,7 +160,7 @@ class NumberManager:
         def plan(batch: Batch, ctx: RunContext) -> None:
             batch.step(lambda pn: pn.mark_deleted())
 
-        return self._run(numbers, opts, plan, precheck=precheck, visibility=True)
+        return self._run(numbers, opts, plan, precheck=precheck, deletes=True)
 
     def update(
         self, numbers: Iterable[str], setters: Sequence[Setter], options: Options | None = None
@@ -190,6 +190,7 @@ class NumberManager:
         precheck: Callable[[RunContext], KnmError | None] | None = None,
         visibility: bool = True,
         write: bool = True,
+        deletes: bool = False,
     ) -> Batch:
         result = Batch()
         pending: list[str] = []
@@ -209,7 +210,7 @@ class NumberManager:
                 for number in pending:
                     result.fail(number, refusal)
                 return result
-            batch = self._fetch(pending, ctx, missing, visibility)
+            batch = self._fetch(pending, ctx, missing, visibility, deletes)
             plan(batch, ctx)
             batch.finish()
             if write and not options.dry_run:
@@ -243,9 +244,18 @@ class NumberManager:
         return RunContext(options=options, accounts=accounts, docs=docs)
 
     def _fetch(
-        self, numbers: list[str], ctx: RunContext, missing: Missing | None, visibility: bool
+        self,
+        numbers: list[str],
+        ctx: RunContext,
+        missing: Missing | None,
+        visibility: bool,
+        deletes: bool = False,
     ) -> Batch:
-        """Load records; apply KAZOO's fetch visibility; hand missing numbers to ``missing``."""
+        """Load records; apply KAZOO's fetch visibility; hand missing numbers to ``missing``.
+
+        ``deletes``: the operation may hard-delete, so a missing number may be one this very
+        request already deleted (its tombstone says so).
+        """
         batch = Batch()
         absent: list[str] = []
         for number in numbers:
@@ -255,7 +265,7 @@ class NumberManager:
                 continue
             pn = PhoneNumber.from_document(doc, default_module=self.settings.available_module_name)
             request_id = ctx.options.request_id
-            if request_id is not None and pn.request_id == request_id:
+            if request_id is not None and pn.written_by(request_id):
                 batch.succeed(pn)  # a redelivered request: this number is already done
                 continue
             if visibility and not ctx.accounts.is_visible(
@@ -265,7 +275,7 @@ class NumberManager:
                 continue
             batch.todo.append(pn)
         request_id = ctx.options.request_id
-        if absent and request_id is not None:
+        if deletes and absent and request_id is not None:
             # numbers this very request already deleted (a rerun): report that deletion again
             for number, doc in self.store.find_tombstones(absent, request_id).items():
                 pn = PhoneNumber.from_document(
@@ -301,7 +311,7 @@ class NumberManager:
         if options.request_id is not None:
             for pn in batch.succeeded.values():
                 if pn.dirty or pn.deleted:
-                    pn.request_id = options.request_id
+                    pn.stamp_request(options.request_id)
             self.store.put_tombstones(
                 [pn for pn in batch.succeeded.values() if pn.deleted and pn.stored],
                 options.request_id,

@@ -39,7 +39,7 @@ N1, N2 = "+14155550101", "+14155550102"
 PROBE = "+14155550199"  # never created: a worker is ready once it answers a get for it
 READY_TIMEOUT_S = 90.0
 #: Written by the store or the request, so they differ between two runs of the same request.
-VOLATILE = frozenset({"pvt_created", "pvt_modified", "pvt_request_id"})
+VOLATILE = frozenset({"pvt_created", "pvt_modified", "pvt_request_id", "pvt_request_ids"})
 
 Run = Callable[..., Result]
 

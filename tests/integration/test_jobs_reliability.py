@@ -624,12 +624,6 @@ def _crash_before_rows_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Collection, "bulk_write", bulk_write)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a redelivered chunk recognises its own writes only by pvt_request_id, which the next "
-    "writer of the number replaces: the replay re-applies the row (import: fails it as "
-    "'already exists'; update: undoes the later change)",
-)
 @pytest.mark.parametrize("first", ["import", "update_merge"])
 def test_redelivered_chunk_after_another_job_touched_its_numbers(
     first: str, knm: Knm, monkeypatch: pytest.MonkeyPatch

@@ -45,7 +45,7 @@ SEQUENCE: list[tuple[str, dict[str, Any]]] = [
     ("knm.numbers.activate", {"numbers": [N1, M1], "account": ACCOUNT}),
     ("knm.numbers.release", {"numbers": [N1, M1]}),
 ]
-VOLATILE = {"pvt_created", "pvt_modified", "pvt_request_id"}
+VOLATILE = {"pvt_created", "pvt_modified", "pvt_request_id", "pvt_request_ids"}
 
 Doc = dict[str, Any]
 
