@@ -35,25 +35,8 @@ _IMPORT_OPTIONAL: Final[tuple[str, ...]] = (
     *(c for c in LISTING_COLUMNS if c != "e164"),
     "carrier_name",
 )
-#: The feature columns of update_merge / update_overwrite.
-FEATURE_COLUMNS: Final[tuple[str, ...]] = (
-    "cnam.inbound",
-    "cnam.outbound",
-    "e911.locality",
-    "e911.name",
-    "e911.region",
-    "e911.street_address",
-    "e911.extended_address",
-    "e911.postal_code",
-    "prepend.enabled",
-    "prepend.name",
-    "prepend.number",
-    "ringback.early",
-    "ringback.transfer",
-    "force_outbound",
-    "failover.e164",
-    "failover.sip",
-)
+#: The feature columns of update_merge / update_overwrite: the listing's, from ``cnam.inbound``.
+FEATURE_COLUMNS: Final[tuple[str, ...]] = LISTING_COLUMNS[LISTING_COLUMNS.index("cnam.inbound") :]
 _UPDATE_OPTIONAL: Final[tuple[str, ...]] = ("carrier_name", *FEATURE_COLUMNS)
 
 DUMP_STATES: Final[tuple[str, ...]] = (
