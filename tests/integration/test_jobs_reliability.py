@@ -30,7 +30,6 @@ import contextlib
 import io
 import re
 import socket
-import struct
 import threading
 import time
 import uuid
@@ -39,7 +38,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import bson
 import pytest
 import redis
 from celery import Celery
@@ -52,6 +50,8 @@ from knm.app import Knm
 from knm.model import NumberState
 from knm.options import Options
 from tests import workers_rig as rig
+from tests.mongo_wire import command as _command
+from tests.mongo_wire import read_message as _read_message
 
 pytestmark = pytest.mark.integration
 
@@ -63,46 +63,11 @@ RESELLER = "reliab0000000000000000000000000r"
 CHILD = "reliab0000000000000000000000000c"
 SIBLING = "reliab0000000000000000000000000s"
 UNAUTHORIZED = "requestor is unauthorized to perform operation"
-OP_MSG = 2013
 
 Doc = dict[str, Any]
 
 
 # ================================================================================ the proxy
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    data = bytearray()
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError("closed")
-        data += chunk
-    return bytes(data)
-
-
-def _read_message(sock: socket.socket) -> bytes:
-    header = _recv_exact(sock, 16)
-    (length,) = struct.unpack("<i", header[:4])
-    return header + _recv_exact(sock, length - 16)
-
-
-def _command(message: bytes) -> tuple[str, Any] | None:
-    """``(command name, its value)`` of an OP_MSG (``("insert", "numbers")``), else None."""
-    (op_code,) = struct.unpack("<i", message[12:16])
-    if op_code != OP_MSG:
-        return None
-    pos = 20  # header (16) + flagBits (4)
-    while pos < len(message):
-        kind = message[pos]
-        pos += 1
-        (size,) = struct.unpack("<i", message[pos : pos + 4])
-        if kind == 0:
-            doc = bson.decode(message[pos : pos + size])
-            name = next(iter(doc))
-            return name, doc[name]
-        pos += size
-    return None
-
-
 class GateProxy:
     """A loopback TCP proxy in front of MongoDB that can freeze one write or hold two reads.
 

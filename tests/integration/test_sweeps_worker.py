@@ -16,7 +16,6 @@ import contextlib
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -26,7 +25,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import bson
 import pytest
 from celery import Celery
 from pymongo import MongoClient
@@ -37,50 +35,17 @@ from knm.model import utcnow
 from knm.sweeps import SweepKind, lock_id
 from tests import workers_rig as rig
 from tests.fixtures_kazoo import number_doc
+from tests.mongo_wire import command as _command
+from tests.mongo_wire import read_message as _read_message
 
 pytestmark = pytest.mark.integration
 
 BROKER_DB = 3  # Redis dbs: 3 is this module's (5-15 belong to the others)
 MODULE = "knm_telnyx"
-OP_MSG = 2013
 Doc = dict[str, Any]
 
 
 # ================================================================================ the proxy
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    data = bytearray()
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError("closed")
-        data += chunk
-    return bytes(data)
-
-
-def _read_message(sock: socket.socket) -> bytes:
-    header = _recv_exact(sock, 16)
-    (length,) = struct.unpack("<i", header[:4])
-    return header + _recv_exact(sock, length - 16)
-
-
-def _command(message: bytes) -> tuple[str, Any] | None:
-    """``(command name, its value)`` of an OP_MSG, e.g. ``("update", "numbers")``."""
-    (op_code,) = struct.unpack("<i", message[12:16])
-    if op_code != OP_MSG:
-        return None
-    pos = 20  # header (16) + flagBits (4)
-    while pos < len(message):
-        kind = message[pos]
-        pos += 1
-        (size,) = struct.unpack("<i", message[pos : pos + 4])
-        if kind == 0:
-            doc = bson.decode(message[pos : pos + size])
-            name = next(iter(doc))
-            return name, doc[name]
-        pos += size
-    return None
-
-
 class FreezeProxy:
     """A loopback proxy in front of MongoDB that swallows the reply to the n-th matching command
     (the command is applied; its sender waits forever)."""

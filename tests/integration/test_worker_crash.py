@@ -28,7 +28,6 @@ import json
 import os
 import signal
 import socket
-import struct
 import threading
 import time
 import uuid
@@ -36,7 +35,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import bson
 import pytest
 import redis
 from celery import Celery
@@ -45,6 +43,8 @@ from pymongo import MongoClient
 from config.settings import Settings
 from knm.app import Knm
 from tests import workers_rig as rig
+from tests.mongo_wire import command as _command
+from tests.mongo_wire import read_message as _read_message
 
 pytestmark = pytest.mark.integration
 
@@ -52,46 +52,11 @@ BROKER_DB = 7  # Redis dbs: 5, 6, 7, 9, 12, 13 are the test_worker_* modules
 VISIBILITY_TIMEOUT_S = 3
 ACCOUNT = "d4" * 16
 NUMBERS = [f"+1646555{n:04d}" for n in range(120, 126)]
-OP_MSG = 2013
 
 Doc = dict[str, Any]
 
 
 # ================================================================================ the proxy
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    data = bytearray()
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError("closed")
-        data += chunk
-    return bytes(data)
-
-
-def _read_message(sock: socket.socket) -> bytes:
-    header = _recv_exact(sock, 16)
-    (length,) = struct.unpack("<i", header[:4])
-    return header + _recv_exact(sock, length - 16)
-
-
-def _command(message: bytes) -> tuple[str, Any] | None:
-    """``(command name, its value)`` of an OP_MSG (``("insert", "numbers")``), else None."""
-    (op_code,) = struct.unpack("<i", message[12:16])
-    if op_code != OP_MSG:
-        return None
-    pos = 20  # header (16) + flagBits (4)
-    while pos < len(message):
-        kind = message[pos]
-        pos += 1
-        (size,) = struct.unpack("<i", message[pos : pos + 4])
-        if kind == 0:
-            doc = bson.decode(message[pos : pos + size])
-            name = next(iter(doc))
-            return name, doc[name]
-        pos += size
-    return None
-
-
 class FreezeProxy:
     """A loopback TCP proxy in front of MongoDB that can swallow the reply to one write."""
 
