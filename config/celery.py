@@ -58,7 +58,7 @@ def broker_and_backend(settings: Settings) -> tuple[str, str, dict[str, Any]]:
             "store_processed": False,
             "polling_interval": settings.embedded_polling_interval_s,
         }
-        return "filesystem://", f"file://{paths['results']}", options
+        return "knmfs://", f"file://{paths['results']}", options
     broker = str(settings.broker_url)
     if settings.result_backend:
         backend = settings.result_backend

@@ -15,6 +15,7 @@ from celery.signals import worker_process_init
 from carriers.registry import default_registry
 from config.celery import CELERY_DEFAULT_QUEUE, DEFAULT_QUEUE, carrier_queue, celery_config
 from config.settings import Settings, get_settings
+from workers import filesystem_transport
 
 TASK_MODULES = ["tasks.numbers", "tasks.jobs", "tasks.sweeps", "tasks.health"]
 
@@ -30,6 +31,7 @@ def all_queues() -> list[str]:
 
 def create_app(settings: Settings | None = None) -> Celery:
     """A knm Celery app for ``settings`` (the environment's by default)."""
+    filesystem_transport.register()
     settings = settings or get_settings()
     app = Celery("knm", include=TASK_MODULES)
     app.conf.update(celery_config(settings, all_queues()))

@@ -327,7 +327,7 @@ def test_beat_runs_on_the_embedded_broker(tmp_path: Path) -> None:
     finally:
         _stop(proc)
     text = log.read_text()
-    assert "broker: filesystem:// (the embedded broker" in text
+    assert "broker: knmfs:// (the embedded broker" in text
     assert f"schedule: {data_dir.resolve() / 'beat-schedule'}" in text
 
 
