@@ -37,6 +37,11 @@ def is_account_id(value: object) -> bool:
     return isinstance(value, str) and ACCOUNT_ID_RE.match(value) is not None
 
 
+def bad_account_id(value: object) -> str:
+    """The one-line message for a value that is not an account id."""
+    return f"account id must be 32 letters, digits or '_': {value!r}"
+
+
 class NumberManagerConfig(BaseModel):
     """Per-account ``number_manager`` settings (DECISIONS 5)."""
 

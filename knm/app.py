@@ -14,7 +14,7 @@ from carriers.base import SearchResult
 from carriers.inventory import InventoryBackedCarrier
 from carriers.registry import CarrierRegistry, default_registry
 from config.settings import Settings, get_settings
-from knm.accounts import Account, AccountDirectory, is_account_id
+from knm.accounts import Account, AccountDirectory, bad_account_id, is_account_id
 from knm.operations import NumberManager
 from knm.outcomes import OutcomeStore
 from knm.search import Searcher, SearchQuery
@@ -65,7 +65,7 @@ class Knm:
     ) -> Account:
         """Create an account under ``parent``; its tree and reseller follow from the parent."""
         if not is_account_id(account_id):
-            raise InputError(f"account id must be 32 letters, digits or '_': {account_id!r}")
+            raise InputError(bad_account_id(account_id))
         if not name.strip():
             raise InputError("account name must not be empty")
         tree: list[str] = []
@@ -123,7 +123,7 @@ class Knm:
         if module is None:
             raise InputError(f"unknown generator {kind!r}: expected one of {sorted(GENERATORS)}")
         if not is_account_id(account_id):
-            raise InputError(f"account id must be 32 letters, digits or '_': {account_id!r}")
+            raise InputError(bad_account_id(account_id))
         if start <= 0 or quantity <= 0:
             raise InputError("START and QUANTITY must be positive integers")
         carrier = self.numbers.carriers.get(module, self.numbers.carrier_ctx)

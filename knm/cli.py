@@ -50,7 +50,7 @@ from typer.core import TyperGroup
 
 from config.settings import Settings, get_settings, reset_settings
 from knm import embedded, render, requests
-from knm.accounts import SYSTEM, Account, is_account_id
+from knm.accounts import SYSTEM, Account, bad_account_id, is_account_id
 from knm.app import InputError, Knm
 from knm.csv_actions import ACTIONS, Action
 from knm.csvio import write_csv
@@ -307,7 +307,7 @@ def accounts_create(
 def accounts_get(account_id: AccountId, as_json: JsonFlag = False) -> None:
     """Show an account (exit 1 if it does not exist)."""
     if not is_account_id(account_id):
-        _usage(f"account id must be 32 letters, digits or '_': {account_id!r}")
+        _usage(bad_account_id(account_id))
     with _open() as knm:
         account = knm.get_account(account_id)
     if account is None:
@@ -633,7 +633,7 @@ def _check_source(action: Action, source: Path | None) -> None:
 
 def _check_job_accounts(knm: Knm, account: str, auth_by: str) -> None:
     if not is_account_id(account):
-        _usage(f"account id must be 32 letters, digits or '_': {account!r}")
+        _usage(bad_account_id(account))
     if auth_by != SYSTEM and not is_account_id(auth_by):
         _usage(f"--auth-by must be 'system' or an account id: {auth_by!r}")
     wanted = {account} | ({auth_by} - {SYSTEM})

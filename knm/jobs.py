@@ -27,13 +27,13 @@ from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from knm import convert
-from knm.accounts import SYSTEM, AccountDirectory, is_account_id
+from knm.accounts import SYSTEM, AccountDirectory, bad_account_id, is_account_id
 from knm.app import InputError, Knm
 from knm.batch import Batch
 from knm.csv_actions import ACTIONS, Action, bad_cells, public_fields
 from knm.csvio import CsvInputError, CsvReader
 from knm.errors import KnmError
-from knm.listing import LISTING_COLUMNS, listing_row
+from knm.listing import RESULT_COLUMNS, listing_row
 from knm.model import NumberState, PhoneNumber, utcnow
 from knm.options import Options
 
@@ -172,7 +172,7 @@ def create_job(
     if action is None:
         raise InputError(f"unknown action {action_name!r}: expected one of {', '.join(ACTIONS)}")
     if not is_account_id(account_id):
-        raise InputError(f"account id must be 32 letters, digits or '_': {account_id!r}")
+        raise InputError(bad_account_id(account_id))
     if auth_by != SYSTEM and not is_account_id(auth_by):
         raise InputError(f"--auth-by must be 'system' or an account id: {auth_by!r}")
     if action.takes_input and source is None:
@@ -606,4 +606,4 @@ def run_listing(knm: Knm, job: Job) -> ChunkReport:
     return report
 
 
-RESULT_HEADER: Final[tuple[str, ...]] = (*LISTING_COLUMNS, "error")
+RESULT_HEADER: Final[tuple[str, ...]] = RESULT_COLUMNS

@@ -19,6 +19,7 @@ from knm.app import InputError, Knm
 from knm.batch import Batch
 from knm.model import NumberState, PhoneNumber
 from knm.options import Options
+from knm.store import chunked
 
 BATCH: Final[int] = 500
 
@@ -138,10 +139,8 @@ def purge(
     query = {"pvt_state": state.value, **_prefix_query(prefix)}
     total = knm.store.numbers.count_documents(query)
     removed = 0
-    step = knm.store.max_in or BATCH  # the embedded server refuses an $in of ~500 values
     for ids in _pages(knm, query):
-        for start in range(0, len(ids), step):
-            chunk = ids[start : start + step]
+        for chunk in chunked(ids, knm.store.max_in):  # the embedded server: ~500 values at most
             result = knm.store.numbers.delete_many(
                 {"_id": {"$in": chunk}, "pvt_state": state.value}
             )

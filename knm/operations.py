@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from carriers.base import CarrierContext
+from carriers.base import Carrier, CarrierContext
 from carriers.registry import CarrierRegistry, default_registry
 from config.settings import Settings
 from knm import convert, errors
@@ -334,15 +334,23 @@ class NumberManager:
             pn.reset_public(options.public_fields)
 
     # ================================================================== carriers
+    def _by_carrier(
+        self, pns: list[PhoneNumber]
+    ) -> list[tuple[str, Carrier | None, list[PhoneNumber]]]:
+        """Records grouped by their carrier module, with the module (None when unknown)."""
+        by_module: dict[str, list[PhoneNumber]] = defaultdict(list)
+        for pn in pns:
+            by_module[pn.carrier_module].append(pn)
+        return [
+            (module, self.carriers.get(module, self.carrier_ctx), group)
+            for module, group in by_module.items()
+        ]
+
     def _acquire(self, batch: Batch, needs: list[PhoneNumber], options: Options) -> None:
         """Acquire through the module named on each record, one call per module (DECISIONS 9)."""
         if options.dry_run or not needs:
             return
-        by_module: dict[str, list[PhoneNumber]] = defaultdict(list)
-        for pn in needs:
-            by_module[pn.carrier_module].append(pn)
-        for module, pns in by_module.items():
-            carrier = self.carriers.get(module, self.carrier_ctx)
+        for module, carrier, pns in self._by_carrier(needs):
             if carrier is None:
                 for pn in pns:
                     batch.fail(pn.number, errors.carrier_not_found(module))
@@ -355,11 +363,7 @@ class NumberManager:
         """Release upstream; a module knm does not know is tolerated, as in KAZOO."""
         if options.dry_run or not pns:
             return
-        by_module: dict[str, list[PhoneNumber]] = defaultdict(list)
-        for pn in pns:
-            by_module[pn.carrier_module].append(pn)
-        for module, group in by_module.items():
-            carrier = self.carriers.get(module, self.carrier_ctx)
+        for _module, carrier, group in self._by_carrier(pns):
             if carrier is None:
                 continue
             for number, error in carrier.disconnect_numbers(group).items():

@@ -24,7 +24,7 @@ from config.settings import Settings
 from knm import convert
 from knm.accounts import Account
 from knm.model import NumberState, utcnow
-from knm.store import find_in
+from knm.store import chunked, find_in
 
 
 class SearchQuery(BaseModel):
@@ -86,10 +86,8 @@ class SearchCache:
 
     def forget_numbers(self, numbers: Iterable[str]) -> None:
         """Drop cache entries that offer these numbers (after they were purged or bought)."""
-        wanted = list(numbers)
-        step = self.max_in or len(wanted) or 1
-        for i in range(0, len(wanted), step):
-            self.collection.delete_many({"discovery_numbers": {"$in": wanted[i : i + step]}})
+        for chunk in chunked(numbers, self.max_in):
+            self.collection.delete_many({"discovery_numbers": {"$in": chunk}})
 
 
 def _expired(doc: dict[str, Any]) -> bool:

@@ -46,6 +46,14 @@ class CommitResult:
 EMBEDDED_MAX_IN: Final[int] = 400
 
 
+def chunked(values: Iterable[Any], size: int | None) -> Iterator[list[Any]]:
+    """``values`` without duplicates, in lists of at most ``size`` (all at once when None)."""
+    wanted = list(dict.fromkeys(values))
+    step = size or len(wanted) or 1
+    for i in range(0, len(wanted), step):
+        yield wanted[i : i + step]
+
+
 def find_in(
     collection: Collection[Document],
     field: str,
@@ -55,10 +63,8 @@ def find_in(
     projection: Document | None = None,
 ) -> Iterator[Document]:
     """Documents whose ``field`` is in ``values``: one query, or one per chunk of ``max_in``."""
-    wanted = list(dict.fromkeys(values))
-    step = max_in or len(wanted) or 1
-    for i in range(0, len(wanted), step):
-        query: Document = {field: {"$in": wanted[i : i + step]}}
+    for chunk in chunked(values, max_in):
+        query: Document = {field: {"$in": chunk}}
         if extra:
             query.update(extra)
         yield from collection.find(query, projection)
