@@ -94,11 +94,19 @@ class Carrier:
     def disconnect_number(self, pn: PhoneNumber) -> None:
         """Release ``pn`` upstream. Raise ``KnmError`` on failure."""
 
-    def acquire_numbers(self, pns: Sequence[PhoneNumber]) -> dict[str, KnmError]:
-        """Acquire a batch; modules with a bulk API override this. Returns failures by number."""
+    def acquire_numbers(
+        self, pns: Sequence[PhoneNumber], request_id: str | None = None
+    ) -> dict[str, KnmError]:
+        """Acquire a batch; modules with a bulk API override this. Returns failures by number.
+
+        ``request_id`` names the request (a rerun of it must not buy twice: the integrations'
+        provisioning ledger uses it).
+        """
         return _each(pns, self.acquire_number)
 
-    def disconnect_numbers(self, pns: Sequence[PhoneNumber]) -> dict[str, KnmError]:
+    def disconnect_numbers(
+        self, pns: Sequence[PhoneNumber], request_id: str | None = None
+    ) -> dict[str, KnmError]:
         """Disconnect a batch; returns failures by number."""
         return _each(pns, self.disconnect_number)
 

@@ -51,7 +51,9 @@ class InventoryBackedCarrier(Carrier):
                 ]
         return []
 
-    def acquire_numbers(self, pns: Sequence[PhoneNumber]) -> dict[str, KnmError]:
+    def acquire_numbers(
+        self, pns: Sequence[PhoneNumber], request_id: str | None = None
+    ) -> dict[str, KnmError]:
         """Mark the inventory documents with the numbers' new state and owner in one write."""
         return self._update_inventory(
             pns,
@@ -63,7 +65,9 @@ class InventoryBackedCarrier(Carrier):
             },
         )
 
-    def disconnect_numbers(self, pns: Sequence[PhoneNumber]) -> dict[str, KnmError]:
+    def disconnect_numbers(
+        self, pns: Sequence[PhoneNumber], request_id: str | None = None
+    ) -> dict[str, KnmError]:
         """Return the inventory documents to the pool."""
         return self._update_inventory(
             pns,

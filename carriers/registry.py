@@ -14,6 +14,7 @@ from carriers.local import (
     ReservedCarrier,
     ReservedResellerCarrier,
 )
+from carriers.telnyx import TelnyxCarrier
 
 #: Every module name KAZOO knows (spec §3.2): validates CSV cells and carrier conversions.
 ALL_MODULES: Final[tuple[str, ...]] = (
@@ -56,6 +57,7 @@ _BUILTIN: Final[tuple[type[Carrier], ...]] = (
     ReservedResellerCarrier,
     ManagedCarrier,
     InumCarrier,
+    TelnyxCarrier,
 )
 
 

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from config import defaults
+from config.carrier_settings import CarrierHttpSettings, CarriersSettings, StrList
 
 ReleasedState = Literal["available", "released"]
 
@@ -50,7 +51,10 @@ class Settings(BaseSettings):
 
     # --- number_manager (spec §10.1) -------------------------------------------------------------
     available_module_name: str = "knm_local"
-    carrier_modules: list[str] = Field(default_factory=lambda: ["knm_local"])
+    carrier_modules: StrList = Field(
+        default_factory=lambda: ["knm_local"],
+        description="Modules a search asks (comma-separated or JSON list).",
+    )
     port_in_module_name: str = "knm_local"
     released_state: ReleasedState = "available"
     should_permanently_delete: bool = False
@@ -70,6 +74,10 @@ class Settings(BaseSettings):
     reconcile_regex: str = defaults.RECONCILE_REGEX
     classifiers: dict[str, dict[str, object] | str] = Field(default_factory=_default_classifiers)
     default_country: str = "US"
+
+    # --- carrier integrations (KNM_CARRIERS__<NAME>__<KEY>, KNM_CARRIER_HTTP__<KEY>) -----------
+    carriers: CarriersSettings = Field(default_factory=CarriersSettings)
+    carrier_http: CarrierHttpSettings = Field(default_factory=CarrierHttpSettings)
 
     # --- store behaviour -----------------------------------------------------------------------
     max_conflict_retries: int = Field(

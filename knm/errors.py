@@ -113,9 +113,17 @@ def invalid(cause: str) -> KnmError:
     return KnmError("invalid", 400, "invalid", cause)
 
 
-def by_carrier(number: str, detail: str | None = None) -> KnmError:
-    """A carrier module failed (acquire, disconnect, ...); ``detail`` is the provider's message."""
-    cause: Any = number if detail is None else {"number": number, "detail": detail}
+def by_carrier(number: str, detail: str | None = None, carrier: str | None = None) -> KnmError:
+    """A carrier module failed (acquire, disconnect, ...); ``detail`` is the provider's message.
+
+    KAZOO's cause is the number; with a detail (and the module) the cause is a JSON object
+    ``{"number", "detail"[, "carrier"]}`` so the provider's own words reach the caller.
+    """
+    if detail is None and carrier is None:
+        return KnmError("unspecified_fault", 500, "fault by carrier", number)
+    cause: dict[str, Any] = {"number": number, "detail": detail}
+    if carrier is not None:
+        cause["carrier"] = carrier
     return KnmError("unspecified_fault", 500, "fault by carrier", _stringify(cause))
 
 

@@ -355,7 +355,7 @@ class NumberManager:
                 for pn in pns:
                     batch.fail(pn.number, errors.carrier_not_found(module))
                 continue
-            for number, error in carrier.acquire_numbers(pns).items():
+            for number, error in carrier.acquire_numbers(pns, options.request_id).items():
                 batch.fail(number, error)
         batch.todo = [pn for pn in batch.todo if pn.number not in batch.failed]
 
@@ -366,7 +366,7 @@ class NumberManager:
         for _module, carrier, group in self._by_carrier(pns):
             if carrier is None:
                 continue
-            for number, error in carrier.disconnect_numbers(group).items():
+            for number, error in carrier.disconnect_numbers(group, options.request_id).items():
                 batch.fail(number, error)
         batch.todo = [pn for pn in batch.todo if pn.number not in batch.failed]
 

@@ -116,6 +116,9 @@ class Store:
         self.db["job_rows"].create_index(
             [("job_id", ASCENDING), ("row", ASCENDING)], name="job_row"
         )
+        self.db["provisioning"].create_index(
+            [("status", ASCENDING), ("module", ASCENDING)], name="status_module"
+        )
         for inventory in ("numbers_managed", "numbers_inum"):
             self.db[inventory].create_index(
                 [("pvt_account_id", ASCENDING), ("pvt_state", ASCENDING), ("_id", ASCENDING)],

@@ -27,6 +27,8 @@ from config import settings as knm_settings
 from knm import embedded
 from knm.embedded import WireServerThread as _WireServerThread
 
+pytest_plugins = ["tests.carriers_rig"]
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 
 

@@ -1,0 +1,215 @@
+"""The HTTP layer every integration shares: one pooled httpx client per carrier per process.
+
+``CarrierHttp.call`` sends one request and retries what is safe to retry (``carriers.retry``):
+a read (``idempotent=True``) on any transient failure; an order or a release only when the
+provider cannot have acted on it (not sent, 429/503). A failure after which an order may have
+taken effect raises ``AmbiguousCallError`` at once, so the caller asks the provider before
+trying again (``carriers.integration``). Every other answer is returned for the carrier's own
+parser to judge.
+
+Credentials never reach a log line or an error: URLs are logged without their query string
+(Vitelity sends its password there) and every configured secret is masked in error texts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import httpx
+
+from carriers.retry import (
+    FailureKind,
+    RetryPolicy,
+    classify_exception,
+    classify_status,
+    parse_retry_after,
+)
+from config.carrier_settings import CarrierHttpSettings
+
+log = logging.getLogger(__name__)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("knm")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+USER_AGENT = f"knm/{_version()} (telephone-number manager)"
+
+
+class CarrierCallError(Exception):
+    """A provider call failed; ``reason`` is safe to show (no credentials)."""
+
+    def __init__(self, carrier: str, reason: str, kind: FailureKind, status: int | None = None):
+        super().__init__(f"{carrier}: {reason}")
+        self.carrier = carrier
+        self.reason = reason
+        self.kind = kind
+        self.status = status
+
+
+class AmbiguousCallError(CarrierCallError):
+    """A non-idempotent call may have taken effect: ask the provider before sending it again."""
+
+
+class TransientCallError(CarrierCallError):
+    """Transient failures used up every attempt (or the provider asked for too long a wait)."""
+
+
+class PermanentCallError(CarrierCallError):
+    """Repeating the call cannot help."""
+
+
+@dataclass(frozen=True)
+class ClientKey:
+    carrier: str
+    verify: bool
+    connect_timeout_s: float
+    timeout_s: float
+
+
+_clients: dict[ClientKey, httpx.Client] = {}
+_clients_lock = threading.Lock()
+
+
+def pooled_client(key: ClientKey) -> httpx.Client:
+    """The process's client for one carrier: connections are reused across calls and threads."""
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None or client.is_closed:
+            client = httpx.Client(
+                verify=key.verify,
+                timeout=httpx.Timeout(key.timeout_s, connect=key.connect_timeout_s),
+                headers={"User-Agent": USER_AGENT},
+                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+                follow_redirects=False,
+            )
+            _clients[key] = client
+        return client
+
+
+def close_clients() -> None:
+    """Close every pooled client (a worker shutting down, tests)."""
+    with _clients_lock:
+        for client in _clients.values():
+            client.close()
+        _clients.clear()
+
+
+class CarrierHttp:
+    """Calls to one provider with knm's retry policy."""
+
+    def __init__(
+        self,
+        carrier: str,
+        settings: CarrierHttpSettings,
+        *,
+        secrets: Iterable[str] = (),
+        client: httpx.Client | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self.carrier = carrier
+        self.client = client or pooled_client(
+            ClientKey(carrier, settings.verify_tls, settings.connect_timeout_s, settings.timeout_s)
+        )
+        self.policy = policy or RetryPolicy(
+            max_attempts=settings.max_attempts,
+            base_s=settings.backoff_base_s,
+            max_s=settings.backoff_max_s,
+            retry_after_max_s=settings.retry_after_max_s,
+        )
+        self.sleep = sleep
+        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def safe(self, text: str) -> str:
+        """``text`` with every configured secret masked."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def call(
+        self,
+        method: str,
+        url: str,
+        *,
+        idempotent: bool,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | str | None = None,
+        json: Any = None,
+        auth: httpx.BasicAuth | None = None,
+    ) -> httpx.Response:
+        """Send one request, retrying what is safe to retry; return the provider's answer."""
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.monotonic()
+            try:
+                response = self.client.request(
+                    method,
+                    url,
+                    params=params,
+                    headers=headers,
+                    content=content,
+                    json=json,
+                    auth=auth,
+                )
+            except httpx.HTTPError as exc:
+                kind = classify_exception(exc)
+                reason = self.safe(f"{type(exc).__name__}: {exc}".rstrip(": "))
+                self._log(method, url, attempt, started, reason)
+                if kind is FailureKind.PERMANENT:
+                    raise PermanentCallError(self.carrier, reason, kind) from None
+                if kind is FailureKind.AMBIGUOUS and not idempotent:
+                    raise AmbiguousCallError(self.carrier, reason, kind) from None
+                self._wait_or_give_up(attempt, None, reason, kind, None)
+                continue
+            self._log(method, url, attempt, started, str(response.status_code))
+            kind_of_status = classify_status(response.status_code)
+            if kind_of_status is None:
+                return response
+            reason = f"HTTP {response.status_code}"
+            if kind_of_status is FailureKind.AMBIGUOUS and not idempotent:
+                raise AmbiguousCallError(self.carrier, reason, kind_of_status, response.status_code)
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            self._wait_or_give_up(
+                attempt, retry_after, reason, kind_of_status, response.status_code
+            )
+
+    def _wait_or_give_up(
+        self,
+        attempt: int,
+        retry_after: float | None,
+        reason: str,
+        kind: FailureKind,
+        status: int | None,
+    ) -> None:
+        delay = self.policy.delay(attempt, retry_after)
+        if delay is None:
+            raise TransientCallError(
+                self.carrier, f"{reason} (after {attempt} attempts)", kind, status
+            )
+        if delay > 0:
+            self.sleep(delay)
+
+    def _log(self, method: str, url: str, attempt: int, started: float, outcome: str) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            path = httpx.URL(url).copy_with(query=None)
+            log.debug(
+                "%s %s %s attempt %d -> %s in %.0f ms",
+                self.carrier,
+                method,
+                path,
+                attempt,
+                outcome,
+                (time.monotonic() - started) * 1000,
+            )

@@ -1,0 +1,236 @@
+"""What every HTTP integration shares: the provisioning gates and the safe order/release flow.
+
+A subclass says how to talk to its provider (``_order``, ``_owned``, and for providers that
+release upstream ``_release``/``_released``); this class makes each order or release safe to
+retry (DECISIONS 7):
+
+1. the provisioning ledger records the intent before anything is sent (``carriers.ledger``);
+2. if an earlier attempt's outcome is unknown, the provider is asked first (``_owned`` /
+   ``_released``) and nothing is sent when the earlier attempt took effect;
+3. a call that fails ambiguously (timeout or lost connection after sending, 500/502/504) is
+   followed by the same question before any new attempt, with backoff in between;
+4. the outcome is recorded: ``done`` with the carrier data, ``failed`` on the provider's refusal,
+   or left for reconciliation when retries ran out with the outcome still unknown.
+
+Errors reach the caller as KAZOO's ``by_carrier`` fault carrying the provider's message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+from carriers.base import Carrier, CarrierContext
+from carriers.http import (
+    AmbiguousCallError,
+    CarrierCallError,
+    CarrierHttp,
+    PermanentCallError,
+    TransientCallError,
+)
+from carriers.ledger import Action, LeaseLostError, ProvisioningLedger, Settled, Ticket
+from carriers.retry import FailureKind
+from knm import errors
+from knm.errors import KnmError
+from knm.model import PhoneNumber
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[PhoneNumber, Ticket], dict[str, Any]]
+Confirm = Callable[[PhoneNumber, Ticket], dict[str, Any] | None]
+
+
+class ProviderRefusalError(PermanentCallError):
+    """The provider answered and said no (its own error message is the reason)."""
+
+    def __init__(self, carrier: str, reason: str, status: int | None = None) -> None:
+        super().__init__(carrier, reason, FailureKind.PERMANENT, status)
+
+
+class MalformedAnswerError(PermanentCallError):
+    """The provider's answer could not be read. After an order, its effect is unknown."""
+
+    def __init__(self, carrier: str, reason: str, status: int | None = None) -> None:
+        super().__init__(carrier, reason, FailureKind.PERMANENT, status)
+
+
+class Integration(Carrier):
+    """A carrier module reached over HTTP."""
+
+    #: The section of ``settings.carriers`` (``KNM_CARRIERS__<KEY>__...``).
+    config_key: ClassVar[str]
+    #: Disconnect checks the provisioning gates (Telnyx, VoIP Innovations), spec §0.5.
+    gated_disconnect: ClassVar[bool] = False
+    #: Disconnect calls the provider (Vitelity, VoIP Innovations); others are no-ops upstream.
+    releases_upstream: ClassVar[bool] = False
+
+    def __init__(self, ctx: CarrierContext) -> None:
+        super().__init__(ctx)
+        self.config: Any = getattr(ctx.settings.carriers, self.config_key)
+        self.http = CarrierHttp(self.name, ctx.settings.carrier_http, secrets=self._secrets())
+        self.ledger = ProvisioningLedger(
+            ctx.db["provisioning"], ctx.settings.carrier_http.order_lease_s
+        )
+
+    # ----------------------------------------------------------------- what subclasses provide
+    def _secrets(self) -> list[str]:
+        """Every credential of this carrier's config (masked in errors and logs)."""
+        out: list[str] = []
+        for value in self.config.__dict__.values():
+            if hasattr(value, "get_secret_value"):
+                out.append(value.get_secret_value())
+        return out
+
+    def _order(self, pn: PhoneNumber, ticket: Ticket) -> dict[str, Any]:
+        """Buy ``pn``; return the carrier data the number keeps afterwards."""
+        raise NotImplementedError
+
+    def _owned(self, pn: PhoneNumber, ticket: Ticket) -> dict[str, Any] | None:
+        """The number's carrier data if the provider shows it as ours (an earlier order took
+        effect), else ``None``."""
+        raise NotImplementedError
+
+    def _release(self, pn: PhoneNumber, ticket: Ticket) -> None:
+        """Give ``pn`` back to the provider."""
+
+    def _released(self, pn: PhoneNumber, ticket: Ticket) -> bool:
+        """Whether the provider no longer holds ``pn`` for us (an earlier release took effect)."""
+        return False
+
+    # ------------------------------------------------------------------------- the contract
+    def acquire_numbers(
+        self, pns: Sequence[PhoneNumber], request_id: str | None = None
+    ) -> dict[str, KnmError]:
+        failed: dict[str, KnmError] = {}
+        for pn in pns:
+            try:
+                self.acquire(pn, request_id)
+            except KnmError as error:
+                failed[pn.number] = error
+        return failed
+
+    def disconnect_numbers(
+        self, pns: Sequence[PhoneNumber], request_id: str | None = None
+    ) -> dict[str, KnmError]:
+        failed: dict[str, KnmError] = {}
+        for pn in pns:
+            try:
+                self.disconnect(pn, request_id)
+            except KnmError as error:
+                failed[pn.number] = error
+        return failed
+
+    def acquire_number(self, pn: PhoneNumber) -> None:
+        self.acquire(pn, None)
+
+    def disconnect_number(self, pn: PhoneNumber) -> None:
+        self.disconnect(pn, None)
+
+    def acquire(self, pn: PhoneNumber, request_id: str | None) -> None:
+        """Buy ``pn`` once, whatever fails or is retried on the way."""
+        if not self.provisioning_enabled(pn):
+            return
+        data = self._provision(pn, Action.ACQUIRE, request_id, self._order, self._owned)
+        pn.set_carrier_data(data)
+
+    def disconnect(self, pn: PhoneNumber, request_id: str | None) -> None:
+        """Release ``pn`` upstream (where the provider has a release call)."""
+        if self.gated_disconnect and not self.provisioning_enabled(pn):
+            return
+        if not self.releases_upstream:
+            return
+
+        def send(pn: PhoneNumber, ticket: Ticket) -> dict[str, Any]:
+            self._release(pn, ticket)
+            return {}
+
+        def confirm(pn: PhoneNumber, ticket: Ticket) -> dict[str, Any] | None:
+            return {} if self._released(pn, ticket) else None
+
+        self._provision(pn, Action.DISCONNECT, request_id, send, confirm)
+
+    def provisioning_enabled(self, pn: PhoneNumber) -> bool:
+        """KAZOO's gates (spec §0.5): call the API, pretend (sandbox), or refuse."""
+        if self.config.enable_provisioning:
+            return True
+        if self.config.sandbox_provisioning:
+            return False
+        raise errors.unspecified("provisioning_disabled", pn.number)
+
+    # ------------------------------------------------------------------------- the safe flow
+    def _provision(
+        self,
+        pn: PhoneNumber,
+        action: Action,
+        request_id: str | None,
+        send: Send,
+        confirm: Confirm,
+    ) -> dict[str, Any]:
+        begun = self.ledger.begin(self.name, pn.number, action, request_id)
+        if isinstance(begun, Settled):
+            return begun.carrier_data
+        ticket = begun
+        attempt = 0
+        uncertain = False  # an attempt of ours may have taken effect
+        try:
+            while True:
+                attempt += 1
+                if ticket.reconcile:
+                    found = confirm(pn, ticket)
+                    if found is not None:
+                        return self._finish(ticket, found, "reconciled")
+                    ticket.reconcile = False
+                try:
+                    data = send(pn, ticket)
+                except AmbiguousCallError as exc:
+                    uncertain = True
+                    delay = self.http.policy.delay(attempt)
+                    if delay is None:
+                        raise TransientCallError(
+                            self.name, f"{exc.reason} (after {attempt} attempts)", exc.kind
+                        ) from None
+                    log.info("%s %s %s: %s; asking the provider", self.name, action, pn.number, exc)
+                    self.http.sleep(delay)
+                    ticket.reconcile = True
+                    continue
+                return self._finish(ticket, data, "done")
+        except MalformedAnswerError as exc:
+            self.ledger.abandon(ticket, exc.reason)  # the order may have taken effect
+            raise errors.by_carrier(pn.number, exc.reason, self.name) from None
+        except PermanentCallError as exc:
+            if uncertain and (found := self._confirm_quietly(confirm, pn, ticket)) is not None:
+                return self._finish(ticket, found, "reconciled")
+            self.ledger.fail(ticket, exc.reason)
+            raise errors.by_carrier(pn.number, exc.reason, self.name) from None
+        except CarrierCallError as exc:
+            self.ledger.abandon(ticket, exc.reason)
+            raise errors.by_carrier(pn.number, exc.reason, self.name) from None
+        except KnmError as exc:
+            self.ledger.fail(ticket, str(exc))
+            raise
+        except BaseException:
+            self.ledger.abandon(ticket, "interrupted")
+            raise
+
+    def _confirm_quietly(
+        self, confirm: Confirm, pn: PhoneNumber, ticket: Ticket
+    ) -> dict[str, Any] | None:
+        """After a refusal that followed an ambiguous attempt: did that attempt succeed?"""
+        try:
+            return confirm(pn, ticket)
+        except CarrierCallError:
+            return None
+
+    def _finish(self, ticket: Ticket, data: dict[str, Any], how: str) -> dict[str, Any]:
+        try:
+            self.ledger.finish(ticket, data, how)
+        except LeaseLostError:
+            log.warning(
+                "%s %s %s: lease expired before the outcome was recorded; another attempt "
+                "reconciles it",
+                self.name,
+                ticket.action,
+                ticket.number,
+            )
+        return data
