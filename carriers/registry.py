@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
+from carriers.bandwidth import BandwidthCarrier
+from carriers.bandwidth2 import Bandwidth2Carrier
 from carriers.base import Carrier, CarrierContext
 from carriers.inventory import InumCarrier, ManagedCarrier
 from carriers.local import (
@@ -14,7 +16,10 @@ from carriers.local import (
     ReservedCarrier,
     ReservedResellerCarrier,
 )
+from carriers.other import OtherCarrier
 from carriers.telnyx import TelnyxCarrier
+from carriers.vitelity import VitelityCarrier
+from carriers.voip_innovations import VoipInnovationsCarrier
 
 #: Every module name KAZOO knows (spec §3.2): validates CSV cells and carrier conversions.
 ALL_MODULES: Final[tuple[str, ...]] = (
@@ -58,6 +63,11 @@ _BUILTIN: Final[tuple[type[Carrier], ...]] = (
     ManagedCarrier,
     InumCarrier,
     TelnyxCarrier,
+    VitelityCarrier,
+    VoipInnovationsCarrier,
+    BandwidthCarrier,
+    Bandwidth2Carrier,
+    OtherCarrier,
 )
 
 
