@@ -104,6 +104,10 @@ class Knm:
     # ------------------------------------------------------------------------------ search
     def search(self, query: SearchQuery) -> list[SearchResult]:
         """Search numbers for an account (or system-wide without one)."""
+        unknown = [m for m in query.carriers or [] if m not in self.numbers.carriers]
+        if unknown:
+            known = ", ".join(self.numbers.carriers.names())
+            raise InputError(f"unknown carrier module {', '.join(unknown)} (known: {known})")
         account = reseller = None
         if query.account_id is not None:
             accounts = AccountDirectory(self.store.find_accounts([query.account_id]))

@@ -1220,10 +1220,12 @@ def _handled_by(name: str, reply: Any) -> str:
 
 
 def _register_maintenance() -> None:
-    """Sweeps and maintenance commands live in their own module (knm/cli_maintenance.py)."""
+    """Sweeps, maintenance and the sandbox live in their own modules (knm/cli_*.py)."""
     from knm.cli_maintenance import register
+    from knm.cli_sandbox import register as register_sandbox
 
     register(app)
+    register_sandbox(app)
 
 
 _register_maintenance()

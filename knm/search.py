@@ -10,6 +10,7 @@ number that knm does not store yet is activated.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import timedelta
@@ -25,6 +26,8 @@ from knm import convert
 from knm.accounts import Account
 from knm.model import NumberState, utcnow
 from knm.store import chunked, find_in
+
+log = logging.getLogger(__name__)
 
 
 class SearchQuery(BaseModel):
@@ -173,8 +176,12 @@ class Searcher:
         try:
             futures = [pool.submit(c.find_numbers, request) for c in carriers]
             done, _pending = wait(futures, timeout=timeout)
-            for future in futures:
-                if future not in done or future.exception() is not None:
+            for carrier, future in zip(carriers, futures, strict=True):
+                if future not in done:
+                    log.warning("%s: no answer within %.1f s", carrier.name, timeout)
+                    continue
+                if (error := future.exception()) is not None:
+                    log.warning("%s: search failed: %s", carrier.name, error)
                     continue
                 for result in future.result():
                     key = (

@@ -126,6 +126,7 @@ class Sandbox:
         self._server = _Server((host, port), _Handler)
         self._server.sandbox = self
         self._thread: threading.Thread | None = None
+        self._serving = False
 
     @property
     def url(self) -> str:
@@ -144,6 +145,7 @@ class Sandbox:
 
     # --------------------------------------------------------------------------- lifecycle
     def start(self) -> Sandbox:
+        self._serving = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="knm-sandbox", daemon=True
         )
@@ -151,10 +153,15 @@ class Sandbox:
         return self
 
     def serve_forever(self) -> None:
-        self._server.serve_forever()
+        self._serving = True
+        try:
+            self._server.serve_forever()
+        finally:
+            self._serving = False
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._serving:
+            self._server.shutdown()
         self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
