@@ -55,6 +55,13 @@ class MalformedAnswerError(PermanentCallError):
         super().__init__(carrier, reason, FailureKind.PERMANENT, status)
 
 
+class UnresolvedOutcomeError(CarrierCallError):
+    """The provider could not say whether an earlier attempt took effect."""
+
+    def __init__(self, carrier: str, reason: str) -> None:
+        super().__init__(carrier, reason, FailureKind.AMBIGUOUS)
+
+
 class Integration(Carrier):
     """A carrier module reached over HTTP."""
 
@@ -177,7 +184,7 @@ class Integration(Carrier):
             while True:
                 attempt += 1
                 if ticket.reconcile:
-                    found = confirm(pn, ticket)
+                    found = self._ask(confirm, pn, ticket)
                     if found is not None:
                         return self._finish(ticket, found, "reconciled")
                     ticket.reconcile = False
@@ -212,6 +219,20 @@ class Integration(Carrier):
         except BaseException:
             self.ledger.abandon(ticket, "interrupted")
             raise
+
+    def _ask(self, confirm: Confirm, pn: PhoneNumber, ticket: Ticket) -> dict[str, Any] | None:
+        """Ask the provider whether an earlier attempt took effect.
+
+        Any failure to get an answer (even a permanent one, say a 404 from the ownership call)
+        leaves the outcome unknown: the ledger must not record a refusal, or the next attempt
+        would re-send without asking.
+        """
+        try:
+            return confirm(pn, ticket)
+        except CarrierCallError as exc:
+            raise UnresolvedOutcomeError(
+                self.name, f"cannot tell whether an earlier attempt took effect: {exc.reason}"
+            ) from None
 
     def _confirm_quietly(
         self, confirm: Confirm, pn: PhoneNumber, ticket: Ticket

@@ -64,7 +64,7 @@ def blocks_url(base_url: str, country: str, request: SearchRequest) -> str:
             "prefix": request.prefix,
             "size": request.quantity,
             "offset": request.offset,
-            "limit": request.blocks if request.blocks is not None else 0,
+            "limit": request.blocks or 0,
         },
         quote_via=quote,
     )
@@ -108,19 +108,24 @@ def _message(body: bytes) -> str | None:
         doc = json.loads(body)
     except ValueError:
         return None
-    if isinstance(doc, dict):
-        for key in ("message", "error", "data"):
-            if isinstance(doc.get(key), str) and doc[key]:
-                return str(doc[key])
+    return _said(doc) if isinstance(doc, dict) else None
+
+
+def _said(doc: dict[str, Any]) -> str | None:
+    """The peer's own words in an answer, when it gave any (the format leaves them open)."""
+    for key in ("message", "error", "data"):
+        value = doc.get(key)
+        if isinstance(value, str) and value:
+            return value
     return None
 
 
 def _require_success(doc: dict[str, Any], reason: str) -> None:
+    """``status`` must be ``success``; anything else is the peer saying no (``reason``)."""
     if doc.get("status") != "success":
-        detail = _message(json.dumps(doc).encode())
-        status = doc.get("status")
+        detail = _said(doc)
         raise ProviderRefusalError(
-            NAME, f"{reason}: status {status!r}" + (f": {detail}" if detail else "")
+            NAME, f"{reason}: status {doc.get('status')!r}" + (f": {detail}" if detail else "")
         )
 
 
@@ -174,19 +179,14 @@ def parse_status(doc: dict[str, Any]) -> dict[str, str]:
 def apply_order(number: str, doc: dict[str, Any], carrier_data: dict[str, Any]) -> dict[str, Any]:
     """The carrier data after an order answer (§7.2): ``data.<number>.status`` must be
     ``success`` (an answer without that entry leaves the order's effect unknown); a non-empty
-    ``opaque`` object replaces the carrier data; a non-empty
-    ``locality`` is kept under ``locality`` (the locality feature comes with number features)."""
+    ``opaque`` object replaces the carrier data; a non-empty ``locality`` is kept in it under
+    ``locality`` until number features exist (KAZOO sets the ``locality`` feature)."""
     data = doc.get("data")
     entry = data.get(number) if isinstance(data, dict) else None
     if not isinstance(entry, dict):
         # KAZOO's lookup_resp_error too, but the order may have taken effect: unknown, not refused
         raise MalformedAnswerError(NAME, f"lookup_resp_error: no answer for {number}", 200)
-    if entry.get("status") != "success":
-        detail = _message(encode(entry))
-        status = entry.get("status")
-        raise ProviderRefusalError(
-            NAME, f"lookup_resp_error: status {status!r}" + (f": {detail}" if detail else "")
-        )
+    _require_success(entry, "lookup_resp_error")
     out = dict(carrier_data)
     opaque = entry.get("opaque")
     if isinstance(opaque, dict) and opaque:

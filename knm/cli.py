@@ -70,6 +70,8 @@ from knm.search import SearchQuery
 if TYPE_CHECKING:
     from celery import Celery
 
+    from carriers.sandbox import Sandbox
+
 #: ``--timeout`` of ``--via-broker`` (knm.producer.DEFAULT_TIMEOUT_S; celery is imported lazily).
 DEFAULT_TIMEOUT_S = 60.0
 
@@ -1122,8 +1124,14 @@ def demo() -> None:
         out.print(line, markup=False, soft_wrap=True)
 
     try:
-        with _worker_process(log_path) as proc, _broker_guard(settings):
+        with (
+            _demo_sandbox() as sandbox,
+            _worker_process(log_path) as proc,
+            _broker_guard(settings),
+        ):
             out.print(f"started a worker: pid {proc.pid}, log {log_path}")
+            if sandbox is not None:
+                out.print(f"carrier sandbox (fake providers over HTTP): {sandbox.url}")
 
             # accounts and leftovers in process, while the worker boots
             with _open() as knm:
@@ -1200,16 +1208,93 @@ def demo() -> None:
                 numbers=list(DEMO_NUMBERS[:1]),
                 auth_by=DEMO_CHILD,
             )
+            bought = _demo_carrier_steps(out, celery_app, step, sandbox)
             step(
-                "8. where everything stands (system view)",
+                "12. where everything stands (system view)",
                 Operation.GET,
-                numbers=[*DEMO_NUMBERS, "1000"],
+                numbers=[*DEMO_NUMBERS, *bought, "1000"],
             )
     except _DemoError as exc:
         typer.echo(f"knm: error: {exc}", err=True)
         raise typer.Exit(FAILED) from None
     out.print(f"worker stopped; the demo took {time.monotonic() - started:.1f} s")
     out.print("done: run `knm demo` again to start over")
+
+
+@contextlib.contextmanager
+def _demo_sandbox() -> Iterator[Sandbox | None]:
+    """The carrier sandbox for the demo, unless Telnyx is configured (then the real one is used).
+
+    Its environment is set before the worker starts, so the worker buys from it too.
+    """
+    from carriers.sandbox import Sandbox
+
+    if os.environ.get("KNM_CARRIERS__TELNYX__BASE_URL"):
+        yield None
+        return
+    with Sandbox() as sandbox:
+        saved = dict(os.environ)
+        os.environ.update(sandbox.env())
+        os.environ["KNM_CARRIER_HTTP__BACKOFF_BASE_S"] = "0.2"
+        reset_settings()
+        try:
+            yield sandbox
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+            reset_settings()
+
+
+def _demo_carrier_steps(
+    out: Console, celery_app: Celery, step: Callable[..., None], sandbox: Sandbox | None
+) -> list[str]:
+    """Buy a number from Telnyx (the sandbox) through the carrier's queue, surviving a 503."""
+    from carriers.sandbox import SandboxClient
+    from knm import producer
+
+    query = SearchQuery(prefix="646555", quantity=3, account_id=DEMO_CHILD, carriers=["knm_telnyx"])
+    found = producer.call_task(
+        producer.SEARCH_TASK,
+        query.model_dump(mode="json", exclude_none=True),
+        timeout=producer.DEFAULT_TIMEOUT_S,
+        app=celery_app,
+    )
+    out.print(
+        render.search_rows_table(found.result, title="8. the customer searches 646555 at Telnyx")
+    )
+    out.print(_handled_by(producer.SEARCH_TASK, found), soft_wrap=True)
+    if not found.result:
+        out.print("Telnyx offered nothing (see the worker log): skipping the purchase")
+        return []
+    number = str(found.result[0]["number"])
+    with _open() as knm:  # a number an earlier demo run bought and released
+        requests.execute(knm, Operation.DELETE, NumbersRequest(numbers=[number]))
+    client = SandboxClient(sandbox.url) if sandbox is not None else None
+    if client is not None:
+        client.fault("status", provider="telnyx", match="order", status=503, retry_after=1)
+        out.print("   the sandbox will answer the next order with 503 Service Unavailable")
+    step(
+        f"9. the customer activates {number}: knm buys it on queue carrier.knm_telnyx",
+        Operation.ACTIVATE,
+        numbers=[number],
+        account=DEMO_CHILD,
+        auth_by=DEMO_CHILD,
+    )
+    if client is not None:
+        orders = client.requests("telnyx").get("order", 0)
+        bought = client.purchases("telnyx").get(number, 0)
+        out.print(
+            f"10. the sandbox saw {orders} order requests (503, retried after Retry-After) "
+            f"and {bought} purchase of {number}"
+        )
+        client.close()
+    step(
+        "11. the customer releases it (Telnyx has no release call; the number stays available)",
+        Operation.RELEASE,
+        numbers=[number],
+        auth_by=DEMO_CHILD,
+    )
+    return [number]
 
 
 def _handled_by(name: str, reply: Any) -> str:

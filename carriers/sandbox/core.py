@@ -8,6 +8,7 @@ purchase" by reading ``purchases`` rather than trusting knm's own account of it.
 from __future__ import annotations
 
 import random
+import re
 import threading
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -145,7 +146,7 @@ class SandboxState:
                     "method": req.method,
                     "path": req.path,
                     "query": {k: v for k, v in req.query.items() if k not in SECRET_PARAMS},
-                    "body": req.body.decode("utf-8", "replace")[:4000],
+                    "body": _mask(req.body.decode("utf-8", "replace")[:4000]),
                 }
             )
             del self.calls[:-500]
@@ -184,6 +185,15 @@ class SandboxState:
 
 #: Query parameters never echoed back by the sandbox's call log.
 SECRET_PARAMS = frozenset({"pass", "login", "password", "secret"})
+#: Credential elements of XML bodies (SOAP ``tns:secret``, Bandwidth's ``developerKey``).
+_SECRET_ELEMENTS = re.compile(
+    r"(<(?:\w+:)?(?:secret|password|login|developerKey)>)[^<]*(</)", re.IGNORECASE
+)
+
+
+def _mask(body: str) -> str:
+    """A request body for the call log, with credentials masked."""
+    return _SECRET_ELEMENTS.sub(r"\1***\2", body)
 
 
 def _nest(counter: Counter[tuple[str, str]]) -> dict[str, dict[str, int]]:

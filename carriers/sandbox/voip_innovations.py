@@ -28,7 +28,12 @@ from carriers.sandbox.core import (
 #: The endpoint group the sandbox account may assign numbers to.
 ENDPOINT_GROUP = "8674"
 PATHS = ("/Services/APIService.asmx", "/VOIP/Services/APIService.asmx")
-ENDPOINTS = {"getDIDs": "search", "assignDID": "order", "releaseDID": "release", "queryDID": "query"}
+ENDPOINTS = {
+    "getDIDs": "search",
+    "assignDID": "order",
+    "releaseDID": "release",
+    "queryDID": "query",
+}
 CONTENT_TYPE = "text/xml; charset=utf-8"
 
 
@@ -122,7 +127,9 @@ class FakeVoipInnovations(FakeProvider):
         if not params:
             return _answer(action, "300", "No DIDParam given")
         if action == "assignDID":
-            return _answer(action, "100", "Success", "".join(self._assign(p, state) for p in params))
+            return _answer(
+                action, "100", "Success", "".join(self._assign(p, state) for p in params)
+            )
         return _answer(action, "100", "Success", "".join(self._release(p, state) for p in params))
 
     def _search(self, call: ET.Element, state: SandboxState) -> Response:

@@ -105,7 +105,7 @@ def test_activate_buys_on_the_carrier_queue(
     env: dict[str, str], knm: Knm, client: Celery, sandbox: SandboxClient, tmp_path: Path
 ) -> None:
     number = _discover(knm)
-    with rig.run_workers(env, [["knm"], [f"carrier.{MODULE}"]], tmp_path / "logs") as (a, b):
+    with rig.run_workers(env, [["knm"], [f"carrier.{MODULE}"]], tmp_path / "logs") as (_a, b):
         result = client.send_task(
             "knm.numbers.activate", kwargs={"numbers": [number], "account": ACCOUNT}, queue="knm"
         )
