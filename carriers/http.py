@@ -7,8 +7,9 @@ taken effect raises ``AmbiguousCallError`` at once, so the caller asks the provi
 trying again (``carriers.integration``). Every other answer is returned for the carrier's own
 parser to judge.
 
-Credentials never reach a log line or an error: URLs are logged without their query string
-(Vitelity sends its password there) and every configured secret is masked in error texts.
+Credentials never reach a log line or an error: URLs are logged without their query string,
+here and in httpx's own request log (Vitelity sends its password there), and every configured
+secret is masked in error texts.
 """
 
 from __future__ import annotations
@@ -43,6 +44,27 @@ def _version() -> str:
 
 
 USER_AGENT = f"knm/{_version()} (telephone-number manager)"
+
+
+class _QueryFilter(logging.Filter):
+    """httpx logs every request's full URL at INFO ("HTTP Request: POST <url> ..."); some
+    providers (Vitelity) take credentials as query parameters, so the query is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
+            record.args = tuple(
+                a.copy_with(query=None) if isinstance(a, httpx.URL) else a for a in record.args
+            )
+        return True
+
+
+def _install_log_filter() -> None:
+    logger = logging.getLogger("httpx")
+    if not any(isinstance(f, _QueryFilter) for f in logger.filters):
+        logger.addFilter(_QueryFilter())
+
+
+_install_log_filter()
 
 
 class CarrierCallError(Exception):

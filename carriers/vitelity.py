@@ -17,7 +17,6 @@ API's ``none`` code), no ``<numbers>`` or a ``<numbers><response>`` text: all re
 
 from __future__ import annotations
 
-import logging
 import xml.etree.ElementTree as ET
 from typing import Any, ClassVar
 
@@ -228,36 +227,6 @@ def confirm_ok(root: ET.Element) -> None:
     status = status_of(root)
     if status != "ok":
         raise MalformedAnswerError(NAME, f"unexpected_status: {status or 'none'}")
-
-
-# ================================================================================ logging
-class _CredentialFilter(logging.Filter):
-    """Masks ``login``/``pass`` in httpx's own "HTTP Request: POST <url>" INFO line.
-
-    The HTTP layer logs URLs without their query, but httpx logs the full URL itself, and
-    Vitelity's credentials are query parameters.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
-            record.args = tuple(_masked(a) if isinstance(a, httpx.URL) else a for a in record.args)
-        return True
-
-
-def _masked(url: httpx.URL) -> httpx.URL:
-    if not any(key in CREDENTIAL_PARAMS for key in url.params):
-        return url
-    items = [(k, "***" if k in CREDENTIAL_PARAMS else v) for k, v in url.params.multi_items()]
-    return url.copy_with(params=items)
-
-
-def _install_log_filter() -> None:
-    logger = logging.getLogger("httpx")
-    if not any(isinstance(f, _CredentialFilter) for f in logger.filters):
-        logger.addFilter(_CredentialFilter())
-
-
-_install_log_filter()
 
 
 # ================================================================================ the module

@@ -49,7 +49,9 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("sandbox: " + format, *args)
+        """The access log, without query strings (Vitelity's credentials travel there)."""
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("sandbox: %s %s", self.command, urlsplit(self.path).path)
 
     def do_GET(self) -> None:
         self._serve()
