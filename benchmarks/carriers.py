@@ -1,6 +1,6 @@
 """Carrier benchmarks against the sandbox over real HTTP on loopback.
 
-1. **Search fan-out**: three integrations (knm_telnyx, knm_vitelity, knm_bandwidth2), each
+1. **Search fan-out**: three integrations (knm_telnyx, knm_vitelity, knm_voip_innovations), each
    answering after 200 ms. A fresh search asks them at once; its wall time against 200 ms shows
    whether the calls overlap (target: under 1.5x; one after another would be 3x).
 2. **Requests per purchase**: numbers bought one request at a time while the sandbox answers a
@@ -35,7 +35,7 @@ from knm.search import SearchQuery
 from knm.store import Store
 
 ACCOUNT = "be" * 16
-FANOUT = ["knm_telnyx", "knm_vitelity", "knm_bandwidth2"]
+FANOUT = ["knm_telnyx", "knm_vitelity", "knm_voip_innovations"]
 #: Which sandbox endpoints a purchase may touch, per provider (orders, polls, ownership).
 PURCHASE_ENDPOINTS = {
     "telnyx": {"order", "number"},
@@ -134,11 +134,14 @@ def purchases(url: str, count: int, error_rate: float, timeout_rate: float) -> d
         client.close()
         knm.store.db.client.drop_database("bench_carriers_buy")
     sent = sum(after.get(e, 0) - before.get(e, 0) for e in PURCHASE_ENDPOINTS["telnyx"])
+    orders = after.get("order", 0) - before.get("order", 0)
     per_number = stats["purchases"].get("telnyx", {})
     return {
         "bought": bought,
         "failed": failed,
         "requests": sent,
+        "orders": orders,
+        "questions": sent - orders,
         "per_purchase": sent / bought if bought else float("inf"),
         "max_purchases_per_number": max(per_number.values(), default=0),
         "upstream_purchases": sum(per_number.values()),
@@ -156,7 +159,10 @@ def main() -> None:
             f"{fan['median_s'] * 1000:.0f} ms = {fan['ratio']:.2f}x the latency "
             f"(one after another: {fan['sequential_s'] * 1000:.0f} ms)"
         )
-        print("| faults | bought | failed | requests | per purchase | max buys of one number |")
+        print(
+            "| faults | bought | failed | requests (orders + ownership questions) "
+            "| per purchase | max buys of one number |"
+        )
         print("|---|---|---|---|---|---|")
         for label, err, tmo in (
             ("none", 0.0, 0.0),
@@ -165,7 +171,8 @@ def main() -> None:
         ):
             r = purchases(url, args.purchases, err, tmo)
             print(
-                f"| {label} | {r['bought']} | {r['failed']} | {r['requests']} | "
+                f"| {label} | {r['bought']} | {r['failed']} | {r['requests']} "
+                f"({r['orders']} + {r['questions']}) | "
                 f"{r['per_purchase']:.3f} | {r['max_purchases_per_number']} |"
             )
 

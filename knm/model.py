@@ -65,13 +65,18 @@ def is_public_key(key: str) -> bool:
     return not (key.startswith("_") or key.startswith("pvt_"))
 
 
-def migrate_module_name(name: str) -> str:
-    """KAZOO's module migrations: ``wnm_X`` -> ``knm_X``, bandwidth -> bandwidth2, undefined."""
+def migrate_module_name(name: str, *, kazoo: bool = True) -> str:
+    """KAZOO's module migrations: ``wnm_X`` -> ``knm_X``, bandwidth -> bandwidth2, undefined.
+
+    ``kazoo=False`` is for knm's own ``pvt_carrier_module``: a number knm bought through the
+    deprecated ``knm_bandwidth`` stays with it (only KAZOO documents move to bandwidth2,
+    DECISIONS 1; ``knm carriers convert`` moves the others).
+    """
     if name == "undefined":
         return DEFAULT_MODULE
     if name.startswith("wnm_"):
         name = "knm_" + name[4:]
-    if name == "knm_bandwidth":
+    if name == "knm_bandwidth" and kazoo:
         return "knm_bandwidth2"
     return name
 
@@ -238,7 +243,7 @@ class PhoneNumber(BaseModel):
 
         module_raw = doc.get("pvt_carrier_module", doc.get("pvt_module_name"))
         if isinstance(module_raw, str) and module_raw:
-            module = migrate_module_name(module_raw)
+            module = migrate_module_name(module_raw, kazoo="pvt_carrier_module" not in doc)
             dirty = dirty or module != module_raw
         else:
             module = default_module

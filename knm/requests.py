@@ -226,7 +226,8 @@ def carrier_routes(knm: Knm, op: Operation, request: NumbersRequest) -> dict[str
             doc = docs.get(number)
             if doc is not None:
                 stored = doc.get("pvt_carrier_module", doc.get("pvt_module_name"))
-                stored = migrate_module_name(stored) if isinstance(stored, str) else stored
+                if isinstance(stored, str):
+                    stored = migrate_module_name(stored, kazoo="pvt_carrier_module" not in doc)
                 target = (
                     stored if isinstance(stored, str) and stored else settings.available_module_name
                 )

@@ -356,9 +356,16 @@ def test_demo_embedded_end_to_end(tmp_path: Path) -> None:
             "5. the customer activates",
             "6. the customer tries to delete",
             "7. the customer releases",
-            "8. where everything stands",
+            "8. the customer searches 646555 at Telnyx",
+            "9. the customer activates",
+            "10. the sandbox saw 2 order requests",
+            "11. the customer releases it",
+            "12. where everything stands",
         ):
             assert step in out
+        assert "carrier sandbox (fake providers over HTTP): http://127.0.0.1:" in out
+        assert "knm.numbers.activate → queue carrier.knm_telnyx, worker knm-demo-" in out
+        assert "and 1 purchase of +1646555" in " ".join(out.split())
         assert "the embedded broker" in out
         assert "knm.numbers.create → queue carrier.knm_local, worker knm-demo-" in out
         assert "knm.numbers.get → queue knm" in out

@@ -827,6 +827,13 @@ class TestLoadModule:
         assert pn.carrier_module == expected
         assert pn.dirty
 
+    def test_knm_own_bandwidth_numbers_stay_with_the_deprecated_module(self) -> None:
+        doc = old7_1()
+        doc.pop("pvt_module_name", None)
+        doc["pvt_carrier_module"] = "knm_bandwidth"
+        pn = load(doc)
+        assert pn.carrier_module == "knm_bandwidth"  # only KAZOO's pvt_module_name migrates
+
     @pytest.mark.parametrize("module", ["knm_vitelity", "knm_telnyx", "knm_pacwest", "blipblop"])
     def test_unmigrated_names_kept(self, module: str) -> None:
         doc = old7_1()
