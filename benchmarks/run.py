@@ -5,7 +5,7 @@ Each can also run alone: ``python -m benchmarks.<name>``.
 
 from __future__ import annotations
 
-from benchmarks import broker_overhead, core_ops, csv_import, sweeps
+from benchmarks import broker_overhead, carriers, core_ops, csv_import, sweeps
 
 
 def main() -> None:
@@ -17,6 +17,8 @@ def main() -> None:
     csv_import.main()
     print("\n== sweeps: commands per 1,000 aged ==")
     sweeps.main()
+    print("\n== carriers: search fan-out, requests per purchase ==")
+    carriers.main()
 
 
 if __name__ == "__main__":

@@ -51,7 +51,8 @@ class Fault:
     ``stall_before``: wait ``stall_s`` then answer without processing (a client timeout with
     no effect); ``stall_after``: process, then wait ``stall_s`` before answering (a client
     timeout after the effect: the ambiguous case); ``malformed``: process, answer garbage;
-    ``drop``: process, then close the connection without an answer.
+    ``drop``: process, then close the connection without an answer. ``match`` is a substring
+    of the endpoint name or the path; ``method`` narrows it to one HTTP method.
     """
 
     kind: FaultKind
@@ -61,9 +62,12 @@ class Fault:
     times: int | None = 1
     retry_after: float | None = None
     stall_s: float = 5.0
+    method: str | None = None
 
     def matches(self, provider: str, endpoint: str, req: Request) -> bool:
         if self.provider is not None and self.provider != provider:
+            return False
+        if self.method is not None and self.method.upper() != req.method:
             return False
         return self.match is None or self.match in endpoint or self.match in req.path
 
