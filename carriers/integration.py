@@ -212,7 +212,7 @@ class Integration(Carrier):
             raise errors.by_carrier(pn.number, exc.reason, self.name) from None
         except CarrierCallError as exc:
             self.ledger.abandon(ticket, exc.reason)
-            raise errors.by_carrier(pn.number, exc.reason, self.name) from None
+            raise errors.by_carrier(pn.number, exc.reason, self.name, retryable=True) from None
         except KnmError as exc:
             self.ledger.fail(ticket, str(exc))
             raise

@@ -37,6 +37,11 @@ class _CarrierSettings(BaseModel):
 
     enable_provisioning: bool = True
     sandbox_provisioning: bool = False
+    rate_limit_per_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Requests per second to this provider across every worker (0: no limit).",
+    )
 
 
 class TelnyxSettings(_CarrierSettings):
@@ -145,6 +150,18 @@ class CarrierHttpSettings(BaseModel):
         default=60.0, ge=0, description="Longest Retry-After honoured; longer fails the call."
     )
     verify_tls: bool = Field(default=True, description="Keep on (DECISIONS 8).")
+    breaker_failures: int = Field(
+        default=5,
+        ge=1,
+        description="Failed calls (retries used up) within breaker_window_s that open a "
+        "carrier's circuit breaker.",
+    )
+    breaker_window_s: float = Field(default=60.0, gt=0)
+    breaker_open_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long an open breaker holds calls back before one probe may go.",
+    )
     order_lease_s: float = Field(
         default=300.0,
         gt=0,

@@ -77,6 +77,11 @@ class Settings(BaseSettings):
 
     # --- carrier integrations (KNM_CARRIERS__<NAME>__<KEY>, KNM_CARRIER_HTTP__<KEY>) -----------
     carriers: CarriersSettings = Field(default_factory=CarriersSettings)
+    coordination_url: str | None = Field(
+        default=None,
+        description="Redis shared by every worker for carrier rate limits, circuit breakers and "
+        "in-flight counts; unset: the Redis broker, else per process.",
+    )
     carrier_http: CarrierHttpSettings = Field(default_factory=CarrierHttpSettings)
 
     # --- store behaviour -----------------------------------------------------------------------

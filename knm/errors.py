@@ -25,6 +25,9 @@ class KnmError(Exception):
         self.code = code
         self.message = message
         self.cause = cause
+        #: A provider's transient failure outlived the in-call retries: a later retry of the
+        #: request may succeed (not part of the wire form).
+        self.retryable = False
 
     @property
     def is_plain(self) -> bool:
@@ -113,18 +116,23 @@ def invalid(cause: str) -> KnmError:
     return KnmError("invalid", 400, "invalid", cause)
 
 
-def by_carrier(number: str, detail: str | None = None, carrier: str | None = None) -> KnmError:
+def by_carrier(
+    number: str, detail: str | None = None, carrier: str | None = None, *, retryable: bool = False
+) -> KnmError:
     """A carrier module failed (acquire, disconnect, ...); ``detail`` is the provider's message.
 
     KAZOO's cause is the number; with a detail (and the module) the cause is a JSON object
     ``{"number", "detail"[, "carrier"]}`` so the provider's own words reach the caller.
     """
     if detail is None and carrier is None:
-        return KnmError("unspecified_fault", 500, "fault by carrier", number)
-    cause: dict[str, Any] = {"number": number, "detail": detail}
-    if carrier is not None:
-        cause["carrier"] = carrier
-    return KnmError("unspecified_fault", 500, "fault by carrier", _stringify(cause))
+        error = KnmError("unspecified_fault", 500, "fault by carrier", number)
+    else:
+        cause: dict[str, Any] = {"number": number, "detail": detail}
+        if carrier is not None:
+            cause["carrier"] = carrier
+        error = KnmError("unspecified_fault", 500, "fault by carrier", _stringify(cause))
+    error.retryable = retryable
+    return error
 
 
 def carrier_not_found(module: str) -> KnmError:

@@ -23,6 +23,10 @@ from knm.options import Options
 from knm.render import jsonable
 
 MAX_NUMBERS_PER_REQUEST: Final[int] = 10_000
+#: A request id: letters, digits and ``._:-``, up to 128 characters (a UUID fits).
+REQUEST_ID_PATTERN: Final[str] = r"^[A-Za-z0-9._:-]{1,128}$"
+#: A queue name a caller may ask outcomes to be sent to.
+QUEUE_NAME_PATTERN: Final[str] = r"^[A-Za-z0-9._:-]{1,200}$"
 
 
 class Operation(StrEnum):
@@ -72,6 +76,17 @@ class NumbersRequest(BaseModel):
         description="Public fields: replace them (create, activate, update) or merge (update).",
     )
     merge: bool = Field(default=True, description="update: merge public fields, else replace.")
+    request_id: str | None = Field(
+        default=None,
+        pattern=REQUEST_ID_PATTERN,
+        description="Caller-chosen idempotency key: the same key twice has one effect and "
+        "returns the first outcome (default: the task id).",
+    )
+    reply_to: str | None = Field(
+        default=None,
+        pattern=QUEUE_NAME_PATTERN,
+        description="A queue that receives one JSON event per number when the request is done.",
+    )
 
     @model_validator(mode="after")
     def _strings_are_numbers(self) -> NumbersRequest:
