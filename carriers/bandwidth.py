@@ -33,7 +33,7 @@ import httpx
 
 from carriers import xmltext
 from carriers.bandwidth2 import XmlContent, order_name, xml_document
-from carriers.base import CarrierContext, SearchRequest, SearchResult
+from carriers.base import SearchRequest, SearchResult
 from carriers.integration import Integration, MalformedAnswerError, ProviderRefusalError
 from carriers.ledger import Ticket
 from carriers.numbering import strip_plus_one, to_npan
@@ -232,10 +232,6 @@ class BandwidthCarrier(Integration):
     max_prefix_length: ClassVar[int] = 3
     config: BandwidthSettings
 
-    def __init__(self, ctx: CarrierContext) -> None:
-        super().__init__(ctx)
-        warn_deprecated()
-
     def _call(
         self, verb: str, children: list[tuple[str, XmlContent]], *, idempotent: bool
     ) -> httpx.Response:
@@ -249,10 +245,12 @@ class BandwidthCarrier(Integration):
         )
 
     def find_numbers(self, request: SearchRequest) -> list[SearchResult]:
+        warn_deprecated()
         verb, children = search_request(request.prefix, request.quantity)
         return parse_search(decode(self._call(verb, children, idempotent=True)))
 
     def _order(self, pn: PhoneNumber, ticket: Ticket) -> dict[str, Any]:
+        warn_deprecated()
         number_id = pn.carrier_data.get("number_id")
         if not isinstance(number_id, str) or not number_id:
             raise ProviderRefusalError(

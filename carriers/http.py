@@ -10,17 +10,23 @@ parser to judge.
 Credentials never reach a log line or an error: URLs are logged without their query string,
 here and in httpx's own request log (Vitelity sends its password there), and every configured
 secret is masked in error texts.
+
+With a ``coordinator`` (``carriers.coordination``) every attempt first takes the carrier's next
+send slot under its shared rate limit (``rate_per_s``; 0: none) and counts as in flight while
+on the wire. ``CircuitOpenError`` is what an integration raises, before sending anything, while
+the carrier's circuit breaker is open.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -32,6 +38,9 @@ from carriers.retry import (
     parse_retry_after,
 )
 from config.carrier_settings import CarrierHttpSettings
+
+if TYPE_CHECKING:
+    from carriers.coordination import Coordinator
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +99,20 @@ class PermanentCallError(CarrierCallError):
     """Repeating the call cannot help."""
 
 
+class CircuitOpenError(Exception):
+    """The carrier's circuit breaker holds calls back: nothing was sent; retry the request in
+    ``retry_in_s`` seconds.
+
+    Deliberately neither a ``CarrierCallError`` nor a ``KnmError``: it leaves the operation
+    untouched so the task layer can re-queue the whole request with a countdown.
+    """
+
+    def __init__(self, carrier: str, retry_in_s: float) -> None:
+        super().__init__(f"{carrier}: circuit breaker open, retry in {retry_in_s:.1f} s")
+        self.carrier = carrier
+        self.retry_in_s = retry_in_s
+
+
 @dataclass(frozen=True)
 class ClientKey:
     carrier: str
@@ -138,6 +161,8 @@ class CarrierHttp:
         client: httpx.Client | None = None,
         sleep: Callable[[float], None] = time.sleep,
         policy: RetryPolicy | None = None,
+        coordinator: Coordinator | None = None,
+        rate_per_s: float = 0.0,
     ) -> None:
         self.carrier = carrier
         self.client = client or pooled_client(
@@ -150,6 +175,11 @@ class CarrierHttp:
             retry_after_max_s=settings.retry_after_max_s,
         )
         self.sleep = sleep
+        self.coordinator = coordinator
+        self.rate_per_s = rate_per_s
+        #: How long one attempt counts as in flight at most (a killed process's call stops
+        #: counting then): every timeout of one request, with room to spare.
+        self.flight_ttl_s = 2 * (settings.connect_timeout_s + settings.timeout_s)
         self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
 
     def safe(self, text: str) -> str:
@@ -174,17 +204,19 @@ class CarrierHttp:
         attempt = 0
         while True:
             attempt += 1
+            self._pace()
             started = time.monotonic()
             try:
-                response = self.client.request(
-                    method,
-                    url,
-                    params=params,
-                    headers=headers,
-                    content=content,
-                    json=json,
-                    auth=auth,
-                )
+                with self._in_flight():
+                    response = self.client.request(
+                        method,
+                        url,
+                        params=params,
+                        headers=headers,
+                        content=content,
+                        json=json,
+                        auth=auth,
+                    )
             except httpx.HTTPError as exc:
                 kind = classify_exception(exc)
                 reason = self.safe(f"{type(exc).__name__}: {exc}".rstrip(": "))
@@ -206,6 +238,19 @@ class CarrierHttp:
             self._wait_or_give_up(
                 attempt, retry_after, reason, kind_of_status, response.status_code
             )
+
+    def _pace(self) -> None:
+        """Wait for this carrier's next send slot (the rate limit shared by every worker)."""
+        if self.coordinator is None or self.rate_per_s <= 0:
+            return
+        wait = self.coordinator.acquire(self.carrier, self.rate_per_s)
+        if wait > 0:
+            self.sleep(wait)
+
+    def _in_flight(self) -> contextlib.AbstractContextManager[None]:
+        if self.coordinator is None:
+            return contextlib.nullcontext()
+        return self.coordinator.calling(self.carrier, self.flight_ttl_s)
 
     def _wait_or_give_up(
         self,

@@ -13,6 +13,12 @@ retry (DECISIONS 7):
    or left for reconciliation when retries ran out with the outcome still unknown.
 
 Errors reach the caller as KAZOO's ``by_carrier`` fault carrying the provider's message.
+
+Every order or release first passes the carrier's circuit breaker (``carriers.coordination``):
+while it is open nothing is sent and ``CircuitOpenError`` leaves the operation (the task layer
+re-queues the request); once half-open, one call probes the provider. A call whose transient
+failures outlived every retry counts against the breaker; any answer from the provider (a
+success or a refusal) closes a half-open one. Failures and refusals are kept for ``knm status``.
 """
 
 from __future__ import annotations
@@ -22,10 +28,12 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from carriers.base import Carrier, CarrierContext
+from carriers.coordination import Admission, coordinator_for
 from carriers.http import (
     AmbiguousCallError,
     CarrierCallError,
     CarrierHttp,
+    CircuitOpenError,
     PermanentCallError,
     TransientCallError,
 )
@@ -75,7 +83,14 @@ class Integration(Carrier):
     def __init__(self, ctx: CarrierContext) -> None:
         super().__init__(ctx)
         self.config: Any = getattr(ctx.settings.carriers, self.config_key)
-        self.http = CarrierHttp(self.name, ctx.settings.carrier_http, secrets=self._secrets())
+        self.coordinator = coordinator_for(ctx.settings)
+        self.http = CarrierHttp(
+            self.name,
+            ctx.settings.carrier_http,
+            secrets=self._secrets(),
+            coordinator=self.coordinator,
+            rate_per_s=self.config.rate_limit_per_s,
+        )
         self.ledger = ProvisioningLedger(
             ctx.db["provisioning"], ctx.settings.carrier_http.order_lease_s
         )
@@ -174,6 +189,52 @@ class Integration(Carrier):
         send: Send,
         confirm: Confirm,
     ) -> dict[str, Any]:
+        admission = self._admit()
+        try:
+            return self._provision_flow(pn, action, request_id, send, confirm)
+        finally:
+            if admission.probe_token is not None:
+                self.coordinator.release_probe(self.name, admission.probe_token)
+
+    def _admit(self) -> Admission:
+        """Pass the carrier's circuit breaker, or raise ``CircuitOpenError`` (nothing sent)."""
+        admission = self.coordinator.admit(self.name, self.ctx.settings.carrier_http.order_lease_s)
+        if not admission.allowed:
+            raise CircuitOpenError(self.name, admission.retry_in_s)
+        if admission.probe_token is not None:
+            log.info("%s: circuit breaker half-open, this call probes the provider", self.name)
+        return admission
+
+    def _answered(self) -> None:
+        """The provider answered (a success or a refusal): a half-open breaker closes."""
+        self.coordinator.record_success(self.name)
+
+    def _failed(self, pn: PhoneNumber, action: Action, reason: str, *, transient: bool) -> None:
+        """Keep the failure for ``knm status``; a transient one counts against the breaker."""
+        self.coordinator.note_failure(self.name, f"{action} {pn.number}: {reason}")
+        if not transient:
+            self._answered()
+            return
+        http = self.ctx.settings.carrier_http
+        state = self.coordinator.record_failure(
+            self.name, http.breaker_window_s, http.breaker_failures, http.breaker_open_s
+        )
+        if state.open_until is not None and state.retry_in_s > 0:
+            log.warning(
+                "%s: circuit breaker open for %.0f s after repeated failures (last: %s)",
+                self.name,
+                state.retry_in_s,
+                reason,
+            )
+
+    def _provision_flow(
+        self,
+        pn: PhoneNumber,
+        action: Action,
+        request_id: str | None,
+        send: Send,
+        confirm: Confirm,
+    ) -> dict[str, Any]:
         begun = self.ledger.begin(self.name, pn.number, action, request_id)
         if isinstance(begun, Settled):
             return begun.carrier_data
@@ -204,17 +265,30 @@ class Integration(Carrier):
                 return self._finish(ticket, data, "done")
         except MalformedAnswerError as exc:
             self.ledger.abandon(ticket, exc.reason)  # the order may have taken effect
+            self._failed(pn, action, exc.reason, transient=False)
             raise errors.by_carrier(pn.number, exc.reason, self.name) from None
         except PermanentCallError as exc:
             if uncertain and (found := self._confirm_quietly(confirm, pn, ticket)) is not None:
                 return self._finish(ticket, found, "reconciled")
             self.ledger.fail(ticket, exc.reason)
+            self._failed(pn, action, exc.reason, transient=False)
             raise errors.by_carrier(pn.number, exc.reason, self.name) from None
         except CarrierCallError as exc:
-            self.ledger.abandon(ticket, exc.reason)
+            untouched = (
+                isinstance(exc, TransientCallError)
+                and exc.kind in (FailureKind.NOT_SENT, FailureKind.REFUSED)
+                and not uncertain
+                and not ticket.refs
+            )
+            if untouched:  # never reached the provider, or it refused to act: nothing happened
+                self.ledger.fail(ticket, exc.reason)
+            else:
+                self.ledger.abandon(ticket, exc.reason)
+            self._failed(pn, action, exc.reason, transient=True)
             raise errors.by_carrier(pn.number, exc.reason, self.name, retryable=True) from None
         except KnmError as exc:
             self.ledger.fail(ticket, str(exc))
+            self._failed(pn, action, str(exc), transient=False)
             raise
         except BaseException:
             self.ledger.abandon(ticket, "interrupted")
@@ -254,4 +328,5 @@ class Integration(Carrier):
                 ticket.action,
                 ticket.number,
             )
+        self._answered()
         return data

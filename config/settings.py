@@ -109,6 +109,13 @@ class Settings(BaseSettings):
     task_max_retries: int = Field(
         default=5, ge=0, description="Retries of a task whose store or broker was unreachable."
     )
+    carrier_retry_base_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="A request whose provider failed transiently is re-queued after this "
+        "(doubling, capped at carrier_retry_max_s), up to task_max_retries times.",
+    )
+    carrier_retry_max_s: float = Field(default=600.0, ge=0)
     request_outcome_ttl_s: int = Field(
         default=7 * 86_400, ge=1, description="How long a request's outcome is kept (idempotency)."
     )

@@ -1306,11 +1306,17 @@ def _handled_by(name: str, reply: Any) -> str:
 
 def _register_maintenance() -> None:
     """Sweeps, maintenance and the sandbox live in their own modules (knm/cli_*.py)."""
+    from knm.cli_contract import register as register_contract
     from knm.cli_maintenance import register
+    from knm.cli_requests import register as register_requests
     from knm.cli_sandbox import register as register_sandbox
+    from knm.cli_status import register as register_status
 
     register(app)
     register_sandbox(app)
+    register_requests(app)
+    register_contract(app)
+    register_status(app)
 
 
 _register_maintenance()

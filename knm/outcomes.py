@@ -37,6 +37,16 @@ class OutcomeStore:
         doc = self.collection.find_one({"_id": self.key(request_id, part)})
         return dict(doc["result"]) if doc else None
 
+    def get_record(self, request_id: str, part: str) -> dict[str, Any] | None:
+        """The whole recorded outcome: result, events, and whether they were published."""
+        return self.collection.find_one({"_id": self.key(request_id, part)})
+
+    def mark_published(self, request_id: str, part: str) -> None:
+        """The part's events went out (a rerun publishes them again until this is set)."""
+        self.collection.update_one(
+            {"_id": self.key(request_id, part)}, {"$set": {"published": True}}
+        )
+
     def put(
         self,
         request_id: str,
@@ -44,6 +54,7 @@ class OutcomeStore:
         operation: str,
         result: dict[str, Any],
         numbers: list[str] | None = None,
+        events: list[dict[str, Any]] | None = None,
     ) -> None:
         now = utcnow()
         self.collection.replace_one(
@@ -54,6 +65,8 @@ class OutcomeStore:
                 "operation": operation,
                 "numbers": list(numbers or []),
                 "result": result,
+                "events": list(events or []),
+                "published": False,
                 "recorded": now,
                 "expires_at": now + self.ttl,
             },
@@ -63,3 +76,7 @@ class OutcomeStore:
     def for_request(self, request_id: str) -> list[dict[str, Any]]:
         """Every recorded part of a request."""
         return list(self.collection.find({"request_id": request_id}))
+
+    def forget(self, request_id: str, part: str) -> None:
+        """Drop a part's outcome so the request can run that part again (a dead letter's retry)."""
+        self.collection.delete_one({"_id": self.key(request_id, part)})

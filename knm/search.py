@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pymongo.collection import Collection
 
 from carriers.base import CarrierContext, SearchRequest, SearchResult
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 class SearchQuery(BaseModel):
     """What a caller asks for; ``prefix`` is what the user typed (e.g. ``415``)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     prefix: str = Field(min_length=1)
     quantity: int = Field(default=1, ge=1)

@@ -119,6 +119,9 @@ class Store:
         self.db["provisioning"].create_index(
             [("status", ASCENDING), ("module", ASCENDING)], name="status_module"
         )
+        self.db["provisioning"].create_index("request_id", name="request_id")
+        self.db["dead_letters"].create_index("request_id", name="request_id")
+        self.db["dead_letters"].create_index("updated", name="updated")
         for inventory in ("numbers_managed", "numbers_inum"):
             self.db[inventory].create_index(
                 [("pvt_account_id", ASCENDING), ("pvt_state", ASCENDING), ("_id", ASCENDING)],

@@ -9,19 +9,23 @@ share returns the recorded outcome, and numbers already written by the request a
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from celery import Signature, Task, chain
 from celery.exceptions import Ignore
 from pymongo.errors import ConnectionFailure
 
+from carriers.http import CircuitOpenError
 from config.celery import carrier_queue
 from config.settings import get_settings
-from knm import requests
-from knm.app import InputError
+from knm import convert, requests
+from knm.app import InputError, Knm
+from knm.events import NumberEvent, events_for
 from knm.outcomes import OutcomeStore
 from knm.requests import InvalidRequestError, NumbersRequest, Operation
 from knm.search import SearchQuery
+from tasks.events import publish_events
 from tasks.runtime import get_knm
 from workers.app import app
 
@@ -69,7 +73,8 @@ def _route(
     a chain of shares, each on its own queue, replaces this task.
     """
     request = _parse(op, args, kwargs)
-    request_id = task.request.id
+    task_id = task.request.id
+    request_id = request.request_id or task_id
     knm = get_knm()
     recorded = knm.outcomes.for_request(request_id) if request_id else []
     done = {number for part in recorded for number in part.get("numbers", [])}
@@ -90,7 +95,7 @@ def _route(
     if task.request.is_eager or task.request.called_directly:
         return chain(*links).apply().get()
     if len(links) == 1:
-        links[0].apply_async(task_id=request_id)
+        links[0].apply_async(task_id=task_id)
         raise Ignore()
     raise task.replace(chain(*links))
 
@@ -103,22 +108,101 @@ def run_on_carrier(
     payload: dict[str, Any],
     request_id: str,
     module: str | None,
+    transient_attempts: int = 0,
 ) -> dict[str, Any]:
     """One carrier's share of a request; merges the shares before it in the chain.
 
     Its outcome is recorded (with the inputs it covered) before the message is acknowledged,
-    so a rerun returns it instead of running again.
+    so a rerun returns it instead of running again. A share whose numbers failed with a
+    provider's transient error is re-queued with backoff (``transient_attempts`` counts those
+    retries) and dead-lettered when they are used up; an open circuit breaker re-queues it
+    for when the breaker lets calls through again, without spending an attempt.
     """
     op = Operation(operation)
     request = requests.parse(op, payload)
     knm = get_knm()
     part = OutcomeStore.part_key(module, request.numbers)
-    result = knm.outcomes.get(request_id, part)
-    if result is None:
-        result = requests.execute(knm, op, request, request_id)
-        if not request.dry_run:
-            knm.outcomes.put(request_id, part, op.value, result, numbers=request.numbers)
+    recorded = knm.outcomes.get_record(request_id, part)
+    if recorded is None:
+        before = _stored_before(knm, request)
+        try:
+            batch = requests.run(knm, op, request, request_id)
+        except CircuitOpenError as exc:
+            raise self.retry(
+                countdown=max(exc.retry_in_s, 0.5),
+                max_retries=UNBOUNDED_RETRIES,
+                kwargs={"transient_attempts": transient_attempts},
+            ) from None
+        result = requests.result_json(batch)
+        if request.dry_run:
+            return requests.merge_results([previous, result] if previous else [result])
+        retryable = sorted(key for key, error in batch.failed.items() if error.retryable)
+        if retryable:
+            settings = get_settings()
+            if transient_attempts < settings.task_max_retries:
+                raise self.retry(
+                    countdown=_backoff(transient_attempts),
+                    max_retries=UNBOUNDED_RETRIES,
+                    kwargs={"transient_attempts": transient_attempts + 1},
+                ) from None
+            knm.dead_letters.put(
+                request_id,
+                part,
+                op.value,
+                module,
+                payload,
+                result,
+                f"{len(retryable)} numbers still failing transiently: {', '.join(retryable)}",
+                transient_attempts + 1,
+            )
+        events = events_for(request_id, op.value, result, before, _routes_of(module, request))
+        knm.outcomes.put(
+            request_id,
+            part,
+            op.value,
+            result,
+            numbers=request.numbers,
+            events=[e.model_dump(mode="json") for e in events],
+        )
+        recorded = knm.outcomes.get_record(request_id, part)
+        assert recorded is not None
+    if not recorded.get("published", False):
+        events = [NumberEvent.model_validate(e) for e in recorded.get("events", [])]
+        publish_events(events, request.reply_to)
+        knm.outcomes.mark_published(request_id, part)
+    result = dict(recorded["result"])
     return requests.merge_results([previous, result] if previous else [result])
+
+
+#: Celery's retry limit for shares: knm counts transient retries itself (``transient_attempts``).
+UNBOUNDED_RETRIES = 1_000_000
+
+
+def _backoff(attempt: int) -> float:
+    """Exponential backoff with full jitter for re-queued shares."""
+    settings = get_settings()
+    ceiling = min(settings.carrier_retry_max_s, settings.carrier_retry_base_s * 2**attempt)
+    return float(max(0.1, ceiling * random.random()))  # noqa: S311  (jitter, not security)
+
+
+def _stored_before(knm: Knm, request: NumbersRequest) -> dict[str, dict[str, Any]]:
+    """The documents as they were before the share ran, by normalized number and by input."""
+    settings = knm.settings
+    normalized = {
+        raw: convert.normalize(raw, settings.e164_converters)
+        for raw in request.numbers
+        if convert.is_reconcilable(raw, settings.reconcile_regex)
+    }
+    docs = knm.store.find_numbers(list(dict.fromkeys(normalized.values())))
+    before: dict[str, dict[str, Any]] = dict(docs)
+    for raw, number in normalized.items():
+        if number in docs:
+            before[raw] = docs[number]
+    return before
+
+
+def _routes_of(module: str | None, request: NumbersRequest) -> dict[str, str | None]:
+    return dict.fromkeys(request.numbers, module)
 
 
 def _make_routed(op: Operation) -> Task[Any, Any]:
@@ -137,13 +221,29 @@ def _make_direct(op: Operation) -> Task[Any, Any]:
         knm = get_knm()
         if op == Operation.GET:
             return requests.execute(knm, op, request)  # a read: nothing to redo or remember
-        request_id = self.request.id
-        result = knm.outcomes.get(request_id, "-") if request_id else None
-        if result is None:
+        request_id: str | None = request.request_id or self.request.id
+        recorded = knm.outcomes.get_record(request_id, "-") if request_id else None
+        if recorded is None:
+            before = _stored_before(knm, request)
             result = requests.execute(knm, op, request, request_id)
-            if request_id and not request.dry_run:
-                knm.outcomes.put(request_id, "-", op.value, result)
-        return result
+            if not request_id or request.dry_run:
+                return result
+            events = events_for(request_id, op.value, result, before)
+            knm.outcomes.put(
+                request_id,
+                "-",
+                op.value,
+                result,
+                numbers=request.numbers,
+                events=[e.model_dump(mode="json") for e in events],
+            )
+            recorded = knm.outcomes.get_record(request_id, "-")
+            assert recorded is not None
+        if not recorded.get("published", False):
+            events = [NumberEvent.model_validate(e) for e in recorded.get("events", [])]
+            publish_events(events, request.reply_to)
+            knm.outcomes.mark_published(str(recorded["request_id"]), "-")
+        return dict(recorded["result"])
 
     direct.__doc__ = f"knm.numbers.{op.value}: no carrier involved, runs where received."
     return direct
@@ -176,4 +276,4 @@ def search(self: Task[Any, Any], *args: Any, **kwargs: Any) -> list[dict[str, An
     ]
 
 
-__all__ = ["activate", "create", "delete", "get", "release", "reserve", "search"]
+__all__ = ["activate", "create", "delete", "get", "release", "reserve", "search", "update"]

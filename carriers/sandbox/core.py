@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import re
 import threading
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal
@@ -151,6 +152,7 @@ class SandboxState:
                     "path": req.path,
                     "query": {k: v for k, v in req.query.items() if k not in SECRET_PARAMS},
                     "body": _mask(req.body.decode("utf-8", "replace")[:4000]),
+                    "at": time.time(),
                 }
             )
             del self.calls[:-500]
