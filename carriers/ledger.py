@@ -102,9 +102,12 @@ class ProvisioningLedger:
         """
         key = f"{module}:{number}"
         token = uuid.uuid4().hex
+        first = True
         while True:
             now = self.clock()
-            doc = self.collection.find_one({"_id": key})
+            # a number's first provisioning (the usual case) costs one insert, no read
+            doc = None if first else self.collection.find_one({"_id": key})
+            first = False
             if doc is None:
                 ticket = Ticket(module, number, action, token, request_id)
                 try:

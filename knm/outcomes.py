@@ -38,14 +38,8 @@ class OutcomeStore:
         return dict(doc["result"]) if doc else None
 
     def get_record(self, request_id: str, part: str) -> dict[str, Any] | None:
-        """The whole recorded outcome: result, events, and whether they were published."""
+        """The whole recorded outcome: result and events."""
         return self.collection.find_one({"_id": self.key(request_id, part)})
-
-    def mark_published(self, request_id: str, part: str) -> None:
-        """The part's events went out (a rerun publishes them again until this is set)."""
-        self.collection.update_one(
-            {"_id": self.key(request_id, part)}, {"$set": {"published": True}}
-        )
 
     def put(
         self,
@@ -66,7 +60,6 @@ class OutcomeStore:
                 "numbers": list(numbers or []),
                 "result": result,
                 "events": list(events or []),
-                "published": False,
                 "recorded": now,
                 "expires_at": now + self.ttl,
             },

@@ -46,6 +46,10 @@ class SearchQuery(BaseModel):
     query_id: str | None = None
 
 
+#: Up to this many numbers, ``discovered`` fetches each number's result alone.
+FEW_NUMBERS = 4
+
+
 class SearchCache:
     """Merged results per query id, shared by every worker through MongoDB with a TTL."""
 
@@ -76,10 +80,21 @@ class SearchCache:
         return [SearchResult.from_json(r) for r in doc.get("results", [])]
 
     def discovered(self, numbers: Iterable[str]) -> dict[str, SearchResult]:
-        """The cached ``discovery`` result of each number that has one, in one query."""
+        """The cached ``discovery`` result of each number that has one.
+
+        A few numbers (a provisioning request buys one or two) are looked up one by one with a
+        projection that returns just that number's result, not the whole search (a search
+        caches up to ``maximum_search_quantity`` results); more are read in one query.
+        """
         wanted = list(numbers)
         found: dict[str, SearchResult] = {}
         if not wanted:
+            return found
+        if len(wanted) <= FEW_NUMBERS:
+            for number in wanted:
+                hit = self._discovered_one(number)
+                if hit is not None:
+                    found[number] = hit
             return found
         for doc in find_in(self.collection, "discovery_numbers", wanted, self.max_in):
             if _expired(doc):
@@ -88,6 +103,17 @@ class SearchCache:
                 if raw["number"] in wanted and raw["state"] == NumberState.DISCOVERY.value:
                     found.setdefault(raw["number"], SearchResult.from_json(raw))
         return found
+
+    def _discovered_one(self, number: str) -> SearchResult | None:
+        projection = {
+            "expires_at": 1,
+            "results": {"$elemMatch": {"number": number, "state": NumberState.DISCOVERY.value}},
+        }
+        for doc in self.collection.find({"discovery_numbers": number}, projection):
+            results = doc.get("results") or []
+            if results and not _expired(doc):
+                return SearchResult.from_json(results[0])
+        return None
 
     def forget_numbers(self, numbers: Iterable[str]) -> None:
         """Drop cache entries that offer these numbers (after they were purged or bought)."""

@@ -21,7 +21,7 @@ from config.celery import carrier_queue
 from config.settings import get_settings
 from knm import convert, requests
 from knm.app import InputError, Knm
-from knm.events import NumberEvent, events_for
+from knm.events import events_for
 from knm.outcomes import OutcomeStore
 from knm.requests import InvalidRequestError, NumbersRequest, Operation
 from knm.search import SearchQuery
@@ -156,6 +156,9 @@ def run_on_carrier(
                 transient_attempts + 1,
             )
         events = events_for(request_id, op.value, result, before, _routes_of(module, request))
+        # events first, then the outcome: a crash in between reruns the share (harmlessly)
+        # and publishes again, so events go out at least once
+        publish_events(events, request.reply_to)
         knm.outcomes.put(
             request_id,
             part,
@@ -164,13 +167,8 @@ def run_on_carrier(
             numbers=request.numbers,
             events=[e.model_dump(mode="json") for e in events],
         )
-        recorded = knm.outcomes.get_record(request_id, part)
-        assert recorded is not None
-    if not recorded.get("published", False):
-        events = [NumberEvent.model_validate(e) for e in recorded.get("events", [])]
-        publish_events(events, request.reply_to)
-        knm.outcomes.mark_published(request_id, part)
-    result = dict(recorded["result"])
+    else:
+        result = dict(recorded["result"])
     return requests.merge_results([previous, result] if previous else [result])
 
 
@@ -229,6 +227,7 @@ def _make_direct(op: Operation) -> Task[Any, Any]:
             if not request_id or request.dry_run:
                 return result
             events = events_for(request_id, op.value, result, before)
+            publish_events(events, request.reply_to)  # then the outcome (see run_on_carrier)
             knm.outcomes.put(
                 request_id,
                 "-",
@@ -237,12 +236,7 @@ def _make_direct(op: Operation) -> Task[Any, Any]:
                 numbers=request.numbers,
                 events=[e.model_dump(mode="json") for e in events],
             )
-            recorded = knm.outcomes.get_record(request_id, "-")
-            assert recorded is not None
-        if not recorded.get("published", False):
-            events = [NumberEvent.model_validate(e) for e in recorded.get("events", [])]
-            publish_events(events, request.reply_to)
-            knm.outcomes.mark_published(str(recorded["request_id"]), "-")
+            return result
         return dict(recorded["result"])
 
     direct.__doc__ = f"knm.numbers.{op.value}: no carrier involved, runs where received."

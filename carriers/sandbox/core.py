@@ -102,6 +102,8 @@ class SandboxState:
             self.purchases: Counter[tuple[str, str]] = Counter()
             self.releases: Counter[tuple[str, str]] = Counter()
             self.calls: list[dict[str, Any]] = []
+            self.in_flight: Counter[str] = Counter()
+            self.peak_in_flight: Counter[str] = Counter()
             self.faults: list[Fault] = []
             self.injection = injection or Injection()
             self.rng = random.Random(self.injection.seed)  # noqa: S311  (fault injection)
@@ -134,6 +136,18 @@ class SandboxState:
             del owned[number]
             self.releases[(provider, number)] += 1
             return True
+
+    def entering(self, provider: str) -> None:
+        """A request is being answered (for the peak concurrency a benchmark reads)."""
+        with self.lock:
+            self.in_flight[provider] += 1
+            self.peak_in_flight[provider] = max(
+                self.peak_in_flight[provider], self.in_flight[provider]
+            )
+
+    def leaving(self, provider: str) -> None:
+        with self.lock:
+            self.in_flight[provider] -= 1
 
     def next_id(self) -> int:
         with self.lock:
@@ -184,6 +198,7 @@ class SandboxState:
                 "purchases": _nest(self.purchases),
                 "releases": _nest(self.releases),
                 "owned": {p: sorted(numbers) for p, numbers in self.owned.items()},
+                "peak_in_flight": dict(self.peak_in_flight),
                 "injection": asdict(self.injection),
                 "faults_left": [asdict(f) for f in self.faults if f.times is None or f.times > 0],
             }

@@ -177,6 +177,13 @@ class Sandbox:
     # --------------------------------------------------------------------------- requests
     def serve(self, provider: FakeProvider, req: Request) -> Response | None:
         """Answer one provider request, applying latency and faults."""
+        self.state.entering(provider.name)
+        try:
+            return self._serve(provider, req)
+        finally:
+            self.state.leaving(provider.name)
+
+    def _serve(self, provider: FakeProvider, req: Request) -> Response | None:
         endpoint = provider.endpoint(req)
         self.state.record(provider.name, endpoint, req)
         latency = self.state.injection.latency_ms
