@@ -5,7 +5,7 @@ Each can also run alone: ``python -m benchmarks.<name>``.
 
 from __future__ import annotations
 
-from benchmarks import broker_overhead, carriers, core_ops, csv_import, sweeps
+from benchmarks import broker_overhead, carriers, core_ops, csv_import, provisioning, sweeps
 
 
 def main() -> None:
@@ -19,6 +19,8 @@ def main() -> None:
     sweeps.main()
     print("\n== carriers: search fan-out, requests per purchase ==")
     carriers.main()
+    print("\n== provisioning: 500 purchases through workers at 200 ms per provider call ==")
+    provisioning.main()
 
 
 if __name__ == "__main__":
