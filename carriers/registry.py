@@ -80,6 +80,10 @@ class CarrierRegistry:
     def register(self, cls: type[Carrier]) -> None:
         self._classes[cls.name] = cls
 
+    def carrier_class(self, name: str | None) -> type[Carrier] | None:
+        """The module's class, without building it (no HTTP client, no coordinator)."""
+        return self._classes.get(name) if name else None
+
     def names(self) -> list[str]:
         return sorted(self._classes)
 

@@ -333,7 +333,7 @@ _NUMBER_HELP = {
     Operation.RELEASE: "Release numbers (unwind reservations, disconnect, delete or age).",
     Operation.DELETE: "Hard-delete numbers in any state (admins only).",
 }
-#: The operations ``knm numbers`` offers (``update`` is for API producers only).
+#: The operations ``knm numbers`` offers with the common options (``update`` has its own).
 CLI_OPERATIONS = tuple(_NUMBER_HELP)
 
 ViaBroker = Annotated[
@@ -520,6 +520,86 @@ def _number_command(op: Operation) -> Callable[..., None]:
 
 for _op in CLI_OPERATIONS:
     numbers_app.command(_op.value)(_number_command(_op))
+
+
+def _json_object(option: str, text: str) -> dict[str, Any]:
+    """A ``--set``/``--merge`` value: a JSON object, or a usage error naming the option."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        _usage(f"{option} must be a JSON object: {exc}")
+    if not isinstance(value, dict):
+        _usage(f"{option} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+@numbers_app.command("update")
+def numbers_update(
+    numbers: Annotated[
+        list[str], typer.Argument(metavar="NUMBER...", help="Numbers, in any dialable form.")
+    ],
+    set_fields: Annotated[
+        str | None,
+        typer.Option(
+            "--set",
+            metavar="JSON",
+            help='Replace the public fields, e.g. \'{"e911": {...}, "cnam": {...}}\'.',
+        ),
+    ] = None,
+    merge_fields: Annotated[
+        str | None,
+        typer.Option(
+            "--merge", metavar="JSON", help="Merge into the public fields (nested objects too)."
+        ),
+    ] = None,
+    auth_by: Annotated[
+        str, typer.Option("--auth-by", metavar="ID|system", help="Requesting account.")
+    ] = SYSTEM,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Compute the result, write nothing.")
+    ] = False,
+    via_broker: ViaBroker = False,
+    timeout: Timeout = DEFAULT_TIMEOUT_S,
+    as_json: JsonFlag = False,
+) -> None:
+    """Set (--set: overwrite) or merge (--merge) public fields; features apply on save."""
+    if (set_fields is None) == (merge_fields is None):
+        _usage("give exactly one of --set JSON (overwrite) or --merge JSON (merge)")
+    option, text = ("--set", set_fields) if set_fields is not None else ("--merge", merge_fields)
+    assert text is not None
+    fields: dict[str, Any] = {
+        "numbers": numbers,
+        "public_fields": _json_object(option, text),
+        "merge": merge_fields is not None,
+    }
+    if auth_by != SYSTEM:
+        fields["auth_by"] = auth_by
+    if dry_run:
+        fields["dry_run"] = True
+    try:
+        if via_broker:
+            request = NumbersRequest.model_validate(fields)
+        else:
+            request = NumbersRequest.model_construct(**fields)
+        requests.check(Operation.UPDATE, request)
+    except ValidationError as exc:
+        _usage(_validation_message(exc))
+    except InvalidRequestError as exc:
+        _usage(str(exc))
+    if via_broker:
+        from knm import producer
+
+        settings = _settings()
+        with _broker_guard(settings):
+            result = producer.call(Operation.UPDATE, request, timeout, app=_producer_app(settings))
+    else:
+        with _open() as knm:
+            result = requests.execute(knm, Operation.UPDATE, request)
+    _show_result(result, as_json, "numbers update" + (" (dry run)" if dry_run else ""))
+    if result.get("failed"):
+        raise typer.Exit(FAILED)
 
 
 # ================================================================================ search
@@ -1308,6 +1388,7 @@ def _register_maintenance() -> None:
     """Sweeps, maintenance and the sandbox live in their own modules (knm/cli_*.py)."""
     from knm.cli_contract import register as register_contract
     from knm.cli_maintenance import register
+    from knm.cli_numbers_extra import register as register_numbers_extra
     from knm.cli_requests import register as register_requests
     from knm.cli_sandbox import register as register_sandbox
     from knm.cli_status import register as register_status
@@ -1317,6 +1398,7 @@ def _register_maintenance() -> None:
     register_requests(app)
     register_contract(app)
     register_status(app)
+    register_numbers_extra(app)
 
 
 _register_maintenance()

@@ -43,9 +43,17 @@ class Operation(StrEnum):
 
 #: Operations that need ``account`` (the target of activate, the holder of a reservation).
 NEEDS_ACCOUNT: Final[frozenset[Operation]] = frozenset({Operation.ACTIVATE, Operation.RESERVE})
-#: Operations that may talk to a carrier, so they run on the carrier's queue.
+#: Operations that may talk to a carrier, so they run on the carrier's queue (an update may
+#: provision features upstream: E911, CNAM).
 CARRIER_OPERATIONS: Final[frozenset[Operation]] = frozenset(
-    {Operation.CREATE, Operation.ACTIVATE, Operation.RESERVE, Operation.RELEASE, Operation.DELETE}
+    {
+        Operation.CREATE,
+        Operation.ACTIVATE,
+        Operation.RESERVE,
+        Operation.RELEASE,
+        Operation.DELETE,
+        Operation.UPDATE,
+    }
 )
 
 

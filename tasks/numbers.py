@@ -212,35 +212,10 @@ def _make_routed(op: Operation) -> Task[Any, Any]:
     return routed
 
 
-def _make_direct(op: Operation) -> Task[Any, Any]:
-    @app.task(name=f"knm.numbers.{op.value}", bind=True, base=KnmTask)
-    def direct(self: Task[Any, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        request = _parse(op, args, kwargs)
-        knm = get_knm()
-        if op == Operation.GET:
-            return requests.execute(knm, op, request)  # a read: nothing to redo or remember
-        request_id: str | None = request.request_id or self.request.id
-        recorded = knm.outcomes.get_record(request_id, "-") if request_id else None
-        if recorded is None:
-            before = _stored_before(knm, request)
-            result = requests.execute(knm, op, request, request_id)
-            if not request_id or request.dry_run:
-                return result
-            events = events_for(request_id, op.value, result, before)
-            publish_events(events, request.reply_to)  # then the outcome (see run_on_carrier)
-            knm.outcomes.put(
-                request_id,
-                "-",
-                op.value,
-                result,
-                numbers=request.numbers,
-                events=[e.model_dump(mode="json") for e in events],
-            )
-            return result
-        return dict(recorded["result"])
-
-    direct.__doc__ = f"knm.numbers.{op.value}: no carrier involved, runs where received."
-    return direct
+@app.task(name="knm.numbers.get", bind=True, base=KnmTask)
+def get(self: Task[Any, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """knm.numbers.get: a read, no carrier involved: runs where received, nothing to remember."""
+    return requests.execute(get_knm(), Operation.GET, _parse(Operation.GET, args, kwargs))
 
 
 create = _make_routed(Operation.CREATE)
@@ -248,8 +223,7 @@ activate = _make_routed(Operation.ACTIVATE)
 reserve = _make_routed(Operation.RESERVE)
 release = _make_routed(Operation.RELEASE)
 delete = _make_routed(Operation.DELETE)
-get = _make_direct(Operation.GET)
-update = _make_direct(Operation.UPDATE)
+update = _make_routed(Operation.UPDATE)
 
 
 @app.task(name="knm.search", bind=True, base=KnmTask)

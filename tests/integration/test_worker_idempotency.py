@@ -143,7 +143,7 @@ LIFECYCLE: list[tuple[str, Doc]] = [
     ("knm.numbers.create", {"numbers": [N1, N2], "account": ACCOUNT, "state": "available"}),
     ("knm.numbers.reserve", {"numbers": [N1], "account": ACCOUNT}),
     ("knm.numbers.activate", {"numbers": [N1, M1], "account": ACCOUNT}),
-    ("knm.numbers.update", {"numbers": [N1, M1], "public_fields": {"cnam": {"x": "KNM"}}}),
+    ("knm.numbers.update", {"numbers": [N1, M1], "public_fields": {"notes": {"x": "KNM"}}}),
     ("knm.numbers.release", {"numbers": [M1]}),
 ]
 #: Requests that hard-delete their numbers (release of a knm_local number, delete), each run
