@@ -34,6 +34,9 @@ EVENTS_KEPT = 20
 class Action(StrEnum):
     ACQUIRE = "acquire"
     DISCONNECT = "disconnect"
+    #: An upstream feature provider (``knm_telnyx_e911``, ...) sets or removes a number's feature.
+    ACTIVATE = "activate"
+    DEACTIVATE = "deactivate"
 
 
 class LedgerStatus(StrEnum):

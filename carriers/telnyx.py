@@ -136,6 +136,20 @@ def number_path(number: str) -> str:
     return "numbers/" + quote(number, safe="")
 
 
+def api_url(config: TelnyxSettings, path: str) -> str:
+    """The URL of ``path`` under the configured base (§1.1)."""
+    return config.base_url.rstrip("/") + "/" + path
+
+
+def api_headers(config: TelnyxSettings) -> dict[str, str]:
+    """Every call's headers: JSON answers and the credentials (§1.1)."""
+    return {
+        "Accept": "application/json",
+        "x-api-user": config.user.get_secret_value(),
+        "x-api-token": config.token.get_secret_value(),
+    }
+
+
 # ================================================================================ the module
 class TelnyxCarrier(Integration):
     """Telnyx numbers: discovery by NPA/NXX, toll-free prefix or country; orders by number."""
@@ -147,14 +161,10 @@ class TelnyxCarrier(Integration):
     config: TelnyxSettings
 
     def _url(self, path: str) -> str:
-        return self.config.base_url.rstrip("/") + "/" + path
+        return api_url(self.config, path)
 
     def _headers(self) -> dict[str, str]:
-        return {
-            "Accept": "application/json",
-            "x-api-user": self.config.user.get_secret_value(),
-            "x-api-token": self.config.token.get_secret_value(),
-        }
+        return api_headers(self.config)
 
     def find_numbers(self, request: SearchRequest) -> list[SearchResult]:
         kind, body = search_body(request)

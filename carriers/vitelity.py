@@ -18,6 +18,7 @@ API's ``none`` code), no ``<numbers>`` or a ``<numbers><response>`` text: all re
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import httpx
@@ -68,6 +69,17 @@ def _credentials(params: dict[str, str], config: VitelitySettings) -> dict[str, 
     _put(params, "login", config.login.get_secret_value())
     _put(params, "pass", config.password.get_secret_value())
     return params
+
+
+def command_params(
+    items: Iterable[tuple[str, str | None]], config: VitelitySettings
+) -> dict[str, str]:
+    """Any command's query parameters in the given order, unset values omitted, the credentials
+    last (§2.1)."""
+    params: dict[str, str] = {}
+    for key, value in items:
+        _put(params, key, value)
+    return _credentials(params, config)
 
 
 def search_params(

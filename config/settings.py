@@ -60,6 +60,25 @@ class Settings(BaseSettings):
     should_permanently_delete: bool = False
     should_age: bool = False
     local_feature_override: bool = False
+    features_allow: StrList | None = Field(
+        default=None,
+        description="System feature whitelist (comma-separated or JSON list); unset: every "
+        "feature. The system_config document's features.allow wins over it.",
+    )
+    features_deny: StrList | None = Field(
+        default=None,
+        description="System feature blacklist, applied to every number; the system_config "
+        "document's features.deny wins over it.",
+    )
+    cnam_provider: str = Field(
+        default="knm_cnam_notifier",
+        description="CNAM provider module when the reseller names none.",
+    )
+    e911_provider: str | None = Field(
+        default=None,
+        description="E911 provider module when the reseller names none; unset: the number's "
+        "carrier's own (knm_telnyx_e911, knm_vitelity_e911) or none.",
+    )
     default_force_outbound: bool = False
     force_local_outbound: bool = True
     force_port_in_outbound: bool = True

@@ -48,6 +48,9 @@ class NumberManagerConfig(BaseModel):
     carrier_modules: list[str] | None = None
     features_allow: list[str] | None = None
     features_deny: list[str] | None = None
+    #: The CNAM / E911 provider modules of the numbers this reseller's accounts own.
+    cnam_provider: str | None = None
+    e911_provider: str | None = None
 
 
 class Account(BaseModel):
@@ -77,6 +80,10 @@ class Account(BaseModel):
             features["deny"] = self.number_manager.features_deny
         if features:
             nm["features"] = features
+        for key in ("cnam_provider", "e911_provider"):
+            value = getattr(self.number_manager, key)
+            if value is not None:
+                nm[key] = value
         return {
             "_id": self.id,
             "name": self.name,
@@ -110,6 +117,8 @@ class Account(BaseModel):
                 carrier_modules=nm.get("carrier_modules"),
                 features_allow=features.get("allow"),
                 features_deny=features.get("deny"),
+                cnam_provider=nm.get("cnam_provider") or None,
+                e911_provider=nm.get("e911_provider") or None,
             ),
             created=doc.get("pvt_created") or utcnow(),
         )

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from carriers.base import prefix_range
 from carriers.registry import ALL_MODULES
-from knm import convert
+from knm import convert, features
 from knm.app import InputError, Knm
 from knm.batch import Batch
 from knm.model import NumberState, PhoneNumber
@@ -24,20 +24,7 @@ from knm.store import chunked
 BATCH: Final[int] = 500
 
 #: Every feature KAZOO knows (spec §8.1); permission edits accept only these.
-ALL_FEATURES: Final[tuple[str, ...]] = (
-    "carrier_name",
-    "cnam",
-    "e911",
-    "failover",
-    "force_outbound",
-    "inbound_cnam",
-    "mms",
-    "outbound_cnam",
-    "port",
-    "prepend",
-    "ringback",
-    "sms",
-)
+ALL_FEATURES: Final[tuple[str, ...]] = features.ALL_FEATURES
 
 Progress = Callable[[int, int], None]
 

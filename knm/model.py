@@ -178,6 +178,7 @@ class PhoneNumber(BaseModel):
     _stored: bool = PrivateAttr(default=False)
     _deleted: bool = PrivateAttr(default=False)
     _loaded_doc: dict[str, Any] | None = PrivateAttr(default=None)
+    _available_features: list[str] | None = PrivateAttr(default=None)
 
     # ----------------------------------------------------------------------------- construction
     @classmethod
@@ -320,6 +321,15 @@ class PhoneNumber(BaseModel):
     def is_local(self) -> bool:
         """Local for features and billing: knm_local/knm_mdn, or carrying the ``local`` marker."""
         return self.carrier_module in LOCAL_MODULES or "local" in self.features
+
+    @property
+    def available_features(self) -> list[str] | None:
+        """The features this number may use, as its last operation computed (not stored)."""
+        return None if self._available_features is None else list(self._available_features)
+
+    def set_available_features(self, names: list[str]) -> None:
+        """Record the available features (spec §8.3); a transient, not a change."""
+        self._available_features = list(names)
 
     def mark_deleted(self) -> None:
         """Hard delete: the record leaves the store and its in-memory state becomes ``deleted``."""
@@ -473,7 +483,12 @@ class PhoneNumber(BaseModel):
         return doc
 
     def to_public_json(self, available_features: list[str] | None = None) -> dict[str, Any]:
-        """What an API returns (§1.6): public fields, id, state, used_by, features, _read_only."""
+        """What an API returns (§1.6): public fields, id, state, used_by, features, _read_only.
+
+        ``available_features`` defaults to what the last operation computed for this number.
+        """
+        if available_features is None:
+            available_features = self._available_features
         out: dict[str, Any] = copy.deepcopy(self.public)
         out["id"] = self.number
         if self.state is not None:

@@ -2,9 +2,13 @@
 
 Every operation takes many numbers and returns a ``Batch``: each number succeeds or fails on its
 own. One run costs a fixed number of store round trips whatever the batch size: one ``find`` for
-the numbers, one for the accounts involved, at most one more lookup (port requests, the search
-cache), one bulk write. A number whose ``pvt_rev`` moved between the read and the write is re-run
-on the fresh document (DECISIONS 4), so concurrent operations never lose each other's updates.
+the numbers, one aggregation for the accounts involved (with their resellers and the system
+config the feature rules read), at most one more lookup (port requests, the search cache), one
+bulk write. A number whose ``pvt_rev`` moved between the read and the write is re-run on the fresh
+document (DECISIONS 4), so concurrent operations never lose each other's updates.
+
+Every changed number runs the feature providers before the write (``knm.features``, spec §8.4);
+release and hard delete de-provision features before wiping them (DECISIONS 8).
 """
 
 from __future__ import annotations
@@ -12,20 +16,24 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from carriers.base import Carrier, CarrierContext
 from carriers.registry import CarrierRegistry, default_registry
 from config.settings import Settings
-from knm import convert, errors
+from knm import convert, errors, features
 from knm.accounts import SYSTEM, AccountDirectory, is_account_id
 from knm.batch import Batch
 from knm.errors import KnmError
+from knm.features import FeatureEnv
 from knm.model import NumberState, PhoneNumber
 from knm.options import Options
+from knm.providers import ProviderRegistry
 from knm.search import SearchCache
 from knm.states import TransitionContext, transition
 from knm.store import Store
+from knm.system_config import SystemConfig
 
 S = NumberState
 Setter = Callable[[PhoneNumber], None]
@@ -38,11 +46,12 @@ RELEASABLE_STATES = frozenset({S.RELEASED, S.RESERVED, S.PORT_IN, S.IN_SERVICE})
 
 @dataclass
 class RunContext:
-    """What one attempt of an operation sees: options, accounts, stored docs."""
+    """What one attempt of an operation sees: options, accounts, stored docs, feature rules."""
 
     options: Options
     accounts: AccountDirectory
     docs: dict[str, dict[str, Any]]
+    features: FeatureEnv
 
     @property
     def transitions(self) -> TransitionContext:
@@ -61,10 +70,13 @@ class NumberManager:
         store: Store,
         settings: Settings,
         carriers: CarrierRegistry | None = None,
+        providers: ProviderRegistry | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.carriers = carriers or default_registry()
+        #: Feature provider modules; a carrier rename accepts this manager's carriers.
+        self.providers = providers or ProviderRegistry(carriers=self.carriers)
         self.carrier_ctx = CarrierContext(store.db, settings)
         self.search_cache = SearchCache(
             store.search_cache, settings.search_cache_ttl_s, store.max_in
@@ -158,26 +170,45 @@ class NumberManager:
             return None if ctx.accounts.is_admin(opts.auth_by) else errors.unauthorized()
 
         def plan(batch: Batch, ctx: RunContext) -> None:
+            batch.step(lambda pn: features.deprovision(pn, ctx.features))
             batch.step(lambda pn: pn.mark_deleted())
 
         return self._run(numbers, opts, plan, precheck=precheck, deletes=True)
 
     def update(
-        self, numbers: Iterable[str], setters: Sequence[Setter], options: Options | None = None
+        self,
+        numbers: Iterable[str],
+        setters: Sequence[Setter],
+        options: Options | None = None,
+        *,
+        remove_denied_features: bool = False,
+        apply_features: bool = True,
     ) -> Batch:
-        """Apply setter functions (no state engine) and save (§4.4 update)."""
+        """Apply setter functions (no state engine) and save (§4.4 update).
+
+        ``remove_denied_features`` then strips the features the number may no longer use
+        (KAZOO's ``remove_denied_features`` setter: the "fix number" maintenance).
+        ``apply_features=False`` skips the feature providers (KAZOO's plain save).
+        """
 
         def plan(batch: Batch, ctx: RunContext) -> None:
             for setter in setters:
                 batch.step(setter)
+            if remove_denied_features:
+                batch.step(lambda pn: features.remove_denied_features(pn, ctx.features))
 
-        return self._run(numbers, options or Options(), plan, visibility=True)
+        return self._run(
+            numbers, options or Options(), plan, visibility=True, apply_features=apply_features
+        )
 
     def assign_to_app(
         self, numbers: Iterable[str], app: str | None, options: Options | None = None
     ) -> Batch:
-        """Record which application uses the numbers (callflow, trunkstore, ...)."""
-        return self.update(numbers, [lambda pn: pn.set_used_by(app)], options)
+        """Record which application uses the numbers (callflow, trunkstore, ...).
+
+        A plain save, as in KAZOO: no feature providers run.
+        """
+        return self.update(numbers, [lambda pn: pn.set_used_by(app)], options, apply_features=False)
 
     # ================================================================== the runner
     def _run(
@@ -191,6 +222,7 @@ class NumberManager:
         visibility: bool = True,
         write: bool = True,
         deletes: bool = False,
+        apply_features: bool = True,
     ) -> Batch:
         result = Batch()
         pending: list[str] = []
@@ -212,7 +244,11 @@ class NumberManager:
                 return result
             batch = self._fetch(pending, ctx, missing, visibility, deletes)
             plan(batch, ctx)
+            if write and apply_features:
+                batch.step(partial(self._apply_features, ctx=ctx))
             batch.finish()
+            for pn in batch.succeeded.values():
+                pn.set_available_features(features.available_features(pn, ctx.features))
             if write and not options.dry_run:
                 committed = self._save(batch, ctx)
                 pending = sorted(committed.conflicts)
@@ -229,19 +265,28 @@ class NumberManager:
         return result
 
     def _load(self, numbers: list[str], options: Options) -> RunContext:
-        """Read the numbers, then every account the decision may involve, in one query each.
+        """Read the numbers, then the accounts and the system config, in one query each.
 
-        ``system`` passes every check without reading an account, so it skips that query.
+        The accounts are the requester, the target account and the numbers' owners, with
+        their resellers (whose ``number_manager`` the feature rules read, spec §8.3).
         """
         docs = self.store.find_numbers(numbers)
-        if options.auth_by == SYSTEM:
-            return RunContext(options=options, accounts=AccountDirectory(), docs=docs)
         ids: set[str | None] = {options.auth_by, options.assign_to}
         for doc in docs.values():
             ids.add(doc.get("pvt_assigned_to"))
         ids.discard(SYSTEM)
-        accounts = AccountDirectory(self.store.find_accounts(ids))
-        return RunContext(options=options, accounts=accounts, docs=docs)
+        found, config = self.store.find_accounts_and_config(ids)
+        accounts = AccountDirectory(found)
+        env = FeatureEnv(
+            system=SystemConfig.from_document(config, self.settings),
+            carrier_ctx=self.carrier_ctx,
+            accounts=accounts,
+            auth_by=options.auth_by,
+            providers=self.providers,
+            dry_run=options.dry_run,
+            request_id=options.request_id,
+        )
+        return RunContext(options=options, accounts=accounts, docs=docs, features=env)
 
     def _fetch(
         self,
@@ -292,6 +337,16 @@ class NumberManager:
             else:
                 batch.todo.extend(missing(absent, ctx, batch))
         return batch
+
+    # ================================================================== features
+    def _apply_features(self, pn: PhoneNumber, ctx: RunContext) -> None:
+        """The providers step of the save pipeline (§8.4) for a changed, kept number.
+
+        A dry run still computes the result (knm's providers) but calls nothing upstream.
+        """
+        if pn.deleted or not pn.dirty:
+            return
+        features.apply_on_save(pn, ctx.features)
 
     # ================================================================== saving
     def _save(self, batch: Batch, ctx: RunContext) -> Any:
@@ -518,6 +573,9 @@ class NumberManager:
                 pn.set_state(released_state)
 
         batch.step(can_release)
+        # DECISIONS 8 (gap 4): de-provision upstream features before they are wiped; an
+        # upstream failure fails the number, which keeps its features.
+        batch.step(lambda pn: features.deprovision(pn, ctx.features))
         batch.step(unwind)
         unassigned = [pn for pn in batch.todo if pn.assigned_to is None]
         self._disconnect(batch, unassigned, options)

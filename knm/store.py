@@ -20,7 +20,7 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
 from config.settings import Settings
-from knm import errors
+from knm import errors, system_config
 from knm.accounts import Account
 from knm.errors import KnmError
 from knm.model import PhoneNumber, utcnow
@@ -247,6 +247,47 @@ class Store:
         if not wanted:
             return []
         return [Account.from_document(d) for d in self.accounts.find({"_id": {"$in": wanted}})]
+
+    def find_accounts_and_config(
+        self, ids: Iterable[str | None]
+    ) -> tuple[list[Account], Document | None]:
+        """The accounts among ``ids``, their resellers and the system config, in one query.
+
+        The feature rules read the reseller's ``number_manager`` and the system's (spec §8.3):
+        one aggregation joins each account's reseller and appends the ``system_config``
+        document, so an operation still costs one round trip for its accounts.
+        """
+        wanted = [i for i in dict.fromkeys(ids) if i]
+        pipeline: list[Document] = [
+            {"$match": {"_id": {"$in": wanted}}},
+            {
+                "$lookup": {
+                    "from": self.accounts.name,
+                    "localField": "pvt_reseller_id",
+                    "foreignField": "_id",
+                    "as": "_resellers",
+                }
+            },
+            {
+                "$unionWith": {
+                    "coll": system_config.COLLECTION,
+                    "pipeline": [
+                        {"$match": {"_id": system_config.DOC_ID}},
+                        {"$addFields": {"_system_config": True}},
+                    ],
+                }
+            },
+        ]
+        accounts: dict[str, Account] = {}
+        config: Document | None = None
+        for doc in self.accounts.aggregate(pipeline):
+            if doc.pop("_system_config", False) is True:
+                config = doc
+                continue
+            for reseller in doc.pop("_resellers", None) or []:
+                accounts.setdefault(str(reseller["_id"]), Account.from_document(reseller))
+            accounts[str(doc["_id"])] = Account.from_document(doc)
+        return list(accounts.values()), config
 
     def get_account(self, account_id: str) -> Account | None:
         doc = self.accounts.find_one({"_id": account_id})

@@ -1,14 +1,22 @@
 """Fake Vitelity ``api.php``: listnpa, listnpanxx, listtollfree, getlocaldid, gettollfree,
-removedid and listdids, every parameter in the query string of a POST, XML answers.
+removedid and listdids, every parameter in the query string of a POST, XML answers; and the
+feature commands: lidb (outbound CNAM), cnamenable / cnamdisable (inbound CNAM), e911send,
+e911delete and e911getinfo.
 
 Like Vitelity, it answers HTTP 200 whatever happens and says ``<status>fail</status>`` with an
 ``<error>`` text when it refuses (bad credentials, a DID that is not available, ...). An account
-without DIDs answers ``listdids`` with ``<error>none</error>`` (the plain API's code).
+without DIDs answers ``listdids`` with ``<error>none</error>`` (the plain API's code), and so
+does ``e911getinfo`` for a DID without an E911 record.
+
+The feature commands only work on the account's DIDs. What they leave is kept per DID (read
+back with ``e911getinfo``; the LIDB name and the CNAM flag are in the call log and counters):
+``e911send`` requires ``address``, ``city``, a two-letter ``state``, a 5-digit ``zip`` and a
+``name``, so a dropped state (KAZOO's abbreviation quirk) is refused.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from carriers.numbering import US_TOLLFREE_NPAS
 from carriers.sandbox.core import (
@@ -31,6 +39,7 @@ SANDBOX_ROUTESIP = "198.51.100.10"
 TOLLFREE_STOCK_NPAS = ("800", "888", "877")
 
 _SEARCHES = {"listnpa", "listnpanxx"}
+_FEATURE_COMMANDS = {"lidb", "cnamenable", "cnamdisable", "e911send", "e911delete", "e911getinfo"}
 _ENDPOINTS = {
     "listnpa": "search",
     "listnpanxx": "search",
@@ -39,7 +48,16 @@ _ENDPOINTS = {
     "gettollfree": "order_tollfree",
     "removedid": "release",
     "listdids": "listdids",
+    "lidb": "lidb",
+    "cnamenable": "cnam_enable",
+    "cnamdisable": "cnam_disable",
+    "e911send": "e911_send",
+    "e911delete": "e911_delete",
+    "e911getinfo": "e911_info",
 }
+
+#: The ``e911send`` parameters an E911 record keeps (``e911getinfo`` answers them).
+E911_FIELDS = ("name", "address", "unittype", "unitnumber", "city", "state", "zip")
 
 
 def _xml(inner: str) -> Response:
@@ -107,7 +125,49 @@ class FakeVitelity(FakeProvider):
             return _ok("<response>success</response>")
         if cmd == "listdids":
             return self._listdids(state)
+        if cmd in _FEATURE_COMMANDS:
+            return self._feature(cmd, query, state)
         return _fail("invalid command")
+
+    def _feature(self, cmd: str, query: dict[str, str], state: SandboxState) -> Response:
+        """A feature command on one of the account's DIDs."""
+        did = query.get("did", "")
+        with state.lock:
+            info = state.owned_by(self.name).get("+1" + did)
+            if info is None:
+                return _fail(f"DID {did} is not on this account")
+            if cmd == "lidb":
+                if not query.get("name"):
+                    return _fail("missing name")
+                info["lidb"] = query["name"]
+                return _ok("<response>ok</response>")
+            if cmd in ("cnamenable", "cnamdisable"):
+                info["cnam"] = cmd == "cnamenable"
+                return _ok("<response>ok</response>")
+            if cmd == "e911send":
+                return self._e911send(query, info)
+            record = info.get("e911")
+            if record is None:
+                return _fail("none")
+            if cmd == "e911delete":
+                del info["e911"]
+                return _ok("<response>ok</response>")
+            fields = "".join(f"<{k}>{escape(str(v))}</{k}>" for k, v in record.items())
+            return _ok(f"<info>{fields}</info>")  # e911getinfo
+
+    @staticmethod
+    def _e911send(query: dict[str, str], info: dict[str, Any]) -> Response:
+        record = {key: query[key] for key in E911_FIELDS if query.get(key)}
+        for key in ("name", "address", "city"):
+            if key not in record:
+                return _fail(f"missing {key}")
+        state_code = record.get("state", "")
+        if len(state_code) != 2 or not state_code.isalpha() or not state_code.isupper():
+            return _fail("invalid state")
+        if not (len(record.get("zip", "")) == 5 and record["zip"].isdigit()):
+            return _fail("invalid zip")
+        info["e911"] = record
+        return _ok("<response>ok</response>")
 
     def _search(self, prefix: str, query: dict[str, str], state: SandboxState) -> Response:
         if not prefix.isdigit() or prefix[:3] in US_TOLLFREE_NPAS:

@@ -169,7 +169,12 @@ def test_import_by_a_non_admin_ignores_those_cells_and_uses_the_configured_carri
         assert doc["pvt_assigned_to"] == CHILD
 
 
-def test_import_assigns_to_the_row_account_and_builds_public_fields(knm: Knm) -> None:
+def test_import_assigns_to_the_row_account_and_its_features_take_effect(
+    mongo_db: Database[Doc],
+) -> None:
+    load_kazoo(mongo_db)
+    # a billable carrier: local numbers may not use paid features (CNAM, E911), see below
+    knm = make_knm(mongo_db, import_defaults_to_carrier="knm_inventory")
     job, rows = done(
         knm,
         "import",
@@ -177,20 +182,31 @@ def test_import_assigns_to_the_row_account_and_builds_public_fields(knm: Knm) ->
         "prepend.enabled,prepend.name,force_outbound,failover.e164,opaque.custom.key,"
         "previously_assigned_to,created,used_by",
         f'{N[0]},{ACCOUNT_4},"Acme, Inc.",true,"140 Main St, Suite 200",94105,'
-        f"true,Sales,true,+14155550199,hello,{RESELLER},63650000000,callflow",
+        f"true,Sales,true,,hello,{RESELLER},63650000000,callflow",
         f"{N[1]},,,,,,,,,,,,,",
+        # failover is only for numbers used by trunkstore (KAZOO): that row fails 403
+        f"{N[2]},,,,,,,,,+14155550199,,,,",
         auth_by=RESELLER,
     )
-    assert job.status == JobStatus.SUCCEEDED, rows
+    assert job.status == JobStatus.PARTIAL, rows
+    assert errors_of(rows) == {N[0]: "", N[1]: "", N[2]: FORBIDDEN}
+    assert stored(knm.store.db, N[2]) is None
     doc = stored(knm.store.db, N[0])
     assert doc is not None
+    assert doc["pvt_carrier_module"] == "knm_inventory"
     assert doc["pvt_assigned_to"] == ACCOUNT_4
     assert doc["cnam"] == {"display_name": "Acme, Inc.", "inbound_lookup": True}
     assert doc["e911"] == {"street_address": "140 Main St, Suite 200", "postal_code": "94105"}
     assert doc["prepend"] == {"enabled": True, "name": "Sales"}
     assert doc["force_outbound"] is True
-    assert doc["failover"] == {"e164": "+14155550199"}
     assert doc["custom"] == {"key": "hello"}
+    # activated: CNAM (the notifier provider), prepend, force_outbound; knm_inventory has no
+    # E911 provider, so the address is kept but nothing is provisioned
+    assert doc["pvt_features"]["outbound_cnam"] == {"display_name": "Acme, Inc."}
+    assert doc["pvt_features"]["inbound_cnam"] == {"inbound_lookup": True}
+    assert doc["pvt_features"]["prepend"] == {"enabled": True, "name": "Sales"}
+    assert doc["pvt_features"]["force_outbound"] is True
+    assert "e911" not in doc["pvt_features"]
     # bookkeeping columns are ignored on import
     assert "pvt_previously_assigned_to" not in doc
     assert "pvt_used_by" not in doc
@@ -202,6 +218,39 @@ def test_import_assigns_to_the_row_account_and_builds_public_fields(knm: Knm) ->
     assert listing[N[0]]["account_id"] == ACCOUNT_4
     assert listing[N[0]]["account_name"] == "Grandchild"
     assert listing[N[1]]["account_name"] == "Child"
+    # the result rows show the activated features
+    assert listing[N[0]]["cnam.outbound"] == "Acme, Inc."
+    assert listing[N[0]]["cnam.inbound"] == "true"
+    assert listing[N[0]]["prepend.enabled"] == "true"
+    assert listing[N[0]]["prepend.name"] == "Sales"
+    assert listing[N[0]]["force_outbound"] == "true"
+    assert listing[N[0]]["e911.street_address"] == ""
+
+
+def test_import_of_paid_features_on_local_numbers_fails_403_unless_overridden(
+    mongo_db: Database[Doc],
+) -> None:
+    load_kazoo(mongo_db)
+    header = "e164,cnam.outbound,e911.street_address,e911.postal_code"
+    refused, rows = done(
+        make_knm(mongo_db), "import", header, f"{N[0]},Acme,1 Main St,94105", auth_by=RESELLER
+    )
+    assert refused.status == JobStatus.FAILED
+    assert errors_of(rows) == {N[0]: FORBIDDEN}
+    assert stored(mongo_db, N[0]) is None
+    allowed, rows = done(
+        make_knm(mongo_db, local_feature_override=True),
+        "import",
+        header,
+        f"{N[1]},Acme,1 Main St,94105",
+        auth_by=RESELLER,
+    )
+    assert allowed.status == JobStatus.SUCCEEDED
+    assert errors_of(rows) == {N[1]: ""}
+    doc = stored(mongo_db, N[1])
+    assert doc is not None
+    assert doc["pvt_features"]["outbound_cnam"] == {"display_name": "Acme"}
+    assert by_number(rows)[N[1]]["cnam.outbound"] == "Acme"
 
 
 def test_import_by_an_account_without_additions_fails_every_row(knm: Knm) -> None:
@@ -220,7 +269,10 @@ def test_import_of_an_existing_number_fails_that_row(knm: Knm) -> None:
 
 
 # ============================================================================ row checks
-def test_rows_are_checked_at_creation_and_only_bad_rows_fail(knm: Knm) -> None:
+def test_rows_are_checked_at_creation_and_only_bad_rows_fail(mongo_db: Database[Doc]) -> None:
+    load_kazoo(mongo_db)
+    # the first row asks for inbound CNAM on a local number: allowed only with the override
+    knm = make_knm(mongo_db, local_feature_override=True)
     job = submit(
         knm,
         "import",
@@ -427,6 +479,7 @@ def _with_features(number: str) -> Doc:
     return number_doc(
         number,
         "in_service",
+        "knm_inventory",  # billable: CNAM and E911 are allowed (not on local numbers)
         assigned_to=CHILD,
         public={
             "cnam": {"display_name": "Old", "inbound_lookup": True},
@@ -454,6 +507,9 @@ def test_update_merge_keeps_what_empty_cells_do_not_mention(knm: Knm) -> None:
     assert doc["tag"] == "blue"
     assert "prepend" not in doc
     assert doc["pvt_rev"] == 2
+    assert doc["pvt_features"]["outbound_cnam"] == {"display_name": "New"}
+    assert doc["pvt_features"]["inbound_cnam"] == {"inbound_lookup": True}
+    assert by_number(rows)[N[0]]["cnam.outbound"] == "New"
 
 
 def test_update_overwrite_replaces_the_public_fields(knm: Knm) -> None:
@@ -471,6 +527,9 @@ def test_update_overwrite_replaces_the_public_fields(knm: Knm) -> None:
     assert doc["cnam"] == {"display_name": "New"}
     assert doc["tag"] == "blue"
     assert not {"e911", "custom"} & set(doc)
+    assert doc["pvt_features"]["outbound_cnam"] == {"display_name": "New"}
+    assert "inbound_cnam" not in doc["pvt_features"]  # overwritten without inbound lookup
+    assert by_number(rows)[N[0]]["cnam.inbound"] == "false"
     assert (doc["pvt_state"], doc["pvt_assigned_to"]) == ("in_service", CHILD)  # private kept
 
 

@@ -1,0 +1,229 @@
+"""What the upstream feature providers share (``knm_telnyx_e911``, ``knm_telnyx_cnam``,
+``knm_vitelity_e911``, ``knm_vitelity_cnam``): their carrier's HTTP client, circuit breaker and
+provisioning ledger, and one way to make a change safe to retry (DECISIONS 7).
+
+A provider calls the API of the carrier it belongs to through that carrier's ``CarrierHttp``
+(the pooled client, the carrier's shared rate limit, knm's retry policy), once the carrier's
+circuit breaker lets calls through. Every change is sent with ``idempotent=False``: after an
+ambiguous failure (a timeout once the request was sent, a 500/502/504) the provider is asked,
+after a backoff, whether the change took effect (``confirm``) before it is sent again. A change
+with no such question sets an absolute state (a CNAM name, caller-ID lookup on or off), so
+sending it again is harmless. The E911 providers also record their intent in the provisioning
+ledger (module ``knm_<carrier>_e911``, actions ``activate``/``deactivate``), so a save that is
+retried, or re-run after a crash, reconciles what an earlier attempt did instead of repeating it.
+
+Failures reach the operation as KAZOO raises them: the provider's refusal (or an answer that
+cannot be read) as ``unspecified(<reason>, number)``; transient failures that outlived every
+retry, or an outcome the provider could not tell, as a retryable ``by_carrier`` fault naming the
+provider module, so the task layer re-queues the request. While the carrier's breaker is open
+nothing is sent and ``CircuitOpenError`` leaves the operation (re-queued as well).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+from carriers.base import CarrierContext
+from carriers.features import FeatureContext, FeatureProvider
+from carriers.http import (
+    AmbiguousCallError,
+    CarrierCallError,
+    CarrierHttp,
+    PermanentCallError,
+    TransientCallError,
+)
+from carriers.integration import Integration, ProviderRefusalError, UnresolvedOutcomeError
+from carriers.ledger import Action, LeaseLostError, ProvisioningLedger, Settled, Ticket
+from knm import errors
+from knm.errors import KnmError
+from knm.model import NumberState, PhoneNumber
+
+log = logging.getLogger(__name__)
+
+#: States in which a provider brings its features in line with the public fields (§1.6, §2.5).
+ACTIVE_STATES = frozenset({NumberState.RESERVED, NumberState.IN_SERVICE, NumberState.PORT_IN})
+
+#: The CNAM features (KAZOO removes the legacy ``cnam`` key on every save).
+CNAM_FEATURES = ("inbound_cnam", "outbound_cnam", "cnam")
+
+
+# ================================================================================ pure parts
+def text_value(obj: Mapping[str, Any], key: str) -> str | None:
+    """A non-empty string value (KAZOO's ``get_ne_binary_value``), else ``None``."""
+    value = obj.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def is_true(value: Any) -> bool:
+    """KAZOO's ``is_true``: ``true`` or the string ``"true"``."""
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+def wanted_object(pn: PhoneNumber, key: str) -> dict[str, Any] | None:
+    """The public ``key`` object when it is a non-empty object, else ``None`` (removed)."""
+    value = pn.public.get(key)
+    return dict(value) if isinstance(value, Mapping) and value else None
+
+
+def display_name(pn: PhoneNumber) -> str | None:
+    """The public ``cnam.display_name`` (outbound CNAM) when set."""
+    cnam = pn.public.get("cnam")
+    return text_value(cnam, "display_name") if isinstance(cnam, Mapping) else None
+
+
+def active_display_name(pn: PhoneNumber) -> str | None:
+    feature = pn.features.get("outbound_cnam")
+    return text_value(feature, "display_name") if isinstance(feature, Mapping) else None
+
+
+def inbound_lookup(pn: PhoneNumber) -> bool:
+    """Whether the public ``cnam.inbound_lookup`` asks for inbound CNAM."""
+    cnam = pn.public.get("cnam")
+    return isinstance(cnam, Mapping) and is_true(cnam.get("inbound_lookup"))
+
+
+def active_inbound_lookup(pn: PhoneNumber) -> bool:
+    feature = pn.features.get("inbound_cnam")
+    return isinstance(feature, Mapping) and is_true(feature.get("inbound_lookup"))
+
+
+def e911_caller_name(address: Mapping[str, Any], account_name: str | None) -> str:
+    """KAZOO's ``e911_caller_name``: ``caller_name``, else the assigned account's name padded
+    with spaces to at least 3 characters, else ``Valued Customer``."""
+    name = text_value(address, "caller_name")
+    if name is not None:
+        return name
+    if account_name:
+        return account_name.ljust(3)
+    return "Valued Customer"
+
+
+# ================================================================================ the base
+class UpstreamFeatureProvider(FeatureProvider):
+    """A feature provider whose features live at the number's carrier."""
+
+    #: The carrier integration whose API, HTTP client, breaker and ledger the provider uses.
+    carrier_class: ClassVar[type[Integration]]
+
+    def __init__(self, ctx: CarrierContext) -> None:
+        super().__init__(ctx)
+        self.carrier = self.carrier_class(ctx)
+
+    @property
+    def http(self) -> CarrierHttp:
+        return self.carrier.http
+
+    @property
+    def ledger(self) -> ProvisioningLedger:
+        return self.carrier.ledger
+
+    def calls_upstream(self, fctx: FeatureContext) -> bool:
+        """``dry_run`` and the carrier's ``sandbox_provisioning`` change the features only."""
+        return not fctx.dry_run and not self.carrier.config.sandbox_provisioning
+
+    # ------------------------------------------------------------------------- one change
+    def change[T](self, send: Callable[[], T], confirm: Callable[[], T | None] | None = None) -> T:
+        """``send`` one change; after an ambiguous failure, back off and ``confirm`` (the
+        provider's answer when the change took effect, ``None`` to send it again)."""
+        attempt = 0
+        uncertain = False
+        while True:
+            attempt += 1
+            try:
+                return send()
+            except AmbiguousCallError as exc:
+                uncertain = True
+                delay = self.http.policy.delay(attempt)
+                if delay is None:
+                    raise TransientCallError(
+                        self.carrier.name, f"{exc.reason} (after {attempt} attempts)", exc.kind
+                    ) from None
+                log.info("%s: %s; asking the provider before sending again", self.name, exc)
+                self.http.sleep(delay)
+                if confirm is not None and (found := self.ask(confirm)) is not None:
+                    return found
+            except PermanentCallError:
+                if uncertain and confirm is not None:
+                    try:
+                        found = confirm()  # a refusal after an ambiguous attempt: did it work?
+                    except CarrierCallError:
+                        found = None
+                    if found is not None:
+                        return found
+                raise
+
+    def ask[T](self, confirm: Callable[[], T]) -> T:
+        """The provider's answer to a reconciliation question; no answer leaves the outcome
+        unknown (never a refusal: the next attempt must ask again)."""
+        try:
+            return confirm()
+        except CarrierCallError as exc:
+            raise UnresolvedOutcomeError(
+                self.carrier.name,
+                f"cannot tell whether an earlier attempt took effect: {exc.reason}",
+            ) from None
+
+    # ------------------------------------------------------------------------- guards
+    def guarded[T](self, pn: PhoneNumber, action: Action, work: Callable[[], T]) -> T:
+        """Run ``work`` (upstream calls) past the carrier's breaker, failures as knm errors."""
+        admission = self.carrier._admit()
+        try:
+            result = work()
+        except PermanentCallError as exc:  # a refusal, an unreadable answer
+            self.carrier._failed(pn, action, exc.reason, transient=False)
+            raise errors.unspecified(exc.reason, pn.number) from None
+        except CarrierCallError as exc:  # transient failures outlived the retries, or unknown
+            self.carrier._failed(pn, action, exc.reason, transient=True)
+            raise errors.by_carrier(pn.number, exc.reason, self.name, retryable=True) from None
+        finally:
+            if admission.probe_token is not None:
+                self.carrier.coordinator.release_probe(self.carrier.name, admission.probe_token)
+        self.carrier._answered()
+        return result
+
+    def ledgered(
+        self,
+        pn: PhoneNumber,
+        action: Action,
+        fctx: FeatureContext,
+        run: Callable[[Ticket], dict[str, Any]],
+        settled: Callable[[dict[str, Any]], bool],
+    ) -> dict[str, Any]:
+        """``run`` under the ledger: intent first, then ``done`` with its result, ``failed`` on a
+        refusal, left for reconciliation when the outcome is unknown. A rerun of a request that
+        already did this (``settled`` says the recorded result still fits) sends nothing."""
+        begun = self.ledger.begin(self.name, pn.number, action, fctx.request_id)
+        if isinstance(begun, Settled):
+            if settled(begun.carrier_data):
+                return begun.carrier_data
+            # the same request asks for something else now (a job with the number twice)
+            fresh = self.ledger.begin(self.name, pn.number, action, None)
+            assert isinstance(fresh, Ticket)  # without a request id nothing is settled
+            begun = fresh
+        ticket = begun
+        try:
+            result = run(ticket)
+        except ProviderRefusalError as exc:
+            self.ledger.fail(ticket, exc.reason)
+            raise
+        except CarrierCallError as exc:  # the outcome is unknown: the next attempt reconciles
+            self.ledger.abandon(ticket, exc.reason)
+            raise
+        except KnmError as exc:
+            self.ledger.fail(ticket, str(exc))
+            raise
+        except BaseException:
+            self.ledger.abandon(ticket, "interrupted")
+            raise
+        try:
+            self.ledger.finish(ticket, result)
+        except LeaseLostError:
+            log.warning(
+                "%s %s %s: lease expired before the outcome was recorded",
+                self.name,
+                action,
+                pn.number,
+            )
+        return result
