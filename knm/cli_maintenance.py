@@ -56,7 +56,10 @@ FAILED = 1
 USAGE = 2
 
 carriers_app = typer.Typer(help="Carrier module usage and conversion.", no_args_is_help=True)
-features_app = typer.Typer(help="Feature permissions on a number.", no_args_is_help=True)
+features_app = typer.Typer(
+    help="Feature permissions: a number's, a reseller's (reseller ...), the system's (system ...).",
+    no_args_is_help=True,
+)
 allow_app = typer.Typer(help="Edit the number's allowed features.", no_args_is_help=True)
 deny_app = typer.Typer(help="Edit the number's denied features.", no_args_is_help=True)
 maintenance_app = typer.Typer(help="Repair numbers (delete, fix used_by).", no_args_is_help=True)
@@ -81,6 +84,10 @@ def register(app: typer.Typer) -> None:
     for name, group in GROUPS.items():
         if name not in names:
             app.add_typer(group, name=name)
+    from knm.cli_feature_policy import register as register_policy
+
+    if "system" not in {g.name for g in features_app.registered_groups}:
+        register_policy(features_app)
 
 
 # ================================================================================ helpers
