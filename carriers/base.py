@@ -102,13 +102,13 @@ class Carrier:
         ``request_id`` names the request (a rerun of it must not buy twice: the integrations'
         provisioning ledger uses it).
         """
-        return _each(pns, self.acquire_number)
+        return each_number(pns, self.acquire_number)
 
     def disconnect_numbers(
         self, pns: Sequence[PhoneNumber], request_id: str | None = None
     ) -> dict[str, KnmError]:
         """Disconnect a batch; returns failures by number."""
-        return _each(pns, self.disconnect_number)
+        return each_number(pns, self.disconnect_number)
 
     def check_numbers(self, numbers: Sequence[str]) -> dict[str, str]:
         """Ask the carrier for the numbers' status."""
@@ -118,7 +118,8 @@ class Carrier:
         return self.billable
 
 
-def _each(pns: Sequence[PhoneNumber], fn: Any) -> dict[str, KnmError]:
+def each_number(pns: Sequence[PhoneNumber], fn: Any) -> dict[str, KnmError]:
+    """Run ``fn`` on every number; a ``KnmError`` fails that number only."""
     failed: dict[str, KnmError] = {}
     for pn in pns:
         try:

@@ -27,7 +27,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-from carriers.base import Carrier, CarrierContext
+from carriers.base import Carrier, CarrierContext, each_number
 from carriers.coordination import Admission, coordinator_for
 from carriers.http import (
     AmbiguousCallError,
@@ -124,24 +124,12 @@ class Integration(Carrier):
     def acquire_numbers(
         self, pns: Sequence[PhoneNumber], request_id: str | None = None
     ) -> dict[str, KnmError]:
-        failed: dict[str, KnmError] = {}
-        for pn in pns:
-            try:
-                self.acquire(pn, request_id)
-            except KnmError as error:
-                failed[pn.number] = error
-        return failed
+        return each_number(pns, lambda pn: self.acquire(pn, request_id))
 
     def disconnect_numbers(
         self, pns: Sequence[PhoneNumber], request_id: str | None = None
     ) -> dict[str, KnmError]:
-        failed: dict[str, KnmError] = {}
-        for pn in pns:
-            try:
-                self.disconnect(pn, request_id)
-            except KnmError as error:
-                failed[pn.number] = error
-        return failed
+        return each_number(pns, lambda pn: self.disconnect(pn, request_id))
 
     def acquire_number(self, pn: PhoneNumber) -> None:
         self.acquire(pn, None)

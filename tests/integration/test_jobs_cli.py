@@ -183,13 +183,14 @@ def test_submit_wait_json_status_results_and_list(
     knm_cli("accounts", "create", owner, "--name", "Acme, Inc.", "--allow-additions")
     source = write_csv_file(
         tmp_path / "numbers.csv",
-        "e164,account_id,cnam.outbound,e911.street_address",
-        '+14155551000,,Acme,"140 Main St, Suite 200"',
-        "4155551001,,,",
-        "14155551002,,,",
-        "+14155551003,not-an-account,=HYPERLINK(evil),",  # a bad cell, a formula
-        "+14155551004,,,",
-        "4155551000,,,",  # a duplicate of the first row
+        # knm_inventory: billable numbers may use paid features (CNAM, E911); local ones may not
+        "e164,carrier_module,account_id,cnam.outbound,e911.street_address",
+        '+14155551000,knm_inventory,,Acme,"140 Main St, Suite 200"',
+        "4155551001,,,,",
+        "14155551002,,,,",
+        "+14155551003,,not-an-account,=HYPERLINK(evil),",  # a bad cell, a formula
+        "+14155551004,,,,",
+        "4155551000,,,,",  # a duplicate of the first row
     )
     result = knm_cli(
         "jobs",
@@ -262,7 +263,8 @@ def test_submit_wait_json_status_results_and_list(
     ]
     first = rows[0]
     assert (first["account_id"], first["account_name"]) == (owner, "Acme, Inc.")
-    assert (first["state"], first["carrier_module"]) == ("in_service", "knm_local")
+    assert (first["state"], first["carrier_module"]) == ("in_service", "knm_inventory")
+    assert first["cnam.outbound"] == "Acme"  # the CNAM feature was activated on import
     assert rows[3]["cnam.outbound"] == "'=HYPERLINK(evil)"  # escaped for spreadsheets
     assert "'+" not in content  # E.164 numbers are not
 
