@@ -482,7 +482,8 @@ def test_two_update_merge_jobs_on_the_same_numbers_lose_no_update(
     tmp_path: Path,
 ) -> None:
     numbers = _numbers(20, 1)
-    created = knm.numbers.create(numbers, Options(assign_to=RESELLER))
+    # billable numbers: CNAM may not be used on local ones (a 403)
+    created = knm.numbers.create(numbers, Options(assign_to=RESELLER, module_name="knm_inventory"))
     assert sorted(created.succeeded) == numbers, created.failed
     job_a = jobs.create_job(
         knm,
@@ -518,11 +519,15 @@ def test_two_update_merge_jobs_on_the_same_numbers_lose_no_update(
         assert doc["pvt_rev"] == 1 + 2, doc
         assert doc["pvt_request_id"] in {f"{job_a.id}:0", f"{job_b.id}:0"}
         assert doc["pvt_state"] == NumberState.IN_SERVICE
-    # Each row's listing is the number it wrote (listings show activated features only, and
-    # knm_local activates none, so the merged public fields are checked on the documents).
+        # both jobs' features were activated: nothing lost in the conflict either
+        assert doc["pvt_features"]["outbound_cnam"] == {"display_name": "Name A"}, doc
+        assert doc["pvt_features"]["ringback"] == {"early": "ring-b"}, doc
+    # Each row's listing is the number as that row wrote it
     for row in rows_a + rows_b:
         assert (row["listing"]["e164"], row["listing"]["account_id"]) == (row["number"], RESELLER)
         assert row["listing"]["state"] == "in_service"
+    assert {row["listing"]["cnam.outbound"] for row in rows_a} == {"Name A"}
+    assert {row["listing"]["ringback.early"] for row in rows_b} == {"ring-b"}
 
 
 def test_two_reserve_jobs_on_the_same_numbers_report_the_truth(
