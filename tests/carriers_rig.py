@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from pymongo.database import Database
 
+from carriers.coordination import reset_coordinators
 from carriers.http import close_clients
 from carriers.sandbox import Sandbox, SandboxClient
 from carriers.sandbox.bandwidth2 import COMPLETE_AFTER_POLLS
@@ -75,6 +76,7 @@ def sandbox_env(
         monkeypatch.setenv(key, value)
     reset_settings()
     close_clients()
+    reset_coordinators()  # no breaker state or rate slots carried over from another test
     return env
 
 
