@@ -194,6 +194,7 @@ def test_an_open_breaker_holds_its_carrier_back_without_slowing_the_others(
         # telnyx recovers: after the open period one probe goes, succeeds, the rest follow
         sandbox.reset()
         done = [rig.wait_result(r, 60.0) for r in held]
+    print(f"6 vitelity purchases behind an open telnyx breaker: {elapsed:.2f} s")
     assert elapsed < 12.0, f"6 vitelity purchases took {elapsed:.1f} s behind an open breaker"
     assert all(d.result["failed"] == {} for d in done), [d.result for d in done]
     assert sorted(sandbox.purchases("telnyx")) == sorted(telnyx)
