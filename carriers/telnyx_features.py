@@ -41,6 +41,7 @@ from carriers.telnyx import TelnyxCarrier, api_headers, api_url, number_path
 from carriers.upstream_features import (
     ACTIVE_STATES,
     CNAM_FEATURES,
+    UpstreamE911Provider,
     UpstreamFeatureProvider,
     active_display_name,
     active_inbound_lookup,
@@ -49,7 +50,6 @@ from carriers.upstream_features import (
     inbound_lookup,
     is_true,
     text_value,
-    wanted_object,
 )
 from knm.model import PhoneNumber
 
@@ -196,37 +196,17 @@ class _TelnyxFeature(UpstreamFeatureProvider):
 
 
 # ================================================================================ E911
-class TelnyxE911Provider(_TelnyxFeature):
+class TelnyxE911Provider(UpstreamE911Provider, _TelnyxFeature):
     """E911 addresses at Telnyx (feature ``e911``)."""
 
     name: ClassVar[str] = E911_NAME
-    features: ClassVar[tuple[str, ...]] = ("e911",)
 
-    def save(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
-        if pn.state not in ACTIVE_STATES:
-            self.delete(pn, fctx)
-            return
-        wanted = wanted_object(pn, "e911")
-        if wanted is None:  # removed
-            if self.calls_upstream(fctx) and address_id_of(pn) is not None:
-                self._unprovision(pn, fctx)
-            pn.remove_feature("e911")
-            return
-        if pn.features.get("e911") == wanted:
-            return
-        if self.calls_upstream(fctx):
-            self._provision(pn, wanted, fctx)
-        pn.set_feature("e911", wanted)  # the address as the user gave it, not the cleansed one
-
-    def delete(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
-        if "e911" not in pn.features:
-            return
-        if self.calls_upstream(fctx) and address_id_of(pn) is not None:
-            self._unprovision(pn, fctx)
-        pn.remove_feature("e911")
+    def held_upstream(self, pn: PhoneNumber) -> bool:
+        """Telnyx holds an address for the number while its carrier data names one."""
+        return address_id_of(pn) is not None
 
     # ------------------------------------------------------------------ set, remove
-    def _provision(self, pn: PhoneNumber, wanted: dict[str, Any], fctx: FeatureContext) -> None:
+    def provision(self, pn: PhoneNumber, wanted: dict[str, Any], fctx: FeatureContext) -> None:
         """Create the address (once), assign it, then delete the number's previous one."""
         body = address_body(wanted, fctx.account_name)
         previous = address_id_of(pn)
@@ -253,7 +233,7 @@ class TelnyxE911Provider(_TelnyxFeature):
         )
         pn.set_carrier_data({**pn.carrier_data, ADDRESS_ID: result[ADDRESS_ID]})
 
-    def _unprovision(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
+    def unprovision(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
         """Unassign the number's address, then delete it."""
         previous = address_id_of(pn)
 

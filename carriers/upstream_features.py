@@ -227,3 +227,50 @@ class UpstreamFeatureProvider(FeatureProvider):
                 pn.number,
             )
         return result
+
+
+# ================================================================================ E911
+class UpstreamE911Provider(UpstreamFeatureProvider):
+    """The E911 flow both carriers share (spec carriers.md §1.6, §2.6).
+
+    In reserved/in_service/port_in: an address the number had and no longer asks for is removed
+    upstream, an unchanged one calls nothing, a new one is provisioned and activated as the user
+    gave it; any other state (and ``delete``) removes an active address. A subclass says how to
+    ``provision`` and ``unprovision`` at its carrier and whether the carrier still holds
+    something for the number (``held_upstream``).
+    """
+
+    features: ClassVar[tuple[str, ...]] = ("e911",)
+
+    def save(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
+        if pn.state not in ACTIVE_STATES:
+            self.delete(pn, fctx)
+            return
+        wanted = wanted_object(pn, "e911")
+        if wanted is None:
+            self.removed(pn, fctx)
+            return
+        if pn.features.get("e911") == wanted:
+            return
+        if self.calls_upstream(fctx):
+            self.provision(pn, wanted, fctx)
+        pn.set_feature("e911", wanted)  # the address as the user gave it, not the cleansed one
+
+    def delete(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
+        if "e911" in pn.features:
+            self.removed(pn, fctx)
+
+    def removed(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
+        """The address is to go: remove it upstream where the carrier holds one, deactivate."""
+        if self.calls_upstream(fctx) and self.held_upstream(pn):
+            self.unprovision(pn, fctx)
+        pn.remove_feature("e911")
+
+    def held_upstream(self, pn: PhoneNumber) -> bool:
+        return True
+
+    def provision(self, pn: PhoneNumber, wanted: dict[str, Any], fctx: FeatureContext) -> None:
+        raise NotImplementedError
+
+    def unprovision(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
+        raise NotImplementedError

@@ -41,6 +41,7 @@ from carriers.numbering import to_npan
 from carriers.upstream_features import (
     ACTIVE_STATES,
     CNAM_FEATURES,
+    UpstreamE911Provider,
     UpstreamFeatureProvider,
     active_display_name,
     active_inbound_lookup,
@@ -48,7 +49,6 @@ from carriers.upstream_features import (
     e911_caller_name,
     inbound_lookup,
     text_value,
-    wanted_object,
 )
 from carriers.vitelity import (
     CREDENTIAL_PARAMS,
@@ -307,34 +307,16 @@ class _VitelityFeature(UpstreamFeatureProvider):
 
 
 # ================================================================================ E911
-class VitelityE911Provider(_VitelityFeature):
+class VitelityE911Provider(UpstreamE911Provider, _VitelityFeature):
     """E911 records at Vitelity (feature ``e911``)."""
 
     name: ClassVar[str] = E911_NAME
-    features: ClassVar[tuple[str, ...]] = ("e911",)
 
-    def save(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
-        if pn.state not in ACTIVE_STATES:
-            self.delete(pn, fctx)
-            return
-        wanted = wanted_object(pn, "e911")
-        if wanted is None:  # removed
-            self.delete(pn, fctx)
-            return
-        if pn.features.get("e911") == wanted:
-            return
-        if self.calls_upstream(fctx):
-            self._send(pn, wanted, fctx)
-        pn.set_feature("e911", wanted)
+    def held_upstream(self, pn: PhoneNumber) -> bool:
+        """Vitelity holds a record for the number while the feature is active."""
+        return "e911" in pn.features
 
-    def delete(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
-        if "e911" not in pn.features:
-            return
-        if self.calls_upstream(fctx):
-            self._remove(pn, fctx)
-        pn.remove_feature("e911")
-
-    def _send(self, pn: PhoneNumber, wanted: dict[str, Any], fctx: FeatureContext) -> None:
+    def provision(self, pn: PhoneNumber, wanted: dict[str, Any], fctx: FeatureContext) -> None:
         params = e911_params(pn.number, wanted, fctx.account_name, self.carrier.config)
         sent = public_params(params)
 
@@ -358,7 +340,7 @@ class VitelityE911Provider(_VitelityFeature):
             pn, Action.ACTIVATE, lambda: self.ledgered(pn, Action.ACTIVATE, fctx, run, settled)
         )
 
-    def _remove(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
+    def unprovision(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
         params = did_params("e911delete", pn.number, self.carrier.config)
 
         def gone() -> bool | None:

@@ -86,7 +86,11 @@ class InServiceProvider(FeatureProvider):
         if wanted is None:
             pn.remove_feature(self.key)
         elif pn.features.get(self.key) != wanted:
-            self.activate(pn, wanted, fctx)
+            self.change(pn, wanted, fctx)
+
+    def change(self, pn: PhoneNumber, wanted: Any, fctx: FeatureContext) -> None:
+        """The public value differs from the active one (KAZOO compares before anything)."""
+        self.activate(pn, wanted, fctx)
 
     def wanted(self, pn: PhoneNumber) -> Any:
         value = pn.public.get(self.key)
@@ -122,19 +126,11 @@ class RingbackProvider(InServiceProvider):
 class _EnabledProvider(InServiceProvider):
     """A feature with an ``enabled`` flag: a changed value that is not enabled removes it."""
 
-    def save(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
-        if pn.state != S.IN_SERVICE:
-            self.delete(pn, fctx)
-            return
-        wanted = self.wanted(pn)
-        if wanted is None:
-            pn.remove_feature(self.key)
-        elif pn.features.get(self.key) == wanted:
-            return  # unchanged: nothing to do (KAZOO compares before the enabled flag)
-        elif not (isinstance(wanted, Mapping) and is_true(wanted.get("enabled"))):
-            self.deactivate(pn, fctx)
-        else:
+    def change(self, pn: PhoneNumber, wanted: Any, fctx: FeatureContext) -> None:
+        if isinstance(wanted, Mapping) and is_true(wanted.get("enabled")):
             self.activate(pn, wanted, fctx)
+        else:
+            self.deactivate(pn, fctx)
 
     def deactivate(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
         pn.remove_feature(self.key)
