@@ -32,6 +32,7 @@ from knm.model import NumberState, PhoneNumber
 from knm.options import Options
 from knm.search import SearchQuery
 from knm.store import Store
+from tests import workers_rig as rig
 
 #: Copies of ../shared/fixtures/carriers (real provider answers captured by KAZOO's tests).
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "carriers"
@@ -78,6 +79,26 @@ def sandbox_env(
     close_clients()
     reset_coordinators()  # no breaker state or rate slots carried over from another test
     return env
+
+
+def sandbox_worker_env(
+    sandbox_server: Sandbox,
+    monkeypatch: pytest.MonkeyPatch,
+    broker: str,
+    mongo_url: str,
+    db_name: str,
+    data_dir: Path,
+    **extra: str,
+) -> dict[str, str]:
+    """The environment of a real worker buying from the sandbox (``FAST_HTTP`` and ``extra``
+    on top); this test process gets the same settings, so its own knm sees the same carriers."""
+    values = {**sandbox_server.env(), **FAST_HTTP, **extra}
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    reset_settings()
+    close_clients()
+    reset_coordinators()
+    return rig.worker_env(broker, mongo_url, db_name, data_dir, values)
 
 
 def knm_on(db: Database[dict[str, Any]], **overrides: Any) -> Knm:

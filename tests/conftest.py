@@ -76,6 +76,17 @@ def mongo_client(mongo_url: str) -> Iterator[pymongo.MongoClient[dict[str, Any]]
 
 
 @pytest.fixture
+def db_name(mongo_client: pymongo.MongoClient[dict[str, Any]]) -> Iterator[str]:
+    """A fresh database name for one test (for worker processes that connect by name),
+    dropped afterwards."""
+    name = f"knm_test_{uuid.uuid4().hex[:8]}"
+    try:
+        yield name
+    finally:
+        mongo_client.drop_database(name)
+
+
+@pytest.fixture
 def mongo_db(
     mongo_client: pymongo.MongoClient[dict[str, Any]],
 ) -> Iterator[Database[dict[str, Any]]]:

@@ -299,6 +299,18 @@ def wait_result(result: AsyncResult[Any], timeout_s: float = 30.0) -> AsyncResul
 
 
 # ================================================================================ redis
+def redis_db(redis_url: str, db: int) -> str:
+    """The URL of database ``db`` on the Redis server of ``redis_url``."""
+    return redis_url.rsplit("/", 1)[0] + f"/{db}"
+
+
+def empty_redis_db(redis_url: str, db: int) -> str:
+    """``redis_db``, flushed first (a test module's own broker database)."""
+    url = redis_db(redis_url, db)
+    flush_redis(url)
+    return url
+
+
 def flush_redis(url: str) -> None:
     import redis
 

@@ -10,22 +10,19 @@ import json
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from celery import Celery
-from pymongo import MongoClient
 
-from carriers.coordination import reset_coordinators
 from carriers.sandbox import Sandbox, SandboxClient
-from config.settings import Settings, reset_settings
+from config.settings import Settings
 from knm.app import Knm
 from knm.search import SearchQuery
 from tests import workers_rig as rig
-from tests.carriers_rig import FAST_HTTP
+from tests.carriers_rig import sandbox_worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -36,16 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def broker(redis_url: str) -> str:
-    return redis_url.rsplit("/", 1)[0] + f"/{BROKER_DB}"
-
-
-@pytest.fixture
-def db_name(mongo_client: MongoClient[dict[str, Any]]) -> Iterator[str]:
-    name = f"knm_test_{uuid.uuid4().hex[:8]}"
-    try:
-        yield name
-    finally:
-        mongo_client.drop_database(name)
+    return rig.redis_db(redis_url, BROKER_DB)
 
 
 def _env(
@@ -58,19 +46,19 @@ def _env(
     **extra: str,
 ) -> dict[str, str]:
     rig.flush_redis(broker)  # queues and the knm:* coordination keys
-    values = {
-        **sandbox_server.env(),
-        **FAST_HTTP,
-        "KNM_CARRIER_RETRY_BASE_S": "0.2",
-        "KNM_CARRIER_RETRY_MAX_S": "0.5",
-        **extra,
-    }
-    for key, value in values.items():
-        monkeypatch.setenv(key, value)
+    # this process coordinates through the broker's Redis too (knm status reads it)
     monkeypatch.setenv("KNM_BROKER_URL", broker)
-    reset_settings()
-    reset_coordinators()
-    return rig.worker_env(broker, mongo_url, db_name, tmp_path / "data", values)
+    return sandbox_worker_env(
+        sandbox_server,
+        monkeypatch,
+        broker,
+        mongo_url,
+        db_name,
+        tmp_path / "data",
+        KNM_CARRIER_RETRY_BASE_S="0.2",
+        KNM_CARRIER_RETRY_MAX_S="0.5",
+        **extra,
+    )
 
 
 @pytest.fixture

@@ -12,21 +12,18 @@ provider whether the number is ours (it is) instead of ordering again.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from celery import Celery
-from pymongo import MongoClient
 
 from carriers.sandbox import Sandbox, SandboxClient
-from config.settings import Settings, reset_settings
+from config.settings import Settings
 from knm.app import Knm
 from knm.search import SearchQuery
 from tests import workers_rig as rig
-from tests.carriers_rig import FAST_HTTP
+from tests.carriers_rig import sandbox_worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -38,18 +35,7 @@ MODULE = "knm_telnyx"
 
 @pytest.fixture(scope="module")
 def broker(redis_url: str) -> str:
-    url = redis_url.rsplit("/", 1)[0] + f"/{BROKER_DB}"
-    rig.flush_redis(url)
-    return url
-
-
-@pytest.fixture
-def db_name(mongo_client: MongoClient[dict[str, Any]]) -> Iterator[str]:
-    name = f"knm_test_{uuid.uuid4().hex[:8]}"
-    try:
-        yield name
-    finally:
-        mongo_client.drop_database(name)
+    return rig.empty_redis_db(redis_url, BROKER_DB)
 
 
 @pytest.fixture
@@ -61,17 +47,17 @@ def env(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> dict[str, str]:
-    extra = {
-        **sandbox_server.env(),
-        **FAST_HTTP,
-        "KNM_CARRIER_HTTP__TIMEOUT_S": "60",  # B waits for the held answer until it is killed
-        "KNM_CARRIER_HTTP__ORDER_LEASE_S": "2",
-        "KNM_BROKER_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S),
-    }
-    for key, value in extra.items():
-        monkeypatch.setenv(key, value)
-    reset_settings()
-    return rig.worker_env(broker, mongo_url, db_name, tmp_path / "data", extra)
+    return sandbox_worker_env(
+        sandbox_server,
+        monkeypatch,
+        broker,
+        mongo_url,
+        db_name,
+        tmp_path / "data",
+        KNM_CARRIER_HTTP__TIMEOUT_S="60",  # B waits for the held answer until it is killed
+        KNM_CARRIER_HTTP__ORDER_LEASE_S="2",
+        KNM_BROKER_VISIBILITY_TIMEOUT_S=str(VISIBILITY_TIMEOUT_S),
+    )
 
 
 @pytest.fixture

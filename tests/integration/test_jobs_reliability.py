@@ -32,7 +32,6 @@ import re
 import socket
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,7 +40,6 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
-from pymongo import MongoClient
 from pymongo.collection import Collection
 
 from config.settings import Settings
@@ -184,15 +182,6 @@ def broker(redis_server: rig.RedisServer) -> str:
     url = redis_server.url(BROKER_DB)
     rig.flush_redis(url)
     return url
-
-
-@pytest.fixture
-def db_name(mongo_client: MongoClient[Doc]) -> Iterator[str]:
-    name = f"knm_test_{uuid.uuid4().hex[:8]}"
-    try:
-        yield name
-    finally:
-        mongo_client.drop_database(name)
 
 
 @pytest.fixture

@@ -20,14 +20,13 @@ from typing import Any
 import pytest
 from celery import Celery
 from kombu import Connection, Exchange, Queue
-from pymongo import MongoClient
 
 from carriers.sandbox import Sandbox, SandboxClient
-from config.settings import Settings, reset_settings
+from config.settings import Settings
 from knm.app import Knm
 from knm.search import SearchQuery
 from tests import workers_rig as rig
-from tests.carriers_rig import FAST_HTTP
+from tests.carriers_rig import sandbox_worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -40,18 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def broker(redis_url: str) -> str:
-    url = redis_url.rsplit("/", 1)[0] + f"/{BROKER_DB}"
-    rig.flush_redis(url)
-    return url
-
-
-@pytest.fixture
-def db_name(mongo_client: MongoClient[dict[str, Any]]) -> Iterator[str]:
-    name = f"knm_test_{uuid.uuid4().hex[:8]}"
-    try:
-        yield name
-    finally:
-        mongo_client.drop_database(name)
+    return rig.empty_redis_db(redis_url, BROKER_DB)
 
 
 @pytest.fixture
@@ -63,17 +51,17 @@ def env(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> dict[str, str]:
-    extra = {
-        **sandbox_server.env(),
-        **FAST_HTTP,
-        "KNM_CARRIER_RETRY_BASE_S": "0.2",
-        "KNM_CARRIER_RETRY_MAX_S": "0.5",
-        "KNM_TASK_MAX_RETRIES": "2",
-    }
-    for key, value in extra.items():
-        monkeypatch.setenv(key, value)
-    reset_settings()
-    return rig.worker_env(broker, mongo_url, db_name, tmp_path / "data", extra)
+    return sandbox_worker_env(
+        sandbox_server,
+        monkeypatch,
+        broker,
+        mongo_url,
+        db_name,
+        tmp_path / "data",
+        KNM_CARRIER_RETRY_BASE_S="0.2",
+        KNM_CARRIER_RETRY_MAX_S="0.5",
+        KNM_TASK_MAX_RETRIES="2",
+    )
 
 
 @pytest.fixture

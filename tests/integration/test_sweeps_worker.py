@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -27,7 +26,6 @@ from typing import Any
 
 import pytest
 from celery import Celery
-from pymongo import MongoClient
 
 from config.settings import Settings
 from knm.app import Knm
@@ -120,19 +118,9 @@ class FreezeProxy:
 # ================================================================================ fixtures
 @pytest.fixture
 def broker(redis_url: str) -> Iterator[str]:
-    url = redis_url.rsplit("/", 1)[0] + f"/{BROKER_DB}"
-    rig.flush_redis(url)
+    url = rig.empty_redis_db(redis_url, BROKER_DB)
     yield url
     rig.flush_redis(url)  # the killed sweep's message stays unacknowledged: drop it
-
-
-@pytest.fixture
-def db_name(mongo_client: MongoClient[Doc]) -> Iterator[str]:
-    name = f"knm_test_{uuid.uuid4().hex[:8]}"
-    try:
-        yield name
-    finally:
-        mongo_client.drop_database(name)
 
 
 @pytest.fixture

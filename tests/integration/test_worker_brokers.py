@@ -83,9 +83,7 @@ def amqp_url() -> str:
 
 @pytest.fixture(scope="module")
 def redis_broker(redis_url: str) -> str:
-    url = redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
-    rig.flush_redis(url)
-    return url
+    return rig.empty_redis_db(redis_url, REDIS_DB)
 
 
 def _run_sequence(

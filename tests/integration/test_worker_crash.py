@@ -30,7 +30,6 @@ import signal
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,6 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
-from pymongo import MongoClient
 
 from config.settings import Settings
 from knm.app import Knm
@@ -135,18 +133,7 @@ class FreezeProxy:
 # ================================================================================ fixtures
 @pytest.fixture(scope="module")
 def broker(redis_url: str) -> str:
-    url = redis_url.rsplit("/", 1)[0] + f"/{BROKER_DB}"
-    rig.flush_redis(url)
-    return url
-
-
-@pytest.fixture
-def db_name(mongo_client: MongoClient[Doc]) -> Iterator[str]:
-    name = f"knm_test_{uuid.uuid4().hex[:8]}"
-    try:
-        yield name
-    finally:
-        mongo_client.drop_database(name)
+    return rig.empty_redis_db(redis_url, BROKER_DB)
 
 
 @pytest.fixture

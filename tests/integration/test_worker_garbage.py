@@ -132,9 +132,7 @@ def _db_name() -> str:
 # ================================================================================ fixtures
 @pytest.fixture(scope="module")
 def broker(redis_url: str) -> str:
-    url = redis_url.rsplit("/", 1)[0] + f"/{BROKER_DB}"
-    rig.flush_redis(url)
-    return url
+    return rig.empty_redis_db(redis_url, BROKER_DB)
 
 
 @pytest.fixture(scope="module")
@@ -274,7 +272,7 @@ def test_a_poison_message_does_not_stop_the_worker(
     tmp_path: Path,
 ) -> None:
     changes, what_happens = POISON[case]
-    poison_broker = redis_url.rsplit("/", 1)[0] + f"/{POISON_DB}"
+    poison_broker = rig.redis_db(redis_url, POISON_DB)
     rig.flush_redis(poison_broker)
     name = _db_name()
     env = rig.worker_env(poison_broker, mongo_url, name, tmp_path / "worker-data")

@@ -19,13 +19,11 @@ persistence that is data loss by configuration, not something a worker can fix.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pymongo import MongoClient
 
 from config.settings import Settings
 from knm.app import Knm
@@ -47,15 +45,6 @@ def redis_server(tmp_path: Path) -> Iterator[rig.RedisServer]:
         yield server
     finally:
         server.kill()
-
-
-@pytest.fixture
-def db_name(mongo_client: MongoClient[Doc]) -> Iterator[str]:
-    name = f"knm_test_{uuid.uuid4().hex[:8]}"
-    try:
-        yield name
-    finally:
-        mongo_client.drop_database(name)
 
 
 @pytest.fixture

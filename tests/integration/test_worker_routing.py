@@ -34,9 +34,7 @@ LOCAL = "+13125550170"
 
 @pytest.fixture(scope="module")
 def broker(redis_url: str) -> str:
-    url = redis_url.rsplit("/", 1)[0] + f"/{BROKER_DB}"
-    rig.flush_redis(url)
-    return url
+    return rig.empty_redis_db(redis_url, BROKER_DB)
 
 
 @pytest.fixture
