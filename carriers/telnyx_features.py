@@ -39,15 +39,10 @@ from carriers.integration import MalformedAnswerError, ProviderRefusalError
 from carriers.ledger import Action, Ticket
 from carriers.telnyx import TelnyxCarrier, api_headers, api_url, number_path
 from carriers.upstream_features import (
-    ACTIVE_STATES,
-    CNAM_FEATURES,
+    UpstreamCnamProvider,
     UpstreamE911Provider,
     UpstreamFeatureProvider,
-    active_display_name,
-    active_inbound_lookup,
-    display_name,
     e911_caller_name,
-    inbound_lookup,
     is_true,
     text_value,
 )
@@ -358,57 +353,28 @@ class TelnyxE911Provider(UpstreamE911Provider, _TelnyxFeature):
 
 
 # ================================================================================ CNAM
-class TelnyxCnamProvider(_TelnyxFeature):
+class TelnyxCnamProvider(UpstreamCnamProvider, _TelnyxFeature):
     """Outbound CNAM listing and inbound caller-ID name lookup at Telnyx."""
 
     name: ClassVar[str] = CNAM_NAME
-    features: ClassVar[tuple[str, ...]] = CNAM_FEATURES
 
-    def save(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
-        if pn.state not in ACTIVE_STATES:
-            return
-        self._outbound(pn, fctx)
-        self._inbound(pn, fctx)
-        pn.remove_feature("cnam")  # the legacy aggregate key
+    def lookup_on_upstream(self, pn: PhoneNumber) -> bool:
+        """A Telnyx CNAM listing switches caller-ID name on too (``enable_caller_id_name``)."""
+        return "inbound_cnam" in pn.features or "outbound_cnam" in pn.features
 
-    def delete(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
-        """Disable caller-ID name upstream (when a CNAM feature is active), then remove them."""
-        active = "inbound_cnam" in pn.features or "outbound_cnam" in pn.features
-        if active and self.calls_upstream(fctx):
-            self._set_lookup(pn, False, Action.DEACTIVATE)
-        for key in self.features:
-            pn.remove_feature(key)
+    def send_display_name(self, pn: PhoneNumber, name: str) -> None:
+        body = {"cnam_listing_details": name, "enable_caller_id_name": True}
+        self.guarded(
+            pn,
+            Action.ACTIVATE,
+            lambda: self.change(
+                lambda: self._update_number(pn, body, "cnam_listing_details"),
+                lambda: self._number_has(pn, "cnam_listing_details", name),
+            ),
+        )
 
-    def _outbound(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
-        name = display_name(pn)
-        if name is None:
-            pn.remove_feature("outbound_cnam")  # no call upstream (KAZOO)
-            return
-        if name == active_display_name(pn):
-            return
-        if self.calls_upstream(fctx):
-            body = {"cnam_listing_details": name, "enable_caller_id_name": True}
-            self.guarded(
-                pn,
-                Action.ACTIVATE,
-                lambda: self.change(
-                    lambda: self._update_number(pn, body, "cnam_listing_details"),
-                    lambda: self._number_has(pn, "cnam_listing_details", name),
-                ),
-            )
-        pn.set_feature("outbound_cnam", {"display_name": name})
-        log.info("cnam_request: %s outbound CNAM %r (by %s)", pn.number, name, fctx.auth_by)
-
-    def _inbound(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
-        wanted = inbound_lookup(pn)
-        if wanted == active_inbound_lookup(pn):
-            return
-        if self.calls_upstream(fctx):
-            self._set_lookup(pn, wanted, Action.ACTIVATE if wanted else Action.DEACTIVATE)
-        if wanted:
-            pn.set_feature("inbound_cnam", {"inbound_lookup": True})
-        else:
-            pn.remove_feature("inbound_cnam")
+    def send_lookup(self, pn: PhoneNumber, enable: bool) -> None:
+        self._set_lookup(pn, enable, Action.ACTIVATE if enable else Action.DEACTIVATE)
 
     def _set_lookup(self, pn: PhoneNumber, enable: bool, action: Action) -> None:
         body = {"enable_caller_id_name": enable}

@@ -274,3 +274,64 @@ class UpstreamE911Provider(UpstreamFeatureProvider):
 
     def unprovision(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
         raise NotImplementedError
+
+
+# ================================================================================ CNAM
+class UpstreamCnamProvider(UpstreamFeatureProvider):
+    """The CNAM flow both carriers share (spec carriers.md §1.7, §2.5).
+
+    In reserved/in_service/port_in: outbound first (a removed display name is deactivated with
+    no upstream call, an unchanged one calls nothing, a new one is sent then activated), then
+    inbound lookup (sent and activated or deactivated when it changes), and the legacy ``cnam``
+    key always goes; other states: nothing. ``delete`` turns the lookup off upstream where the
+    carrier has it on, then removes every CNAM feature. A subclass says how to send a display
+    name and a lookup switch.
+    """
+
+    features: ClassVar[tuple[str, ...]] = CNAM_FEATURES
+
+    def save(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
+        if pn.state not in ACTIVE_STATES:
+            return
+        self._outbound(pn, fctx)
+        self._inbound(pn, fctx)
+        pn.remove_feature("cnam")  # the legacy aggregate key (spec knm-core §8.2)
+
+    def delete(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
+        if self.lookup_on_upstream(pn) and self.calls_upstream(fctx):
+            self.send_lookup(pn, False)
+        for key in self.features:
+            pn.remove_feature(key)
+
+    def _outbound(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
+        name = display_name(pn)
+        if name is None:
+            pn.remove_feature("outbound_cnam")  # no call upstream (KAZOO)
+            return
+        if name == active_display_name(pn):
+            return
+        if self.calls_upstream(fctx):
+            self.send_display_name(pn, name)
+        pn.set_feature("outbound_cnam", {"display_name": name})
+        log.info("cnam_request: %s outbound CNAM %r (by %s)", pn.number, name, fctx.auth_by)
+
+    def _inbound(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
+        wanted = inbound_lookup(pn)
+        if wanted == active_inbound_lookup(pn):
+            return
+        if self.calls_upstream(fctx):
+            self.send_lookup(pn, wanted)
+        if wanted:
+            pn.set_feature("inbound_cnam", {"inbound_lookup": True})
+        else:
+            pn.remove_feature("inbound_cnam")
+
+    def lookup_on_upstream(self, pn: PhoneNumber) -> bool:
+        """Whether the carrier has caller-ID name lookup on for the number (delete turns it off)."""
+        return "inbound_cnam" in pn.features
+
+    def send_display_name(self, pn: PhoneNumber, name: str) -> None:
+        raise NotImplementedError
+
+    def send_lookup(self, pn: PhoneNumber, enable: bool) -> None:
+        raise NotImplementedError

@@ -39,15 +39,10 @@ from carriers.integration import MalformedAnswerError, ProviderRefusalError
 from carriers.ledger import Action, Ticket
 from carriers.numbering import to_npan
 from carriers.upstream_features import (
-    ACTIVE_STATES,
-    CNAM_FEATURES,
+    UpstreamCnamProvider,
     UpstreamE911Provider,
     UpstreamFeatureProvider,
-    active_display_name,
-    active_inbound_lookup,
-    display_name,
     e911_caller_name,
-    inbound_lookup,
     text_value,
 )
 from carriers.vitelity import (
@@ -367,61 +362,29 @@ class VitelityE911Provider(UpstreamE911Provider, _VitelityFeature):
 
 
 # ================================================================================ CNAM
-class VitelityCnamProvider(_VitelityFeature):
+class VitelityCnamProvider(UpstreamCnamProvider, _VitelityFeature):
     """Outbound CNAM (LIDB) and inbound CNAM lookup at Vitelity."""
 
     name: ClassVar[str] = CNAM_NAME
-    features: ClassVar[tuple[str, ...]] = CNAM_FEATURES
 
-    def save(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
-        if pn.state not in ACTIVE_STATES:
-            return
-        self._outbound(pn, fctx)
-        self._inbound(pn, fctx)
-        pn.remove_feature("cnam")  # the legacy aggregate key (spec knm-core §8.2)
+    def send_display_name(self, pn: PhoneNumber, name: str) -> None:
+        params = lidb_params(pn.number, name, self.carrier.config)
+        self.guarded(
+            pn,
+            Action.ACTIVATE,
+            lambda: self.change(lambda: self._post(params, "invalid_resp_format", check_lidb)),
+        )
 
-    def delete(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
-        if "inbound_cnam" in pn.features and self.calls_upstream(fctx):
+    def send_lookup(self, pn: PhoneNumber, enable: bool) -> None:
+        if not enable:
             self._disable(pn)
-        for key in self.features:
-            pn.remove_feature(key)
-
-    def _outbound(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
-        name = display_name(pn)
-        if name is None:
-            pn.remove_feature("outbound_cnam")  # no call upstream (KAZOO)
             return
-        if name == active_display_name(pn):
-            return
-        if self.calls_upstream(fctx):
-            params = lidb_params(pn.number, name, self.carrier.config)
-            self.guarded(
-                pn,
-                Action.ACTIVATE,
-                lambda: self.change(lambda: self._post(params, "invalid_resp_format", check_lidb)),
-            )
-        pn.set_feature("outbound_cnam", {"display_name": name})
-        log.info("cnam_request: %s outbound CNAM %r (by %s)", pn.number, name, fctx.auth_by)
-
-    def _inbound(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
-        wanted = inbound_lookup(pn)
-        if wanted == active_inbound_lookup(pn):
-            return
-        if wanted:
-            if self.calls_upstream(fctx):
-                params = cnam_params(pn.number, True, self.carrier.config)
-                self.guarded(
-                    pn,
-                    Action.ACTIVATE,
-                    lambda: self.change(
-                        lambda: self._post(params, "invalid_resp_server", check_ok)
-                    ),
-                )
-            pn.set_feature("inbound_cnam", {"inbound_lookup": True})
-            return
-        if self.calls_upstream(fctx):
-            self._disable(pn)
-        pn.remove_feature("inbound_cnam")
+        params = cnam_params(pn.number, True, self.carrier.config)
+        self.guarded(
+            pn,
+            Action.ACTIVATE,
+            lambda: self.change(lambda: self._post(params, "invalid_resp_server", check_ok)),
+        )
 
     def _disable(self, pn: PhoneNumber) -> None:
         """``cnamdisable``; its answer is ignored (KAZOO), transient failures are not."""
