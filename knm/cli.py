@@ -442,6 +442,31 @@ def _broker_url(settings: Settings) -> str:
     return f"the embedded broker in {settings.data_dir}"
 
 
+def _run_request(
+    op: Operation,
+    request: NumbersRequest,
+    dry_run: bool,
+    *,
+    via_broker: bool,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Run a ``knm numbers`` request in process or through the broker, show it, exit 1 if a
+    number failed."""
+    if via_broker:
+        from knm import producer
+
+        settings = _settings()
+        with _broker_guard(settings):
+            result = producer.call(op, request, timeout, app=_producer_app(settings))
+    else:
+        with _open() as knm:
+            result = requests.execute(knm, op, request)
+    _show_result(result, as_json, f"numbers {op.value}" + (" (dry run)" if dry_run else ""))
+    if result.get("failed"):
+        raise typer.Exit(FAILED)
+
+
 def _number_command(op: Operation) -> Callable[..., None]:
     def command(
         numbers: Annotated[
@@ -499,19 +524,7 @@ def _number_command(op: Operation) -> Callable[..., None]:
             _usage(_validation_message(exc))
         except InvalidRequestError as exc:
             _usage(str(exc))
-        if via_broker:
-            from knm import producer
-
-            settings = _settings()
-            with _broker_guard(settings):
-                result = producer.call(op, request, timeout, app=_producer_app(settings))
-        else:
-            with _open() as knm:
-                result = requests.execute(knm, op, request)
-        title = f"numbers {op.value}" + (" (dry run)" if dry_run else "")
-        _show_result(result, as_json, title)
-        if result.get("failed"):
-            raise typer.Exit(FAILED)
+        _run_request(op, request, dry_run, via_broker=via_broker, timeout=timeout, as_json=as_json)
 
     command.__name__ = f"numbers_{op.value}"
     command.__doc__ = _NUMBER_HELP[op]
@@ -588,18 +601,9 @@ def numbers_update(
         _usage(_validation_message(exc))
     except InvalidRequestError as exc:
         _usage(str(exc))
-    if via_broker:
-        from knm import producer
-
-        settings = _settings()
-        with _broker_guard(settings):
-            result = producer.call(Operation.UPDATE, request, timeout, app=_producer_app(settings))
-    else:
-        with _open() as knm:
-            result = requests.execute(knm, Operation.UPDATE, request)
-    _show_result(result, as_json, "numbers update" + (" (dry run)" if dry_run else ""))
-    if result.get("failed"):
-        raise typer.Exit(FAILED)
+    _run_request(
+        Operation.UPDATE, request, dry_run, via_broker=via_broker, timeout=timeout, as_json=as_json
+    )
 
 
 # ================================================================================ search
