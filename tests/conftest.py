@@ -3,7 +3,8 @@
 - ``mongo_url``: ``KNM_TEST_MONGODB_URL`` when set (a real MongoDB), otherwise a mongoeco wire
   server (in-memory engine) started for the session on a free loopback port.
 - ``mongo_client`` / ``mongo_db``: a pymongo client for the session, a fresh database per test.
-- ``redis_url``: ``KNM_TEST_REDIS_URL`` or the machine's Redis (db 15), started if it is down.
+- ``redis_url``: ``KNM_TEST_REDIS_URL``, or else a private ``redis-server`` on a free port started
+  for the run (the machine's own Redis is never touched).
 - every test gets fresh settings and its own ``KNM_DATA_DIR``.
 """
 
@@ -11,13 +12,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import pymongo
 import pytest
@@ -28,8 +27,6 @@ from knm import embedded
 from knm.embedded import WireServerThread as _WireServerThread
 
 pytest_plugins = ["tests.carriers_rig"]
-
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
 def _wait_ping(url: str, timeout_s: float) -> bool:
@@ -98,45 +95,37 @@ def mongo_db(
         mongo_client.drop_database(name)
 
 
-def _redis_ping(url: str) -> bool:
-    import redis
-
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except redis.RedisError:
-        return False
-
-
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    """URL of a Redis that answers; starts the local ``redis-server`` if it is down."""
-    url = os.environ.get("KNM_TEST_REDIS_URL", DEFAULT_REDIS_URL)
-    if _redis_ping(url):
-        return url
-    parsed = urlparse(url)
-    host, port = parsed.hostname or "127.0.0.1", parsed.port or 6379
-    server = shutil.which("redis-server")
-    if host not in {"127.0.0.1", "localhost", "::1"} or server is None:
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of the Redis the tests use (database 15 of it).
+
+    ``KNM_TEST_REDIS_URL`` when set (the tests then use only databases that are empty when they
+    first need them, and empty them again at the end); otherwise a private ``redis-server`` on a
+    free loopback port, started for this run and stopped after it. A developer's own Redis on
+    6379 is never touched.
+    """
+    from tests import workers_rig as rig
+
+    external = os.environ.get("KNM_TEST_REDIS_URL")
+    if external:
+        if not rig.redis_ping(external):
+            pytest.fail(f"KNM_TEST_REDIS_URL={external} does not answer PING")
+        try:
+            yield external
+        finally:
+            rig.release_claimed_databases()
+        return
+    if shutil.which("redis-server") is None:
         pytest.fail(
-            f"Redis at {url} does not answer and cannot be started here "
-            f"(host {host}, redis-server {'found' if server else 'not on PATH'}); "
-            "start Redis or set KNM_TEST_REDIS_URL"
+            "redis-server is not on PATH: the tests start a private Redis "
+            "(install redis-server, or set KNM_TEST_REDIS_URL to a Redis they may use)"
         )
-    cmd = [server, "--port", str(port), "--save", "", "--appendonly", "no", "--daemonize", "yes"]
-    started = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
-    deadline = time.monotonic() + 10.0
-    while time.monotonic() < deadline:
-        if _redis_ping(url):
-            return url
-        time.sleep(0.1)
-    pytest.fail(
-        f"Redis at {url} does not answer, even after `{' '.join(cmd)}` "
-        f"(exit {started.returncode}): {(started.stderr or started.stdout).strip()}"
-    )
+    server = rig.RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server.url(15)
+    finally:
+        server.kill()
 
 
 @pytest.fixture(autouse=True)

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeoutError
@@ -311,14 +312,51 @@ def empty_redis_db(redis_url: str, db: int) -> str:
     return url
 
 
+#: Redis servers this test run started itself (``host:port``): every database on them is ours.
+OWNED_SERVERS: set[str] = set()
+#: Databases of a Redis we did not start (``KNM_TEST_REDIS_URL``) that were empty when a test
+#: first used them, so what they hold now is the tests' own.
+CLAIMED_DATABASES: set[str] = set()
+
+
+def _server_and_db(url: str) -> tuple[str, str]:
+    parsed = urlparse(url)
+    server = f"{parsed.hostname or '127.0.0.1'}:{parsed.port or 6379}"
+    return server, f"{server}/{(parsed.path or '/0').lstrip('/') or '0'}"
+
+
 def flush_redis(url: str) -> None:
+    """Empty a Redis database the tests own, and never one they do not.
+
+    On a server the rig started, every database is the tests'. On a developer's Redis
+    (``KNM_TEST_REDIS_URL``) a database is the tests' only if it was empty when first used: a
+    database holding anything else fails the test instead of being flushed.
+    """
     import redis
 
+    server, database = _server_and_db(url)
     client = redis.Redis.from_url(url)
     try:
-        client.flushdb()
+        if server in OWNED_SERVERS or database in CLAIMED_DATABASES:
+            client.flushdb()
+            return
+        held = int(client.dbsize())
+        if held:
+            raise AssertionError(
+                f"Redis database {database} holds {held} keys the tests did not write; "
+                "they never flush a database they did not create. Point KNM_TEST_REDIS_URL at "
+                "a Redis whose databases are empty, or unset it (the rig starts its own)."
+            )
+        CLAIMED_DATABASES.add(database)
     finally:
         client.close()
+
+
+def release_claimed_databases() -> None:
+    """At the end of a run, empty the developer's databases the tests claimed (they were empty)."""
+    for database in sorted(CLAIMED_DATABASES):
+        flush_redis(f"redis://{database}")
+    CLAIMED_DATABASES.clear()
 
 
 def redis_ping(url: str) -> bool:
@@ -369,6 +407,7 @@ class RedisServer:
         ]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         log.close()
+        OWNED_SERVERS.add(f"127.0.0.1:{self.port}")
         wait_until(lambda: redis_ping(self.url()), 10.0, 0.05, f"redis-server on {self.port}")
 
     def shutdown(self) -> None:

@@ -14,10 +14,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import pytest
-import redis
 from pymongo.database import Database
 
 from carriers.coordination import (
@@ -33,6 +31,7 @@ from config.settings import Settings, reset_settings
 from knm.app import Knm
 from knm.options import Options
 from knm.search import SearchQuery
+from tests import workers_rig as rig
 from tests.carriers_rig import knm_on
 
 pytestmark = pytest.mark.integration
@@ -47,11 +46,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def coord_url(redis_url: str) -> Iterator[str]:
-    parsed = urlparse(redis_url)
-    url = f"redis://{parsed.hostname or '127.0.0.1'}:{parsed.port or 6379}/{DB}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
+    url = rig.empty_redis_db(redis_url, DB)
     reset_coordinators()
     try:
         yield url

@@ -29,6 +29,7 @@ from config.settings import Settings
 from knm import embedded, producer
 from knm.cli import app
 from knm.requests import NumbersRequest, Operation
+from tests import workers_rig as rig
 
 pytestmark = pytest.mark.integration
 
@@ -50,13 +51,7 @@ Run = Callable[..., Result]
 @pytest.fixture
 def broker_url(redis_url: str) -> str:
     """This module's Redis database, empty."""
-    url = f"{redis_url.rsplit('/', 1)[0]}/{BROKER_DB}"
-    client = redis.Redis.from_url(url)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
-    return url
+    return rig.empty_redis_db(redis_url, BROKER_DB)
 
 
 @pytest.fixture

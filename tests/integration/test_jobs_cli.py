@@ -33,6 +33,7 @@ from typer.testing import CliRunner, Result
 from knm import embedded
 from knm.cli import app
 from knm.jobs import RESULT_HEADER
+from tests import workers_rig as rig
 
 pytestmark = pytest.mark.integration
 
@@ -52,13 +53,7 @@ def _clean_env() -> dict[str, str]:
 
 
 def _redis_db(redis_url: str, db: int) -> str:
-    url = f"{redis_url.rsplit('/', 1)[0]}/{db}"
-    client = redis.Redis.from_url(url)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
-    return url
+    return rig.empty_redis_db(redis_url, db)
 
 
 def _runner(env: dict[str, str | None]) -> Run:
