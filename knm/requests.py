@@ -176,13 +176,11 @@ def request_key(request_id: str, op: Operation, request: NumbersRequest) -> str:
     return f"{request_id}/{request_scope(op, request)}"
 
 
-def carrier_refusal(
-    knm: Knm, request: NumbersRequest, accounts: AccountDirectory | None = None
-) -> KnmError | None:
+def carrier_refusal(knm: Knm, request: NumbersRequest) -> KnmError | None:
     """Refuse a request naming a carrier module: unknown (400), or not the requester's to name.
 
-    Checked before any number is read, stored or published. ``accounts`` may already hold the
-    requester; otherwise it is read (one query, only when a module is named).
+    Checked before any number is read, stored or published; the requester's account is read
+    (one query) only when a module is named.
     """
     module = request.carrier_module
     if module is None:
@@ -190,8 +188,7 @@ def carrier_refusal(
     if (unknown := unknown_carrier(knm.numbers.carriers, request)) is not None:
         return unknown
     auth_by = request.auth_by
-    if accounts is None:
-        accounts = AccountDirectory(knm.store.find_accounts({auth_by} - {SYSTEM}))
+    accounts = AccountDirectory(knm.store.find_accounts({auth_by} - {SYSTEM}))
     if accounts.may_choose_carrier(auth_by):
         return None
     return errors.unauthorized(

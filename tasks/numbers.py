@@ -85,8 +85,10 @@ def _route(
     if (refusal := requests.carrier_refusal(knm, request)) is not None:
         return _refused(knm, request, refusal)
     recorded = knm.outcomes.for_request(request_id) if request_id else []
-    if request_id and (conflict := _claim(knm, op, request, request_id, recorded)) is not None:
-        return _refused(knm, request, errors.request_id_conflict(conflict))
+    if request_id:
+        conflict = _claim(knm, op, request, request_id, recorded, new=not recorded)
+        if conflict is not None:
+            return _refused(knm, request, errors.request_id_conflict(conflict))
     done = {number for part in recorded for number in part.get("numbers", [])}
     previous = requests.merge_results([p["result"] for p in recorded]) if recorded else None
     remaining = [n for n in request.numbers if n not in done]
@@ -192,6 +194,8 @@ def _claim(
     request: NumbersRequest,
     request_id: str,
     recorded: list[dict[str, Any]],
+    *,
+    new: bool = False,
 ) -> str | None:
     """Claim ``request_id`` for this request; the cause of a conflict when it is another's."""
     scope = requests.request_scope(op, request)
@@ -202,6 +206,7 @@ def _claim(
         operation=op.value,
         numbers=request.numbers,
         record=not request.dry_run,
+        new=new,
     )
     return conflict or other_scope(recorded, request_id, scope)
 

@@ -368,17 +368,19 @@ def test_a_request_id_belongs_to_its_first_request(knm: Knm) -> None:
     assert _key(knm, Operation.ACTIVATE, dry, "k-1") is None
     owner = "request_id 'k-1' belongs to"
     other = NumbersRequest(numbers=[N1, N2], account=CHILD, auth_by=SIBLING)
-    assert _key(knm, Operation.ACTIVATE, other, "k-1") == f"{owner} a request of another requester"
-    assert _key(knm, Operation.RELEASE, first, "k-1") == f"{owner} a activate request, not release"
+    assert _key(knm, Operation.ACTIVATE, other, "k-1") == f"{owner} another requester's request"
+    assert (
+        _key(knm, Operation.RELEASE, first, "k-1")
+        == f"{owner} a request to activate, not to release"
+    )
     moved = NumbersRequest(numbers=[N1], account=ACCOUNT_4, auth_by=RESELLER)
     assert (
         _key(knm, Operation.ACTIVATE, moved, "k-1")
-        == f"{owner} a activate request with other options"
+        == f"{owner} a request to activate with other options"
     )
     more = first.for_numbers([N1, N3])
     assert (
-        _key(knm, Operation.ACTIVATE, more, "k-1")
-        == f"{owner} a activate request for other numbers"
+        _key(knm, Operation.ACTIVATE, more, "k-1") == f"{owner} a request to activate other numbers"
     )
     # a dry run claims nothing: the id stays free for the real request
     assert _key(knm, Operation.RELEASE, first.model_copy(update={"dry_run": True}), "k-2") is None

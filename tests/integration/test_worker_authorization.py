@@ -282,33 +282,33 @@ def test_another_account_reusing_a_request_id_gets_409_and_nothing_changes(
         (
             "knm.numbers.release",
             {"numbers": [N1], "auth_by": SIBLING},
-            "a request of another requester",
+            "another requester's request",
         ),
         (
             "knm.numbers.activate",
             {"numbers": [N1], "account": SIBLING, "auth_by": SIBLING},
-            "a request of another requester",
+            "another requester's request",
         ),
         (
             "knm.numbers.activate",
             {**first_kwargs, "auth_by": SIBLING},
-            "a request of another requester",
+            "another requester's request",
         ),
         # the same requester: another operation, other options, other numbers
         (
             "knm.numbers.release",
             {"numbers": [N1], "auth_by": RESELLER},
-            "a activate request, not release",
+            "a request to activate, not to release",
         ),
         (
             "knm.numbers.activate",
             {**first_kwargs, "account": ACCOUNT_4},
-            "a activate request with other options",
+            "a request to activate with other options",
         ),
         (
             "knm.numbers.activate",
             {**first_kwargs, "numbers": [N2]},
-            "a activate request for other numbers",
+            "a request to activate other numbers",
         ),
     ]
     for name, kwargs, cause in attempts:
@@ -342,7 +342,7 @@ def test_a_share_sent_straight_to_a_carrier_queue_with_another_requesters_id_get
     assert result.result == {
         "succeeded": {},
         "failed": {
-            N1: conflict(f"request_id '{request_id}' belongs to a request of another requester")
+            N1: conflict(f"request_id '{request_id}' belongs to another requester's request")
         },
     }
     assert knm.store.numbers.find_one({"_id": N1}) == after
