@@ -607,7 +607,7 @@ def run_listing(knm: Knm, job: Job) -> ChunkReport:
 
 def _refuse_listing(store: JobStore, job: Job, refusal: KnmError) -> ChunkReport:
     """A listing the requester may not run: one failed row saying why, and no number."""
-    with contextlib.suppress(BulkWriteError, DuplicateKeyError):  # a rerun wrote it already
+    with contextlib.suppress(DuplicateKeyError):  # a rerun wrote it already
         store.rows.insert_one(
             {
                 "_id": f"{job.id}:{1:09d}",

@@ -170,8 +170,8 @@ def request_key(request_id: str, op: Operation, request: NumbersRequest) -> str:
 
     ``<request_id>/<scope>``: another requester or operation reusing the id gets another key,
     so it never finds numbers the first request wrote as its own. No caller can send a key
-    like it (``/`` is not allowed in a request id), nor one of a CSV job's chunk keys
-    (``<job id>:<chunk>``), which have no ``/``.
+    like it (``/`` is not allowed in a request id), and it never equals a CSV chunk's key
+    (``<job id>:<chunk>``, no ``/``), even when the request id spells one.
     """
     return f"{request_id}/{request_scope(op, request)}"
 
