@@ -21,7 +21,8 @@ from carriers.telnyx import TelnyxCarrier
 from carriers.vitelity import VitelityCarrier
 from carriers.voip_innovations import VoipInnovationsCarrier
 
-#: Every module name KAZOO knows (spec §3.2): validates CSV cells and carrier conversions.
+#: Every module name KAZOO knows. Only registered modules (``_BUILTIN``) may be named by a
+#: request, a CSV cell or a conversion: the others have no carrier and no queue consumer.
 ALL_MODULES: Final[tuple[str, ...]] = (
     "knm_bandwidth2",
     "knm_bandwidth",

@@ -183,6 +183,32 @@ class AccountDirectory:
             return False
         return self.is_ancestor_or_self(auth_by, owner)
 
+    def refusal(self, pn: PhoneNumber, auth_by: str | None, assign_to: str | None) -> str:
+        """Why ``is_authorized`` says no, naming the account relation it wanted."""
+        owner = pn.assigned_to if pn.assigned_to is not None else assign_to
+        if auth_by is None:
+            return "the requester is unknown"
+        if owner is None:
+            return (
+                f"number {pn.number} is assigned to no account: only system or a superduper "
+                "admin may do this"
+            )
+        return (
+            f"account '{auth_by}' is not '{owner}' or one of its ancestors "
+            "(nor system or a superduper admin)"
+        )
+
+    def visibility_refusal(self, pn: PhoneNumber, auth_by: str | None) -> str:
+        """Why ``is_visible`` says no (the number is not available, so the relation counts)."""
+        state = pn.state.value if pn.state is not None else "(no state)"
+        if auth_by is None:
+            return f"number {pn.number} is {state} and the requester is unknown"
+        owner = pn.assigned_to or "(nobody)"
+        return (
+            f"number {pn.number} is {state} and account '{auth_by}' is not its account "
+            f"'{owner}' or one of its ancestors (nor system or a superduper admin)"
+        )
+
     def is_reserved_from_parent(self, pn: PhoneNumber, auth_by: str | None) -> bool:
         """A descendant may take a number its ancestor (or a superduper admin) reserved."""
         if pn.state != NumberState.RESERVED or pn.assigned_to is None:
@@ -212,6 +238,24 @@ class AccountDirectory:
         if account is not None and account.allow_additions:
             return ADDITIONS_CREATION_STATES
         return ()
+
+    def may_choose_carrier(self, auth_by: str | None) -> bool:
+        """Only ``system`` or a superduper admin names the carrier module of a number.
+
+        The module decides which provider knm believes owns the number (and which one a release
+        calls), so an account naming one could claim a provider's number it never bought.
+        """
+        return self.is_admin(auth_by)
+
+    def may_read_account(self, auth_by: str | None, account_id: str) -> bool:
+        """May ``auth_by`` read what belongs to ``account_id`` (its numbers, its jobs)?
+
+        The relation of ``numbers get``: ``system``, a superduper admin, the account itself or
+        one of its ancestors; a sibling or a descendant may not.
+        """
+        if auth_by is None:
+            return False
+        return self.is_admin(auth_by) or self.is_ancestor_or_self(auth_by, account_id)
 
     def reseller_of(self, account_id: str | None) -> str | None:
         """The account's reseller id (itself when it has none recorded)."""

@@ -17,7 +17,7 @@ from config.settings import Settings, get_settings
 from knm.accounts import Account, AccountDirectory, bad_account_id, is_account_id
 from knm.dead_letters import DeadLetterStore
 from knm.operations import NumberManager
-from knm.outcomes import OutcomeStore
+from knm.outcomes import OutcomeStore, RequestKeys
 from knm.search import Searcher, SearchQuery
 from knm.store import Store, connect
 
@@ -38,6 +38,7 @@ class Knm:
         self.store = store
         self.numbers = NumberManager(store, settings, carriers or default_registry())
         self.outcomes = OutcomeStore(store.db["request_outcomes"], settings.request_outcome_ttl_s)
+        self.request_keys = RequestKeys(store.db["request_keys"], settings.request_outcome_ttl_s)
         self.dead_letters = DeadLetterStore(store.db["dead_letters"])
         self.searcher = Searcher(
             self.numbers.carrier_ctx, self.numbers.carriers, self.numbers.search_cache, settings

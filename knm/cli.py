@@ -54,6 +54,7 @@ from knm.accounts import SYSTEM, Account, bad_account_id, is_account_id
 from knm.app import InputError, Knm
 from knm.csv_actions import ACTIONS, Action
 from knm.csvio import write_csv
+from knm.job_access import job_refusal
 from knm.jobs import (
     DEFAULT_CHUNK_SIZE,
     FINAL_STATUSES,
@@ -454,11 +455,16 @@ def _run_request(
     """Run a ``knm numbers`` request in process or through the broker, show it, exit 1 if a
     number failed."""
     if via_broker:
+        from carriers.registry import default_registry
         from knm import producer
 
         settings = _settings()
-        with _broker_guard(settings):
-            result = producer.call(op, request, timeout, app=_producer_app(settings))
+        unknown = requests.unknown_carrier(default_registry(), request)
+        if unknown is not None:  # nobody consumes such a queue: refuse it here, publish nothing
+            result = requests.result_json(requests.refused(settings, request.numbers, unknown))
+        else:
+            with _broker_guard(settings):
+                result = producer.call(op, request, timeout, app=_producer_app(settings))
     else:
         with _open() as knm:
             result = requests.execute(knm, op, request)
@@ -892,13 +898,33 @@ def jobs_submit(
         raise typer.Exit(FAILED)
 
 
-@jobs_app.command("status")
-def jobs_status(job_id: JobId, as_json: JsonFlag = False) -> None:
-    """Show a job's status (exit 1 if it does not exist)."""
-    with _open() as knm:
-        job = JobStore(knm).get(job_id)
+JobReader = Annotated[
+    str,
+    typer.Option(
+        "--auth-by",
+        metavar="ID|system",
+        help="Requesting account: its own jobs and those of accounts it may read.",
+    ),
+]
+
+
+def _readable_job(knm: Knm, job_id: str, auth_by: str) -> Job:
+    """The job, if it exists and ``auth_by`` may read it (else one line, exit 1)."""
+    if auth_by != SYSTEM and not is_account_id(auth_by):
+        _usage(f"--auth-by must be 'system' or an account id: {auth_by!r}")
+    job = JobStore(knm).get(job_id)
     if job is None:
         _die(f"job {job_id} does not exist", FAILED)
+    if (refusal := job_refusal(knm, job, auth_by)) is not None:
+        _die(render.error_text(refusal), FAILED)
+    return job
+
+
+@jobs_app.command("status")
+def jobs_status(job_id: JobId, auth_by: JobReader = SYSTEM, as_json: JsonFlag = False) -> None:
+    """Show a job's status (exit 1 if it does not exist or the requester may not read it)."""
+    with _open() as knm:
+        job = _readable_job(knm, job_id, auth_by)
     if as_json:
         _print_json(job.to_json())
     else:
@@ -914,13 +940,12 @@ def jobs_results(
             "--output", "-o", metavar="FILE.csv", help="Write the CSV here instead of stdout."
         ),
     ] = None,
+    auth_by: JobReader = SYSTEM,
 ) -> None:
     """Write a job's result CSV: the listing of each row's number, or its input and error."""
     with _open() as knm:
         store = JobStore(knm)
-        job = store.get(job_id)
-        if job is None:
-            _die(f"job {job_id} does not exist", FAILED)
+        job = _readable_job(knm, job_id, auth_by)
         if output is None:
             count = _write_stdout_csv(RESULT_HEADER, store.result_rows(job_id))
         else:
@@ -959,11 +984,14 @@ def jobs_list(
     limit: Annotated[
         int, typer.Option("--limit", min=1, help="How many jobs (newest first).")
     ] = 50,
+    auth_by: JobReader = SYSTEM,
     as_json: JsonFlag = False,
 ) -> None:
-    """List the latest jobs, newest first."""
+    """List the latest jobs (those the requester may read), newest first."""
+    if auth_by != SYSTEM and not is_account_id(auth_by):
+        _usage(f"--auth-by must be 'system' or an account id: {auth_by!r}")
     with _open() as knm:
-        found = [job.to_json() for job in JobStore(knm).list(limit)]
+        found = [job.to_json() for job in JobStore(knm).list(limit, auth_by)]
     if as_json:
         _print_json(found)
     else:

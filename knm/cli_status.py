@@ -16,13 +16,17 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of ta
 
 
 def status(as_json: JsonFlag = False) -> None:
-    """Show queue depths, carriers (in flight, breaker, failures) and dead letters."""
-    from knm import cli, system_status
+    """Show queue depths and consumers, carriers (in flight, breaker, failures), dead letters."""
+    from knm import cli, producer, queue_depths, system_status
     from workers.app import all_queues
 
     settings = cli._settings()
+
+    def consumers(queues: list[str]) -> dict[str, int | None]:
+        return queue_depths.queue_consumers(settings, queues, producer.create_app(settings))
+
     with cli._open() as knm:
-        report = system_status.gather(knm, settings, all_queues())
+        report = system_status.gather(knm, settings, all_queues(), consumers)
     if as_json:
         cli._print_json(report)
         return
@@ -36,11 +40,30 @@ def _show(report: dict[str, Any]) -> None:
     queues = Table(title="queues (messages waiting)")
     queues.add_column("queue")
     queues.add_column("waiting", justify="right")
+    queues.add_column("consumers", justify="right")
+    queues.add_column("")
+    consumers = report.get("consumers") or {}
+    unconsumed = set(report.get("unconsumed") or ())
     for name, depth in report["queues"].items():
-        queues.add_row(name, "?" if depth is None else str(depth))
+        count = consumers.get(name)
+        queues.add_row(
+            name,
+            "?" if depth is None else str(depth),
+            "?" if count is None else str(count),
+            "[red]no consumer[/red]" if name in unconsumed else "",
+        )
     out.print(queues)
     if "queues_error" in report:
         out.print(f"broker: {report['queues_error']}", markup=False)
+    if "consumers_error" in report:
+        out.print(f"consumers: {report['consumers_error']}", markup=False)
+    if unconsumed:
+        out.print(
+            f"no consumer for {', '.join(sorted(unconsumed))}: their messages wait until a "
+            "worker consumes those queues (a carrier.* queue no registered carrier owns never "
+            "gets one)",
+            markup=False,
+        )
     carriers = Table(title=f"carriers (coordination: {report['coordination']})")
     for column in ("carrier", "queued", "in flight", "breaker", "pending orders", "last failure"):
         carriers.add_column(column)

@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from carriers.registry import ALL_MODULES
+from carriers.registry import default_registry
+from knm import errors
 from knm.accounts import is_account_id
 from knm.listing import LISTING_COLUMNS
 from knm.model import NumberState
@@ -73,6 +74,9 @@ ACTIONS: Final[dict[str, Action]] = {
 }
 
 _BOOL_VALUES: Final[frozenset[str]] = frozenset({"true", "false"})
+#: The carrier modules a ``carrier_module`` cell may name: the registered ones (a module no
+#: carrier owns would leave its numbers' work on a queue nobody consumes).
+_CARRIER_MODULES: Final[frozenset[str]] = frozenset(default_registry().names())
 _E164_RE: Final[re.Pattern[str]] = re.compile(r"^\+[1-9]\d{1,14}$")
 
 
@@ -90,7 +94,7 @@ Verifier = Callable[[str], bool]
 #: always pass; ``e164`` is checked separately because numbers come in any reconcilable form.
 VERIFIERS: Final[dict[str, Verifier]] = {
     "account_id": is_account_id,
-    "carrier_module": lambda v: v in ALL_MODULES,
+    "carrier_module": lambda v: v in _CARRIER_MODULES,
     "ported_in": _is_bool,
     "state": _is_state,
     "cnam.inbound": _is_bool,
@@ -108,6 +112,20 @@ def bad_cells(action: Action, row: Mapping[str, str]) -> list[str]:
         if value and not verify(value):
             bad.append(column)
     return bad
+
+
+def row_error(action: Action, row: Mapping[str, str]) -> str | None:
+    """A row's bad cells as its error: ``bad field(s) ...``, and an unknown carrier module as
+    ``carrier_not_found`` naming it."""
+    bad = bad_cells(action, row)
+    problems = []
+    if "carrier_module" in bad:
+        bad.remove("carrier_module")
+        unknown = errors.carrier_not_found(row.get("carrier_module", "").strip())
+        problems.append(f"{unknown.error}: {unknown.message}")
+    if bad:
+        problems.insert(0, f"bad field(s) {' '.join(bad)}")
+    return "; ".join(problems) or None
 
 
 def _put(target: dict[str, Any], key: str, value: str) -> None:

@@ -86,6 +86,16 @@ def number_exists(number: str) -> KnmError:
     return KnmError("number_exists", 409, f"number {number} already exists", number)
 
 
+def request_id_conflict(cause: str) -> KnmError:
+    """A request id already used by another request (requester, operation, options, numbers).
+
+    Never retried: the same key will always belong to that other request.
+    """
+    return KnmError(
+        "request_id_conflict", 409, "request_id is already used by another request", cause
+    )
+
+
 def unauthorized(cause: str | None = None) -> KnmError:
     return KnmError("forbidden", 403, "requestor is unauthorized to perform operation", cause)
 

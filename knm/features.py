@@ -223,13 +223,20 @@ def provider_module(feature: str, pn: PhoneNumber, env: FeatureEnv) -> str:
 # ------------------------------------------------------------------------------ §8.3
 def allowed_features(pn: PhoneNumber, env: FeatureEnv) -> list[str]:
     """The number's allow list, else its reseller's, else the system's (default: every one)."""
+    return canonicalize(_allow_list(pn, env)[0])
+
+
+def _allow_list(pn: PhoneNumber, env: FeatureEnv) -> tuple[Iterable[str], str]:
+    """The allow list that applies and which list it is (for a refusal's cause)."""
     if pn.features_allowed:
-        return canonicalize(pn.features_allowed)
+        return pn.features_allowed, "the number's pvt_features_allowed"
     reseller = env.reseller(pn.assigned_to) if pn.assigned_to else None
     if reseller is not None and reseller.number_manager.features_allow is not None:
-        return canonicalize(reseller.number_manager.features_allow)
+        return reseller.number_manager.features_allow, f"reseller '{reseller.id}' features.allow"
     system = env.system.features_allow
-    return canonicalize(ALL_FEATURES if system is None else system)
+    if system is None:
+        return ALL_FEATURES, "the features knm knows"
+    return system, "the system's features allow list"
 
 
 def denied_features(pn: PhoneNumber, env: FeatureEnv) -> list[str]:
@@ -239,28 +246,57 @@ def denied_features(pn: PhoneNumber, env: FeatureEnv) -> list[str]:
     the reseller's deny list when set; else the local rule) and ``failover`` unless used by
     trunkstore; then ``carrier_name`` unless an admin asks, and the system's deny list.
     """
-    denied: list[str]
+    return canonicalize(name for name, _rule in _denials(pn, env))
+
+
+def _denials(pn: PhoneNumber, env: FeatureEnv) -> list[tuple[str, str]]:
+    """Each denied feature (as its list names it) with the rule that denies it."""
+    denied: list[tuple[str, str]]
     if pn.features_denied:
-        denied = list(pn.features_denied)
+        denied = [(f, "the number's pvt_features_denied") for f in pn.features_denied]
     else:
         denied = _reseller_denied(pn, env)
         if pn.used_by != "trunkstore":
-            denied.append("failover")
+            denied.append(("failover", "the trunkstore rule (failover needs used_by trunkstore)"))
     if not env.is_admin:
-        denied.extend(ADMIN_ONLY_FEATURES)
-    denied.extend(env.system.features_deny or ())
-    return canonicalize(denied)
+        rule = "the admin rule (only system or a superduper admin may use it)"
+        denied.extend((f, rule) for f in ADMIN_ONLY_FEATURES)
+    denied.extend((f, "the system's features deny list") for f in env.system.features_deny or ())
+    return denied
 
 
-def _reseller_denied(pn: PhoneNumber, env: FeatureEnv) -> list[str]:
+def _reseller_denied(pn: PhoneNumber, env: FeatureEnv) -> list[tuple[str, str]]:
     if pn.assigned_to is None:
-        return list(EXTERNAL_FEATURES)
+        rule = "the unassigned rule (unassigned numbers get no paid feature)"
+        return [(f, rule) for f in EXTERNAL_FEATURES]
     reseller = env.reseller(pn.assigned_to)
     if reseller is not None and reseller.number_manager.features_deny is not None:
-        return list(reseller.number_manager.features_deny)  # replaces the local rule (gap 20)
+        # a reseller's deny list replaces the local rule
+        rule = f"reseller '{reseller.id}' features.deny"
+        return [(f, rule) for f in reseller.number_manager.features_deny]
     if pn.is_local and not env.system.local_feature_override:
-        return list(EXTERNAL_FEATURES)
+        rule = "the local-number rule (no paid feature unless KNM_LOCAL_FEATURE_OVERRIDE)"
+        return [(f, rule) for f in EXTERNAL_FEATURES]
     return []
+
+
+def unavailable_cause(features: Iterable[str], pn: PhoneNumber, env: FeatureEnv) -> str:
+    """Why each of ``features`` is not available on ``pn``: the list or rule that says no."""
+    denials: dict[str, str] = {}
+    for name, rule in _denials(pn, env):
+        denials.setdefault(canonical_feature(name), rule)
+    allow, allow_source = _allow_list(pn, env)
+    allowed = set(canonicalize(allow))
+    reasons = []
+    for feature in sorted(set(features)):
+        if feature not in allowed:
+            reason = "not a known feature" if allow is ALL_FEATURES else f"not in {allow_source}"
+        elif feature in denials:
+            reason = f"denied by {denials[feature]}"
+        else:
+            reason = "its provider does not offer it"
+        reasons.append(f"feature '{feature}' is not allowed on {pn.number}: {reason}")
+    return "; ".join(reasons)
 
 
 def available_features(pn: PhoneNumber, env: FeatureEnv) -> list[str]:
@@ -316,7 +352,13 @@ def apply_on_save(pn: PhoneNumber, env: FeatureEnv) -> None:
         allowed, denied = _split_requests(pn, env)
     forbidden = [m for m in denied if m not in IM_MODULES]
     if forbidden:
-        raise errors.unauthorized()
+        available = set(available_features(pn, env))
+        refused = [
+            f
+            for f in requested_features(pn)
+            if f not in available and provider_module(f, pn, env) in forbidden
+        ]
+        raise errors.unauthorized(unavailable_cause(refused, pn, env))
     _run(pn, env, allowed, save=True)
 
 

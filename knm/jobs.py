@@ -24,15 +24,16 @@ from typing import IO, Any, Final
 from pydantic import BaseModel, Field
 from pymongo import InsertOne, ReturnDocument, UpdateOne
 from pymongo.collection import Collection
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from knm import convert
 from knm.accounts import SYSTEM, AccountDirectory, bad_account_id, is_account_id
 from knm.app import InputError, Knm
 from knm.batch import Batch
-from knm.csv_actions import ACTIONS, Action, bad_cells, public_fields
+from knm.csv_actions import ACTIONS, Action, public_fields, row_error
 from knm.csvio import CsvInputError, CsvReader
 from knm.errors import KnmError
+from knm.job_access import listing_refusal, readable_jobs
 from knm.listing import RESULT_COLUMNS, listing_row
 from knm.model import NumberState, PhoneNumber, utcnow
 from knm.options import Options
@@ -93,8 +94,13 @@ class Job(BaseModel):
 
 
 def error_text(error: KnmError) -> str:
-    """KAZOO's result-file error: the message, else the error name (plain reasons too)."""
-    return error.message or error.error
+    """KAZOO's result-file error: the message, else the error name (plain reasons too), and the
+    cause when it says more (why a 403 was refused: the rule, the list, the relation)."""
+    text = error.message or error.error
+    cause = error.cause
+    if isinstance(cause, str) and cause and cause not in text:
+        text = f"{text}: {cause}"
+    return text
 
 
 @dataclass
@@ -138,8 +144,10 @@ class JobStore:
         doc = self.jobs.find_one({"_id": job_id})
         return Job.from_document(doc) if doc else None
 
-    def list(self, limit: int = 50) -> list[Job]:
-        return [Job.from_document(d) for d in self.jobs.find().sort("created", -1).limit(limit)]
+    def list(self, limit: int = 50, auth_by: str = SYSTEM) -> list[Job]:
+        """The latest jobs ``auth_by`` may read (``job_access.job_refusal``), newest first."""
+        found = self.jobs.find(readable_jobs(self.knm, auth_by)).sort("created", -1).limit(limit)
+        return [Job.from_document(d) for d in found]
 
     def result_rows(self, job_id: str) -> Iterator[dict[str, str]]:
         """Per-row results in row order: the listing for successes, the input for failures."""
@@ -248,9 +256,7 @@ def _store_rows(
         error: str | None = problem
         normalized: str | None = None
         if error is None:
-            bad = bad_cells(action, row)
-            if bad:
-                error = f"bad field(s) {' '.join(bad)}"
+            error = row_error(action, row)
         if error is None:
             if not convert.is_reconcilable(raw, settings.reconcile_regex, settings.e164_converters):
                 error = "not_reconcilable"
@@ -503,8 +509,8 @@ def _internal() -> KnmError:
 
 
 # ================================================================================ listings
-def _listing_query(knm: Knm, job: Job) -> dict[str, Any] | None:
-    """The numbers a listing action covers; ``None`` when the requester may not dump."""
+def _listing_query(knm: Knm, job: Job) -> dict[str, Any]:
+    """The numbers a listing action covers (the requester was authorized first)."""
     name = job.action
     if name == "list":
         return {"pvt_assigned_to": job.account_id}
@@ -513,19 +519,9 @@ def _listing_query(knm: Knm, job: Job) -> dict[str, Any] | None:
             d["_id"] for d in knm.store.accounts.find({"pvt_tree": job.account_id}, {"_id": 1})
         ]
         return {"pvt_assigned_to": {"$in": [job.account_id, *descendants]}}
-    if not _is_master(knm, job.auth_account_id):
-        return None
     if name == "dump":
         return {}
     return {"pvt_state": name.removeprefix("dump_")}
-
-
-def _is_master(knm: Knm, auth_by: str) -> bool:
-    """KAZOO's dumps are for the master account: ``system`` or a superduper admin at the root."""
-    if auth_by == SYSTEM:
-        return True
-    account = knm.store.get_account(auth_by)
-    return account is not None and account.superduper_admin and not account.tree
 
 
 def run_listing(knm: Knm, job: Job) -> ChunkReport:
@@ -540,6 +536,9 @@ def run_listing(knm: Knm, job: Job) -> ChunkReport:
             {"_id": job.id, "started": None},
             {"$set": {"started": utcnow(), "status": JobStatus.RUNNING.value}},
         )
+    refusal = listing_refusal(knm, job)
+    if refusal is not None:
+        return _refuse_listing(store, job, refusal)
     query = _listing_query(knm, job)
     last = store.rows.find_one({"job_id": job.id}, sort=[("row", -1)])
     row_no = last["row"] if last else 0
@@ -547,7 +546,7 @@ def run_listing(knm: Knm, job: Job) -> ChunkReport:
     page_size = DEFAULT_CHUNK_SIZE
     settings = knm.settings
     auth = job.auth_account_id
-    while query is not None:
+    while True:
         page_query = dict(query)
         if after is not None:
             page_query["_id"] = {"$gt": after}
@@ -602,6 +601,35 @@ def run_listing(knm: Knm, job: Job) -> ChunkReport:
     assert current is not None
     report.succeeded = total
     report.counted = True
+    report.status = _finish_if_done(store, Job.from_document(current))
+    return report
+
+
+def _refuse_listing(store: JobStore, job: Job, refusal: KnmError) -> ChunkReport:
+    """A listing the requester may not run: one failed row saying why, and no number."""
+    with contextlib.suppress(DuplicateKeyError):  # a rerun wrote it already
+        store.rows.insert_one(
+            {
+                "_id": f"{job.id}:{1:09d}",
+                "job_id": job.id,
+                "row": 1,
+                "chunk": 0,
+                "number": None,
+                "input": {},
+                "status": RowStatus.FAILED.value,
+                "error": error_text(refusal),
+            }
+        )
+    store.jobs.update_one(
+        {"_id": job.id, "chunks_done": {"$ne": 0}},
+        {
+            "$set": {"rows": 1, "done": 1, "succeeded": 0, "failed": 1},
+            "$addToSet": {"chunks_done": 0},
+        },
+    )
+    current = store.jobs.find_one({"_id": job.id})
+    assert current is not None
+    report = ChunkReport(job.id, 0, failed=1, counted=True)
     report.status = _finish_if_done(store, Job.from_document(current))
     return report
 

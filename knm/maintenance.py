@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from carriers.base import prefix_range
-from carriers.registry import ALL_MODULES
-from knm import convert, features
+from knm import convert, errors, features
 from knm.app import InputError, Knm
 from knm.batch import Batch
 from knm.model import NumberState, PhoneNumber
@@ -98,9 +97,14 @@ def convert_carrier_module(
     number: str | None = None,
     progress: Progress = _no_progress,
 ) -> BulkReport:
-    """Set ``target`` as the module of numbers whose module is ``source`` (system auth)."""
-    if target not in ALL_MODULES:
-        raise InputError(f"Bad carrier module: {target}")
+    """Set ``target`` as the module of numbers whose module is ``source`` (system auth).
+
+    ``target`` must be a registered carrier (400 ``carrier_not_found`` otherwise): work on a
+    number runs on its module's queue, which only a registered carrier's workers consume.
+    """
+    if target not in knm.numbers.carriers:
+        unknown = errors.carrier_not_found(target)
+        raise InputError(f"{unknown.error}: {unknown.message}")
     report = BulkReport()
     query: dict[str, Any] = {"pvt_carrier_module": source}
     if number is not None:

@@ -285,17 +285,27 @@ class PhoneNumber(BaseModel):
     #: How many of the requests that last wrote a document it remembers (redelivery checks).
     RECENT_REQUESTS: ClassVar[int] = 8
 
-    def stamp_request(self, request_id: str) -> None:
-        """Record that ``request_id`` writes this document (not a change of its own)."""
-        self.request_id = request_id
+    def stamp_request(self, key: str) -> None:
+        """Record that the request with ``key`` writes this document (not a change of its own).
+
+        ``key`` is what ``written_by`` compares: ``<request id>/<scope>`` for a task's request
+        (the scope digests its requester, operation and options), ``<job id>:<chunk>`` for a CSV
+        chunk. ``pvt_request_id`` shows the request id its caller knows (before the ``/``);
+        ``pvt_request_ids`` keeps the last keys.
+        """
+        self.request_id = key.split("/", 1)[0]
         self.recent_requests = [
-            request_id,
-            *(r for r in self.recent_requests if r != request_id),
+            key,
+            *(r for r in self.recent_requests if r != key),
         ][: self.RECENT_REQUESTS]
 
-    def written_by(self, request_id: str) -> bool:
-        """Whether ``request_id`` is among the requests that last wrote this document."""
-        return request_id == self.request_id or request_id in self.recent_requests
+    def written_by(self, key: str) -> bool:
+        """Whether the request with ``key`` is among those that last wrote this document.
+
+        Only the keys count: ``pvt_request_id`` is the bare id, which another request's key
+        (a CSV chunk's ``<job id>:<chunk>``) could spell.
+        """
+        return key in self.recent_requests
 
     # ----------------------------------------------------------------------------- flags
     @property

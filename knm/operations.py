@@ -167,7 +167,9 @@ class NumberManager:
         opts = options or Options()
 
         def precheck(ctx: RunContext) -> KnmError | None:
-            return None if ctx.accounts.is_admin(opts.auth_by) else errors.unauthorized()
+            if ctx.accounts.is_admin(opts.auth_by):
+                return None
+            return errors.unauthorized("only system or a superduper admin may hard-delete numbers")
 
         def plan(batch: Batch, ctx: RunContext) -> None:
             batch.step(lambda pn: features.deprovision(pn, ctx.features))
@@ -233,6 +235,14 @@ class NumberManager:
             number = convert.normalize(raw, self.settings.e164_converters)
             if number not in pending:
                 pending.append(number)
+
+        module = options.module_name
+        named = "module_name" in options.model_fields_set and module
+        if pending and named and module not in self.carriers:
+            # a module no registered carrier owns: refused before anything is read or stored
+            for number in pending:
+                result.fail(number, errors.carrier_not_found(str(module)))
+            return result
 
         for _attempt in range(self.settings.max_conflict_retries):
             if not pending:
@@ -316,7 +326,8 @@ class NumberManager:
             if visibility and not ctx.accounts.is_visible(
                 pn, ctx.options.auth_by, ctx.options.assign_to
             ):
-                batch.fail(number, errors.unauthorized())
+                cause = ctx.accounts.visibility_refusal(pn, ctx.options.auth_by)
+                batch.fail(number, errors.unauthorized(cause))
                 continue
             batch.todo.append(pn)
         request_id = ctx.options.request_id
@@ -356,8 +367,14 @@ class NumberManager:
         def mdn_guard(pn: PhoneNumber) -> None:
             if pn.deleted or not pn.dirty or options.auth_by == SYSTEM:
                 return
-            if pn.is_mdn != options.mdn_run:
-                raise errors.unauthorized()
+            if pn.is_mdn and not options.mdn_run:
+                raise errors.unauthorized(
+                    f"number {pn.number} is an MDN: only an MDN run changes it"
+                )
+            if options.mdn_run and not pn.is_mdn:
+                raise errors.unauthorized(
+                    f"an MDN run changes only MDNs and number {pn.number} is not one"
+                )
 
         batch.todo = list(batch.succeeded.values())
         batch.succeeded = {}
@@ -556,7 +573,9 @@ class NumberManager:
                     pn.state.value if pn.state else None, released_state.value
                 )
             if not ctx.accounts.is_authorized(pn, options.auth_by, options.assign_to):
-                raise errors.unauthorized()
+                raise errors.unauthorized(
+                    ctx.accounts.refusal(pn, options.auth_by, options.assign_to)
+                )
 
         def unwind(pn: PhoneNumber) -> None:
             pn.set_features({"local": pn.features["local"]} if "local" in pn.features else {})

@@ -21,6 +21,7 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 from kombu.utils.url import maybe_sanitize_url
 
+from carriers.registry import default_registry
 from config.celery import DEFAULT_QUEUE
 from config.settings import Settings, get_settings
 from knm import requests
@@ -188,8 +189,14 @@ def publish(
     timeout: float = DEFAULT_TIMEOUT_S,
     app: Celery | None = None,
 ) -> AsyncResult[Any]:
-    """Publish ``op`` on ``request`` (checked first: raises ``InvalidRequestError``)."""
+    """Publish ``op`` on ``request`` (checked first: raises ``InvalidRequestError``).
+
+    A request naming a carrier module no registered carrier owns is refused here: its work
+    would wait on a queue no worker consumes.
+    """
     requests.check(op, request)
+    if (unknown := requests.unknown_carrier(default_registry(), request)) is not None:
+        raise requests.InvalidRequestError(f"{unknown.error}: {unknown.message}")
     return send(task_name(op), request.to_payload(), timeout=timeout, app=app)
 
 

@@ -251,7 +251,9 @@ class RenameCarrierProvider(FeatureProvider):
         if is_empty(value):
             return
         if not fctx.is_admin:
-            raise errors.unauthorized()
+            raise errors.unauthorized(
+                "only system or a superduper admin may rename the carrier (carrier_name)"
+            )
         module = carrier_module_for(value) if isinstance(value, str) else None
         known = self.carriers if self.carriers is not None else default_registry()
         if module is None or module not in known:

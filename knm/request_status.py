@@ -3,6 +3,7 @@ calls, gathered for ``knm requests show`` (and for a retry of its dead letters).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from knm.app import Knm
@@ -13,9 +14,11 @@ def describe(knm: Knm, request_id: str) -> dict[str, Any] | None:
     """The request's status, or ``None`` when nothing about it is recorded (any more)."""
     parts = knm.outcomes.for_request(request_id)
     dead = knm.dead_letters.for_request(request_id)
+    # the ledger records the request's key: its id, then ``/`` and its scope
+    key = {"$regex": f"^{re.escape(request_id)}(/|$)"}
     calls = list(
         knm.store.db["provisioning"].find(
-            {"request_id": request_id},
+            {"request_id": key},
             {"_id": 0, "module": 1, "number": 1, "action": 1, "status": 1, "error": 1},
         )
     )

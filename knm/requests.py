@@ -8,16 +8,21 @@ The CLI (in process or ``--via-broker``) and the Celery tasks share these models
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from collections import defaultdict
 from enum import StrEnum
 from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from knm import convert
-from knm.accounts import SYSTEM
+from carriers.registry import CarrierRegistry
+from config.settings import Settings
+from knm import convert, errors
+from knm.accounts import SYSTEM, AccountDirectory
 from knm.app import Knm
 from knm.batch import Batch
+from knm.errors import KnmError
 from knm.model import NumberState, PhoneNumber, migrate_module_name
 from knm.options import Options
 from knm.render import jsonable
@@ -75,7 +80,11 @@ class NumbersRequest(BaseModel):
     )
     auth_by: str = Field(default=SYSTEM, description="Requesting account id, or 'system'.")
     state: NumberState | None = Field(default=None, description="Creation state (create only).")
-    carrier_module: str | None = Field(default=None, description="Carrier module of new numbers.")
+    carrier_module: str | None = Field(
+        default=None,
+        description="Carrier module of new numbers: a registered module (else 400 "
+        "carrier_not_found), named only by system or a superduper admin (else 403 forbidden).",
+    )
     ported_in: bool = False
     dry_run: bool = False
     mdn: bool = Field(default=False, description="The numbers are MDNs (KAZOO's mdn_run).")
@@ -88,7 +97,9 @@ class NumbersRequest(BaseModel):
         default=None,
         pattern=REQUEST_ID_PATTERN,
         description="Caller-chosen idempotency key: the same key twice has one effect and "
-        "returns the first outcome (default: the task id).",
+        "returns the first outcome (default: the task id). A key belongs to its first request: "
+        "sent by another requester, for another operation, with other options or for numbers "
+        "that request did not have, it fails every number with 409 request_id_conflict.",
     )
     reply_to: str | None = Field(
         default=None,
@@ -141,6 +152,69 @@ def parse(op: Operation, payload: Any) -> NumbersRequest:
     return request
 
 
+def request_scope(op: Operation, request: NumbersRequest) -> str:
+    """What makes two requests with one key the same request, numbers aside: a digest.
+
+    The requester (``auth_by``), the operation and every option but ``dry_run`` and
+    ``reply_to`` (which do not change what the request does).
+    """
+    fields = request.model_dump(
+        mode="json", exclude={"numbers", "request_id", "reply_to", "dry_run"}
+    )
+    blob = json.dumps({"operation": op.value, **fields}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def request_key(request_id: str, op: Operation, request: NumbersRequest) -> str:
+    """The key a request writes on documents, tombstones and the ledger: its id and its scope.
+
+    ``<request_id>/<scope>``: another requester or operation reusing the id gets another key,
+    so it never finds numbers the first request wrote as its own. No caller can send a key
+    like it (``/`` is not allowed in a request id), and it never equals a CSV chunk's key
+    (``<job id>:<chunk>``, no ``/``), even when the request id spells one.
+    """
+    return f"{request_id}/{request_scope(op, request)}"
+
+
+def carrier_refusal(knm: Knm, request: NumbersRequest) -> KnmError | None:
+    """Refuse a request naming a carrier module: unknown (400), or not the requester's to name.
+
+    Checked before any number is read, stored or published; the requester's account is read
+    (one query) only when a module is named.
+    """
+    module = request.carrier_module
+    if module is None:
+        return None
+    if (unknown := unknown_carrier(knm.numbers.carriers, request)) is not None:
+        return unknown
+    auth_by = request.auth_by
+    accounts = AccountDirectory(knm.store.find_accounts({auth_by} - {SYSTEM}))
+    if accounts.may_choose_carrier(auth_by):
+        return None
+    return errors.unauthorized(
+        f"only system or a superduper admin may choose the carrier module ('{module}')"
+    )
+
+
+def unknown_carrier(carriers: CarrierRegistry, request: NumbersRequest) -> KnmError | None:
+    """400 ``carrier_not_found`` when the request names a module no registered carrier owns."""
+    module = request.carrier_module
+    if module is not None and module not in carriers:
+        return errors.carrier_not_found(module)
+    return None
+
+
+def refused(settings: Settings, numbers: list[str], error: KnmError) -> Batch:
+    """Every input failed with ``error``, keyed as an operation keys them (E.164 when it can)."""
+    batch = Batch()
+    for raw in numbers:
+        if convert.is_reconcilable(raw, settings.reconcile_regex):
+            batch.fail(convert.normalize(raw, settings.e164_converters), error)
+        else:
+            batch.fail(raw, errors.not_reconcilable())
+    return batch
+
+
 def to_options(op: Operation, request: NumbersRequest, request_id: str | None = None) -> Options:
     """The operation's ``Options``; only options the request gave are set."""
     given = request.model_fields_set
@@ -160,13 +234,15 @@ def to_options(op: Operation, request: NumbersRequest, request_id: str | None = 
     if request.public_fields is not None and op in (Operation.CREATE, Operation.ACTIVATE):
         fields["public_fields"] = request.public_fields
     if request_id is not None:
-        fields["request_id"] = request_id
+        fields["request_id"] = request_key(request_id, op, request)
     return Options(**fields)
 
 
 def run(knm: Knm, op: Operation, request: NumbersRequest, request_id: str | None = None) -> Batch:
     """Execute a request in this process."""
     check(op, request)
+    if (refusal := carrier_refusal(knm, request)) is not None:
+        return refused(knm.settings, request.numbers, refusal)
     options = to_options(op, request, request_id)
     manager = knm.numbers
     numbers = request.numbers
@@ -225,7 +301,9 @@ def carrier_routes(knm: Knm, op: Operation, request: NumbersRequest) -> dict[str
 
     Numbers not stored yet go to the module they will get: the search's carrier for a discovered
     number being activated, the creation module for create. Inputs knm cannot place (not
-    reconcilable, not found) map to ``None``: they fail the same way on any queue.
+    reconcilable, not found) map to ``None``: they fail the same way on any queue. So do numbers
+    whose stored module no registered carrier owns (a KAZOO import): no worker consumes such a
+    module's queue, so nothing is ever published there.
     """
     settings = knm.settings
     normalized: dict[str, str] = {}
@@ -256,5 +334,7 @@ def carrier_routes(knm: Knm, op: Operation, request: NumbersRequest) -> dict[str
                 )
             else:
                 target = fallback.get(number)
+        if target not in knm.numbers.carriers:
+            target = None
         routes[target].append(raw)
     return dict(routes)

@@ -48,7 +48,7 @@ class TransitionContext:
 # ---------------------------------------------------------------------------------- guards
 def _authorize(pn: PhoneNumber, ctx: TransitionContext) -> None:
     if not ctx.accounts.is_authorized(pn, ctx.auth_by, ctx.assign_to):
-        raise errors.unauthorized()
+        raise errors.unauthorized(ctx.accounts.refusal(pn, ctx.auth_by, ctx.assign_to))
 
 
 def _authorize_subaccount(pn: PhoneNumber, ctx: TransitionContext) -> None:
@@ -56,7 +56,10 @@ def _authorize_subaccount(pn: PhoneNumber, ctx: TransitionContext) -> None:
         ctx.accounts.is_authorized(pn, ctx.auth_by, ctx.assign_to)
         or ctx.accounts.is_reserved_from_parent(pn, ctx.auth_by)
     ):
-        raise errors.unauthorized()
+        cause = ctx.accounts.refusal(pn, ctx.auth_by, ctx.assign_to)
+        raise errors.unauthorized(
+            f"{cause}, and the number is not reserved by one of its ancestors"
+        )
 
 
 def _not_assigning_to_self(pn: PhoneNumber, ctx: TransitionContext) -> None:

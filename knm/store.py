@@ -108,6 +108,7 @@ class Store:
         self.search_cache.create_index("discovery_numbers", name="discovery_numbers")
         self.db["request_outcomes"].create_index("expires_at", expireAfterSeconds=0, name="ttl")
         self.db["request_outcomes"].create_index("request_id", name="request_id")
+        self.db["request_keys"].create_index("expires_at", expireAfterSeconds=0, name="ttl")
         self.tombstones.create_index("expires_at", expireAfterSeconds=0, name="ttl")
         self.db["jobs"].create_index([("created", ASCENDING)], name="created")
         self.db["job_rows"].create_index(

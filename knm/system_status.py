@@ -1,9 +1,11 @@
-"""What ``knm status`` reports: queue depths per queue, and per carrier integration the calls in
-flight, the circuit breaker, recent failures and the provisioning ledger's open intents; plus the
-dead letters waiting for ``knm requests retry``."""
+"""What ``knm status`` reports: queue depths and consumers per queue (every ``carrier.*`` queue
+holding messages among them, flagged when nobody consumes it), and per carrier integration the
+calls in flight, the circuit breaker, recent failures and the provisioning ledger's open intents;
+plus the dead letters waiting for ``knm requests retry``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from carriers.coordination import coordination_url, coordinator_for
@@ -12,7 +14,7 @@ from carriers.registry import CarrierRegistry
 from config.celery import carrier_queue
 from config.settings import Settings
 from knm.app import Knm
-from knm.queue_depths import queue_depths
+from knm.queue_depths import carrier_queues, queue_depths
 
 
 def integrations(registry: CarrierRegistry, knm: Knm) -> list[str]:
@@ -25,13 +27,36 @@ def integrations(registry: CarrierRegistry, knm: Knm) -> list[str]:
     return out
 
 
-def gather(knm: Knm, settings: Settings, queues: list[str]) -> dict[str, Any]:
-    """Everything ``knm status`` shows, JSON-ready; parts that cannot be read say why."""
+Consumers = Callable[[list[str]], dict[str, int | None]]
+
+
+def gather(
+    knm: Knm, settings: Settings, queues: list[str], consumers: Consumers | None = None
+) -> dict[str, Any]:
+    """Everything ``knm status`` shows, JSON-ready; parts that cannot be read say why.
+
+    ``queues`` are knm's own; any other ``carrier.*`` queue holding messages is added (work
+    for a module no registered carrier owns). ``consumers`` counts each queue's consumers;
+    ``unconsumed`` lists the queues with messages and no consumer (nothing will ever take
+    them unless a worker for that queue starts).
+    """
     status: dict[str, Any] = {"queues": {}, "carriers": {}, "dead_letters": {}}
     try:
-        status["queues"] = queue_depths(settings, queues)
+        found = carrier_queues(settings)
+        names = [*queues, *(q for q in found if q not in queues)]
+        status["queues"] = queue_depths(settings, names)
     except Exception as exc:  # the broker is down: say so, show the rest
         status["queues_error"] = f"{type(exc).__name__}: {exc}"
+    if consumers is not None and "queues_error" not in status:
+        try:
+            counts = consumers(list(status["queues"]))
+        except Exception as exc:  # the workers could not be asked: the depths still stand
+            status["consumers_error"] = f"{type(exc).__name__}: {exc}"
+        else:
+            status["consumers"] = counts
+            status["unconsumed"] = [
+                q for q, depth in status["queues"].items() if depth and counts.get(q) == 0
+            ]
     modules = integrations(knm.numbers.carriers, knm)
     shared = coordination_url(settings) is not None
     status["coordination"] = "redis" if shared else "per process"

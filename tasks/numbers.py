@@ -5,6 +5,11 @@ A ``knm.numbers.*`` task validates its payload, then hands each carrier's share 
 one after another as a chain that replaces the task, so the caller's result is the merged result
 of every share. Each share records its outcome before its message is acknowledged; a redelivered
 share returns the recorded outcome, and numbers already written by the request are not redone.
+
+Before anything is routed, a request naming a carrier module is checked (a registered module,
+named by an admin), and its request id is claimed for it: an id that belongs to another request
+fails every number with 409 ``request_id_conflict`` and runs nothing. Nothing is ever published
+to the queue of a module no registered carrier owns.
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ from pymongo.errors import ConnectionFailure
 from carriers.http import CircuitOpenError
 from config.celery import carrier_queue
 from config.settings import get_settings
-from knm import convert, requests
+from knm import convert, errors, requests
 from knm.app import InputError, Knm
+from knm.errors import KnmError
 from knm.events import events_for
-from knm.outcomes import OutcomeStore
+from knm.outcomes import OutcomeStore, other_scope
 from knm.requests import InvalidRequestError, NumbersRequest, Operation
 from knm.search import SearchQuery
 from tasks.events import publish_events
@@ -76,7 +82,13 @@ def _route(
     task_id = task.request.id
     request_id = request.request_id or task_id
     knm = get_knm()
+    if (refusal := requests.carrier_refusal(knm, request)) is not None:
+        return _refused(knm, request, refusal)
     recorded = knm.outcomes.for_request(request_id) if request_id else []
+    if request_id:
+        conflict = _claim(knm, op, request, request_id, recorded, new=not recorded)
+        if conflict is not None:
+            return _refused(knm, request, errors.request_id_conflict(conflict))
     done = {number for part in recorded for number in part.get("numbers", [])}
     previous = requests.merge_results([p["result"] for p in recorded]) if recorded else None
     remaining = [n for n in request.numbers if n not in done]
@@ -123,7 +135,10 @@ def run_on_carrier(
     knm = get_knm()
     part = OutcomeStore.part_key(module, request.numbers)
     recorded = knm.outcomes.get_record(request_id, part)
-    if recorded is None:
+    conflict = _claim(knm, op, request, request_id, [recorded] if recorded else [])
+    if conflict is not None:
+        result = _refused(knm, request, errors.request_id_conflict(conflict))
+    elif recorded is None:
         before = _stored_before(knm, request)
         try:
             batch = requests.run(knm, op, request, request_id)
@@ -166,10 +181,39 @@ def run_on_carrier(
             result,
             numbers=request.numbers,
             events=[e.model_dump(mode="json") for e in events],
+            scope=requests.request_scope(op, request),
         )
     else:
         result = dict(recorded["result"])
     return requests.merge_results([previous, result] if previous else [result])
+
+
+def _claim(
+    knm: Knm,
+    op: Operation,
+    request: NumbersRequest,
+    request_id: str,
+    recorded: list[dict[str, Any]],
+    *,
+    new: bool = False,
+) -> str | None:
+    """Claim ``request_id`` for this request; the cause of a conflict when it is another's."""
+    scope = requests.request_scope(op, request)
+    conflict = knm.request_keys.claim(
+        request_id,
+        scope=scope,
+        auth_by=request.auth_by,
+        operation=op.value,
+        numbers=request.numbers,
+        record=not request.dry_run,
+        new=new,
+    )
+    return conflict or other_scope(recorded, request_id, scope)
+
+
+def _refused(knm: Knm, request: NumbersRequest, error: KnmError) -> dict[str, Any]:
+    """The result of a request refused as a whole: every input fails with ``error``."""
+    return requests.result_json(requests.refused(knm.settings, request.numbers, error))
 
 
 #: Celery's retry limit for shares: knm counts transient retries itself (``transient_attempts``).

@@ -355,6 +355,22 @@ def forbidden(cause: str | None = None) -> Doc:
     return out
 
 
+def not_related(auth_by: str, owner: str) -> Doc:
+    """The 403 of a requester that is not the number's account (or assignee) or an ancestor."""
+    return forbidden(
+        f"account '{auth_by}' is not '{owner}' or one of its ancestors "
+        "(nor system or a superduper admin)"
+    )
+
+
+def hidden(number: str, state: str, auth_by: str, owner: str) -> Doc:
+    """The 403 of a number the requester may not see (not available, and not its own)."""
+    return forbidden(
+        f"number {number} is {state} and account '{auth_by}' is not its account '{owner}' or "
+        "one of its ancestors (nor system or a superduper admin)"
+    )
+
+
 def invalid_transition(cause: str | None) -> Doc:
     """The wire form of ``invalid_state_transition`` (cause ``from X to Y`` or none)."""
     out: Doc = {

@@ -56,6 +56,16 @@ E911 = {"street_address": "140 Main St", "locality": "Lake Lure", "postal_code":
 NUM = "+14155550300"
 
 
+#: The rules a feature's 403 names (its cause): local numbers, admins only.
+LOCAL = "denied by the local-number rule (no paid feature unless KNM_LOCAL_FEATURE_OVERRIDE)"
+ADMIN = "denied by the admin rule (only system or a superduper admin may use it)"
+
+
+def refused(number: str, feature: str, reason: str) -> Doc:
+    """The 403 of a feature the number may not use, naming the list or rule that says no."""
+    return forbidden(f"feature '{feature}' is not allowed on {number}: {reason}")
+
+
 def invalid(cause: str) -> Doc:
     return {"error": "invalid", "code": 400, "message": "invalid", "cause": cause}
 
@@ -143,14 +153,15 @@ class TestKazooNumberTests:
         load_kazoo(store.db, [TEST_IN_SERVICE_NUM])
         nm = manager(store)
         batch = nm.update([TEST_IN_SERVICE_NUM], [reset({"e911": E911})], Options(auth_by=RESELLER))
-        assert failures(batch) == {TEST_IN_SERVICE_NUM: forbidden()}
+        assert failures(batch) == {TEST_IN_SERVICE_NUM: refused(TEST_IN_SERVICE_NUM, "e911", LOCAL)}
         assert stored(store.db, TEST_IN_SERVICE_NUM) == fixture_doc(TEST_IN_SERVICE_NUM)
 
     def test_e911_explicitly_denied_on_the_number_is_forbidden(self, store: Store) -> None:
         load_kazoo(store.db, [BW_EXISTING_DID])
         nm = manager(store)
         batch = nm.update([BW_EXISTING_DID], [reset({"e911": E911})], Options(auth_by=RESELLER))
-        assert failures(batch) == {BW_EXISTING_DID: forbidden()}
+        denied = "denied by the number's pvt_features_denied"
+        assert failures(batch) == {BW_EXISTING_DID: refused(BW_EXISTING_DID, "e911", denied)}
         assert stored(store.db, BW_EXISTING_DID) == fixture_doc(BW_EXISTING_DID)
 
     def test_fix_number_keeps_a_consistent_number_clean(self, store: Store) -> None:
@@ -191,7 +202,7 @@ class TestLocalNumbers:
         load_kazoo(store.db, [TEST_IN_SERVICE_NUM])
         nm = manager(store, e911)
         batch = nm.update([TEST_IN_SERVICE_NUM], [merge({"e911": E911})], Options(auth_by=MASTER))
-        assert failures(batch) == {TEST_IN_SERVICE_NUM: forbidden()}
+        assert failures(batch) == {TEST_IN_SERVICE_NUM: refused(TEST_IN_SERVICE_NUM, "e911", LOCAL)}
         assert e911.calls == []
         assert stored(store.db, TEST_IN_SERVICE_NUM) == fixture_doc(TEST_IN_SERVICE_NUM)
 
@@ -311,7 +322,7 @@ class TestRenameCarrier:
         batch = nm.create(
             [TEST_CREATE_NUM], Options(auth_by=RESELLER, assign_to=RESELLER, public_fields=public)
         )
-        assert failures(batch) == {TEST_CREATE_NUM: forbidden()}
+        assert failures(batch) == {TEST_CREATE_NUM: refused(TEST_CREATE_NUM, "carrier_name", ADMIN)}
         assert stored(store.db, TEST_CREATE_NUM) is None
 
     def test_renaming_a_telnyx_number(self, store: Store) -> None:
@@ -332,7 +343,7 @@ class TestRenameCarrier:
         batch = nm.update(
             [TEST_TELNYX_NUM], [reset({"carrier_name": "telnyx"})], Options(auth_by=RESELLER)
         )
-        assert failures(batch) == {TEST_TELNYX_NUM: forbidden()}
+        assert failures(batch) == {TEST_TELNYX_NUM: refused(TEST_TELNYX_NUM, "carrier_name", ADMIN)}
         # KAZOO accepts any loadable knm_* module (knm_gen_carrier); knm only its carriers
         batch = nm.update([TEST_TELNYX_NUM], [reset({"carrier_name": "gen_carrier"})], admin)
         assert failures(batch) == {
@@ -405,7 +416,8 @@ class TestPermissionLists:
         )
         nm = manager(store)
         batch = nm.update([NUM], [merge({"prepend": {"enabled": True}})], Options(auth_by=CHILD))
-        assert failures(batch) == {NUM: forbidden()}
+        denied = f"denied by reseller '{RESELLER}' features.deny"
+        assert failures(batch) == {NUM: refused(NUM, "prepend", denied)}
         pn = only(nm.update([NUM], [merge({"force_outbound": True})], Options(auth_by=CHILD)), NUM)
         assert pn.features == {"force_outbound": True}
 
@@ -417,7 +429,8 @@ class TestPermissionLists:
         )
         nm = manager(store)
         batch = nm.update([NUM], [merge({"force_outbound": True})], Options(auth_by=CHILD))
-        assert failures(batch) == {NUM: forbidden()}
+        outside = f"not in reseller '{RESELLER}' features.allow"
+        assert failures(batch) == {NUM: refused(NUM, "force_outbound", outside)}
         pn = only(nm.update([NUM], [merge({"prepend": {"enabled": True}})]), NUM)
         assert pn.features == {"prepend": {"enabled": True}}
         assert pn.available_features == ["prepend"]
@@ -442,12 +455,16 @@ class TestPermissionLists:
             store.db, nm.settings, "deny", "prepend", add=True, all_features=ALL_FEATURES
         )
         prepend = merge({"prepend": {"enabled": True}})
-        assert failures(nm.update([NUM], [prepend], Options(auth_by=CHILD))) == {NUM: forbidden()}
+        assert failures(nm.update([NUM], [prepend], Options(auth_by=CHILD))) == {
+            NUM: refused(NUM, "prepend", "denied by the system's features deny list")
+        }
         system_config.set_feature_list(store.db, "deny", None)
         assert system_config.edit_feature_list(
             store.db, nm.settings, "allow", "prepend", add=False, all_features=ALL_FEATURES
         ) == sorted(set(ALL_FEATURES) - {"prepend"})
-        assert failures(nm.update([NUM], [prepend], Options(auth_by=CHILD))) == {NUM: forbidden()}
+        assert failures(nm.update([NUM], [prepend], Options(auth_by=CHILD))) == {
+            NUM: refused(NUM, "prepend", "not in the system's features allow list")
+        }
         system_config.set_feature_list(store.db, "allow", None)
         only(nm.update([NUM], [prepend], Options(auth_by=CHILD)), NUM)
 
@@ -455,7 +472,9 @@ class TestPermissionLists:
         load_kazoo(store.db, extra=[number_doc(NUM, "in_service", "knm_telnyx", assigned_to=CHILD)])
         nm = manager(store, features_allow=["force_outbound"])
         prepend = merge({"prepend": {"enabled": True}})
-        assert failures(nm.update([NUM], [prepend], Options(auth_by=CHILD))) == {NUM: forbidden()}
+        assert failures(nm.update([NUM], [prepend], Options(auth_by=CHILD))) == {
+            NUM: refused(NUM, "prepend", "not in the system's features allow list")
+        }
         # the stored document wins over the environment
         system_config.set_feature_list(store.db, "allow", ["prepend"])
         only(nm.update([NUM], [prepend], Options(auth_by=CHILD)), NUM)
@@ -554,7 +573,7 @@ class TestPipeline:
         batch = manager(store).update(
             [NUM, TEST_IN_SERVICE_NUM], [merge({"cnam": {"display_name": "ACME"}})]
         )
-        assert failures(batch) == {TEST_IN_SERVICE_NUM: forbidden()}
+        assert failures(batch) == {TEST_IN_SERVICE_NUM: refused(TEST_IN_SERVICE_NUM, "cnam", LOCAL)}
         assert batch.succeeded[NUM].features == {"outbound_cnam": {"display_name": "ACME"}}
 
     def test_assign_to_app_is_a_plain_save(self, store: Store) -> None:
@@ -564,7 +583,8 @@ class TestPipeline:
         assert (pn.used_by, "failover" in pn.features) == ("callflow", True)
         # the next save that runs the providers refuses the failover (KAZOO's gap 19)
         batch = manager(store).update([TEST_OLD6_NUM], [merge({"custom": 1})])
-        assert failures(batch) == {TEST_OLD6_NUM: forbidden()}
+        trunkstore = "denied by the trunkstore rule (failover needs used_by trunkstore)"
+        assert failures(batch) == {TEST_OLD6_NUM: refused(TEST_OLD6_NUM, "failover", trunkstore)}
 
     def test_the_accounts_resellers_and_system_config_come_in_one_query(
         self, mongo_db: Database[Doc], mongo_url: str
@@ -584,7 +604,9 @@ class TestPipeline:
             batch = nm.update(
                 [NUM], [merge({"prepend": {"enabled": True}})], Options(auth_by=CHILD)
             )
-            assert failures(batch) == {NUM: forbidden()}  # the reseller's list was read
+            # the reseller's list was read
+            denied = f"denied by reseller '{RESELLER}' features.deny"
+            assert failures(batch) == {NUM: refused(NUM, "prepend", denied)}
             assert listener.names == ["find", "aggregate"]
         finally:
             client.close()

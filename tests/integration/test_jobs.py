@@ -52,6 +52,24 @@ from tests.fixtures_kazoo import (
 pytestmark = pytest.mark.integration
 
 FORBIDDEN = "requestor is unauthorized to perform operation"
+#: KAZOO's result file shows the message; knm adds the cause: the rule that refused the row.
+RELATION = "or one of its ancestors (nor system or a superduper admin)"
+LOCAL_RULE = "denied by the local-number rule (no paid feature unless KNM_LOCAL_FEATURE_OVERRIDE)"
+
+
+def refused(cause: str) -> str:
+    """A result row's 403: KAZOO's message, then why."""
+    return f"{FORBIDDEN}: {cause}"
+
+
+def hidden_from(number: str, state: str, auth_by: str, owner: str) -> str:
+    """The 403 row of a number the requester may not see."""
+    return refused(
+        f"number {number} is {state} and account '{auth_by}' is not its account '{owner}' "
+        + RELATION
+    )
+
+
 N = [f"+1415555{i:04d}" for i in range(200, 220)]
 
 
@@ -189,7 +207,12 @@ def test_import_assigns_to_the_row_account_and_its_features_take_effect(
         auth_by=RESELLER,
     )
     assert job.status == JobStatus.PARTIAL, rows
-    assert errors_of(rows) == {N[0]: "", N[1]: "", N[2]: FORBIDDEN}
+    trunkstore = "denied by the trunkstore rule (failover needs used_by trunkstore)"
+    assert errors_of(rows) == {
+        N[0]: "",
+        N[1]: "",
+        N[2]: refused(f"feature 'failover' is not allowed on {N[2]}: {trunkstore}"),
+    }
     assert stored(knm.store.db, N[2]) is None
     doc = stored(knm.store.db, N[0])
     assert doc is not None
@@ -232,11 +255,16 @@ def test_import_of_paid_features_on_local_numbers_fails_403_unless_overridden(
 ) -> None:
     load_kazoo(mongo_db)
     header = "e164,cnam.outbound,e911.street_address,e911.postal_code"
-    refused, rows = done(
+    refused_job, rows = done(
         make_knm(mongo_db), "import", header, f"{N[0]},Acme,1 Main St,94105", auth_by=RESELLER
     )
-    assert refused.status == JobStatus.FAILED
-    assert errors_of(rows) == {N[0]: FORBIDDEN}
+    assert refused_job.status == JobStatus.FAILED
+    assert errors_of(rows) == {
+        N[0]: refused(
+            f"feature 'cnam' is not allowed on {N[0]}: {LOCAL_RULE}; "
+            f"feature 'e911' is not allowed on {N[0]}: {LOCAL_RULE}"
+        )
+    }
     assert stored(mongo_db, N[0]) is None
     allowed, rows = done(
         make_knm(mongo_db, local_feature_override=True),
@@ -257,7 +285,9 @@ def test_import_by_an_account_without_additions_fails_every_row(knm: Knm) -> Non
     job, rows = done(knm, "import", "e164", N[0], N[1], auth_by=CHILD)
     assert job.status == JobStatus.FAILED
     assert (job.rows, job.succeeded, job.failed) == (2, 0, 2)
-    assert set(errors_of(rows).values()) == {FORBIDDEN}
+    assert set(errors_of(rows).values()) == {
+        refused("creating number in state 'in_service' is not allowed")
+    }
     assert knm.store.numbers.count_documents({}) == 0
 
 
@@ -404,7 +434,12 @@ def test_assign_to_moves_numbers_in_service(knm: Knm) -> None:
         auth_by=CHILD,
     )
     assert job.status == JobStatus.PARTIAL
-    assert errors_of(rows) == {N[0]: "", N[1]: "", N[2]: FORBIDDEN, N[3]: "not_found"}
+    assert errors_of(rows) == {
+        N[0]: "",
+        N[1]: "",
+        N[2]: hidden_from(N[2], "in_service", CHILD, RESELLER),
+        N[3]: "not_found",
+    }
     assert stored(knm.store.db, N[0])["pvt_assigned_to"] == ACCOUNT_4  # type: ignore[index]
     assert stored(knm.store.db, N[1])["pvt_assigned_to"] == CHILD  # type: ignore[index]
     listing = by_number(rows)
@@ -435,7 +470,7 @@ def test_reserve_for_the_row_account_or_the_jobs(knm: Knm) -> None:
         assert (doc["pvt_state"], doc["pvt_assigned_to"]) == ("reserved", owner)
         assert by_number(rows)[number]["state"] == "reserved"
     # RESELLER may not take its parent's number
-    assert errors_of(rows)[N[2]] == FORBIDDEN
+    assert errors_of(rows)[N[2]] == hidden_from(N[2], "in_service", RESELLER, MASTER)
     assert stored(knm.store.db, N[2])["pvt_state"] == "in_service"  # type: ignore[index]
     assert job.status == JobStatus.PARTIAL
 
@@ -448,7 +483,7 @@ def test_release_unwinds_each_number(knm: Knm) -> None:
     )
     job, rows = done(knm, "release", "e164", N[0], N[1], auth_by=CHILD)
     assert job.status == JobStatus.PARTIAL
-    assert errors_of(rows) == {N[0]: "", N[1]: FORBIDDEN}
+    assert errors_of(rows) == {N[0]: "", N[1]: hidden_from(N[1], "in_service", CHILD, RESELLER)}
     released = stored(knm.store.db, N[0])
     assert released is not None
     assert released["pvt_state"] == "available"  # released_state
@@ -465,7 +500,8 @@ def test_delete_is_for_admins_only(knm: Knm) -> None:
     )
     job, rows = done(knm, "delete", "e164", N[0], N[1], auth_by=CHILD)
     assert job.status == JobStatus.FAILED
-    assert errors_of(rows) == {N[0]: FORBIDDEN, N[1]: FORBIDDEN}  # per row, not a crash
+    admins_only = refused("only system or a superduper admin may hard-delete numbers")
+    assert errors_of(rows) == {N[0]: admins_only, N[1]: admins_only}  # per row, not a crash
     assert knm.store.numbers.count_documents({}) == 2
 
     job, rows = done(knm, "delete", "e164", N[0], auth_by=MASTER)
@@ -537,7 +573,7 @@ def test_update_of_someone_elses_number_fails_that_row(knm: Knm) -> None:
     load(knm, number_doc(N[0], "in_service", assigned_to=RESELLER))
     job, rows = done(knm, "update_merge", "e164,cnam.outbound", f"{N[0]},X", auth_by=CHILD)
     assert job.status == JobStatus.FAILED
-    assert errors_of(rows) == {N[0]: FORBIDDEN}
+    assert errors_of(rows) == {N[0]: hidden_from(N[0], "in_service", CHILD, RESELLER)}
     assert "cnam" not in stored(knm.store.db, N[0])  # type: ignore[operator]
 
 
@@ -549,7 +585,7 @@ def test_find_lists_numbers_the_requester_may_see(knm: Knm) -> None:
     assert job.status == JobStatus.PARTIAL
     assert errors_of(rows) == {
         TEST_OLD7_NUM: "",
-        TEST_IN_SERVICE_NUM: FORBIDDEN,
+        TEST_IN_SERVICE_NUM: hidden_from(TEST_IN_SERVICE_NUM, "in_service", CHILD, RESELLER),
         N[0]: "not_found",
         "1000": "not_reconcilable",
     }
@@ -592,9 +628,17 @@ def test_list_is_the_accounts_numbers(numbers_of_the_tree: Knm) -> None:
     assert [row["e164"] for row in rows] == [N[0], N[1]]
     assert [row["state"] for row in rows] == ["in_service", "reserved"]
     assert {row["error"] for row in rows} == {""}
-    # an account that may not see them gets nothing (silently)
+    # an account that may not read them (a descendant) gets none, and one row saying why
     job, rows = done(knm, "list", account=RESELLER, auth_by=CHILD)
-    assert (job.status, rows) == (JobStatus.SUCCEEDED, [])
+    assert (job.status, job.rows, job.succeeded, job.failed) == (JobStatus.FAILED, 1, 0, 1)
+    assert rows == [
+        {
+            "error": refused(
+                f"account '{CHILD}' may not list the numbers of account '{RESELLER}': it is "
+                f"not that account {RELATION}"
+            )
+        }
+    ]
 
 
 def test_list_all_includes_the_descendants(numbers_of_the_tree: Knm) -> None:
@@ -612,7 +656,15 @@ def test_dump_is_for_the_master_account_only(numbers_of_the_tree: Knm) -> None:
         assert job.status == JobStatus.SUCCEEDED
         assert [row["e164"] for row in rows] == N[:5]
     job, rows = done(knm, "dump", account=RESELLER, auth_by=RESELLER)
-    assert (job.status, job.rows, rows) == (JobStatus.SUCCEEDED, 0, [])
+    assert (job.status, job.rows, job.failed) == (JobStatus.FAILED, 1, 1)
+    assert rows == [
+        {
+            "error": refused(
+                "dump is for the master account only (system or a superduper admin at the "
+                f"root), not '{RESELLER}'"
+            )
+        }
+    ]
 
 
 @pytest.mark.parametrize(

@@ -563,7 +563,11 @@ def test_two_reserve_jobs_on_the_same_numbers_report_the_truth(
         assert rows[winner][number]["listing"]["state"] == "reserved"
         # The loser's row is true: it failed because the number is now someone else's.
         assert rows[loser][number]["status"] == "failed"
-        assert rows[loser][number]["error"] == UNAUTHORIZED, rows[loser][number]
+        why = (
+            f"number {number} is reserved and account '{loser}' is not its account '{winner}' "
+            "or one of its ancestors (nor system or a superduper admin)"
+        )
+        assert rows[loser][number]["error"] == f"{UNAUTHORIZED}: {why}", rows[loser][number]
 
 
 # ================================================================================ known defect

@@ -129,7 +129,9 @@ def test_carriers_convert_by_prefix_number_and_all(knm: Run, mongo_db: Database[
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["knm_local", "knm_nope"], "Bad carrier module: knm_nope"),
+        (["knm_local", "knm_nope"], "carrier_not_found: carrier module knm_nope is not known"),
+        # a module KAZOO knows but no registered carrier owns: no worker would consume its queue
+        (["knm_local", "knm_simwood"], "carrier_not_found: carrier module knm_simwood is not"),
         (["knm_local", "knm_telnyx", "--prefix", "1", "--number", "+14155550000"], "not both"),
         (["knm_local", "knm_telnyx", "--number", "12"], "not a reconcilable number"),
     ],

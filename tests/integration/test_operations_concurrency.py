@@ -44,7 +44,7 @@ from tests.fixtures_kazoo import (
     Doc,
     failures,
     fixture_doc,
-    forbidden,
+    hidden,
     load_kazoo,
     number_doc,
     stored,
@@ -230,7 +230,8 @@ def test_move_decides_again_on_the_fresh_document(
     reads = _racing_reads(monkeypatch, store, interfere)
     batch = nm.move([TEST_AVAILABLE_NUM], UNRELATED, Options(auth_by=UNRELATED))
     assert reads == [1, 2]
-    assert failures(batch) == {TEST_AVAILABLE_NUM: forbidden()}
+    refusal = hidden(TEST_AVAILABLE_NUM, "reserved", UNRELATED, RESELLER)
+    assert failures(batch) == {TEST_AVAILABLE_NUM: refusal}
     doc = stored(mongo_db, TEST_AVAILABLE_NUM)
     assert doc is not None
     assert (doc["pvt_state"], doc["pvt_assigned_to"], doc["pvt_rev"]) == ("reserved", RESELLER, 2)
@@ -371,7 +372,8 @@ def test_dry_run_move(nm: NumberManager, mongo_db: Database[Doc]) -> None:
     _unchanged(mongo_db, TEST_RESERVED_NUM)
     # refusals are still reported
     batch = nm.move([TEST_RESERVED_NUM], UNRELATED, Options(auth_by=UNRELATED, dry_run=True))
-    assert failures(batch) == {TEST_RESERVED_NUM: forbidden()}
+    refusal = hidden(TEST_RESERVED_NUM, "reserved", UNRELATED, RESELLER)
+    assert failures(batch) == {TEST_RESERVED_NUM: refusal}
 
 
 def test_dry_run_reserve(nm: NumberManager, mongo_db: Database[Doc]) -> None:

@@ -52,6 +52,7 @@ from tests.fixtures_kazoo import (
     failures,
     fixture_doc,
     forbidden,
+    hidden,
     invalid_transition,
     load_kazoo,
     number_doc,
@@ -114,15 +115,21 @@ class TestCreate:
         assert doc["pvt_rev"] == 1
 
     def test_create_with_unknown_carrier_module(self, store: Store, nm: NumberManager) -> None:
+        """KAZOO stored a module it could not load; knm refuses it (no worker would ever
+        consume that module's queue), even for an admin, and stores nothing."""
         load_kazoo(store.db)
         options = Options(auth_by=MASTER, assign_to=RESELLER, module_name="blipblop")
-        pn = _only(nm.create([TEST_CREATE_NUM], options), TEST_CREATE_NUM)
-        assert pn.carrier_module == "blipblop"
-        assert pn.features == {}
-        doc = stored(store.db, TEST_CREATE_NUM)
-        assert doc is not None
-        assert doc["pvt_carrier_module"] == "blipblop"
-        assert "pvt_features" not in doc
+        batch = nm.create([TEST_CREATE_NUM], options)
+        assert batch.succeeded == {}
+        assert failures(batch) == {
+            TEST_CREATE_NUM: {
+                "error": "carrier_not_found",
+                "code": 400,
+                "message": "carrier module blipblop is not known",
+                "cause": "blipblop",
+            }
+        }
+        assert stored(store.db, TEST_CREATE_NUM) is None
 
     def test_reseller_with_additions_creates_for_itself(
         self, store: Store, nm: NumberManager
@@ -228,7 +235,11 @@ class TestCreate:
         load_kazoo(store.db)
         options = Options(auth_by=MASTER, assign_to=RESELLER, module_name="knm_mdn")
         batch = nm.create([TEST_CREATE_NUM], options)
-        assert failures(batch) == {TEST_CREATE_NUM: forbidden()}
+        assert failures(batch) == {
+            TEST_CREATE_NUM: forbidden(
+                f"number {TEST_CREATE_NUM} is an MDN: only an MDN run changes it"
+            )
+        }
         assert stored(store.db, TEST_CREATE_NUM) is None
 
 
@@ -375,7 +386,9 @@ class TestMove:
         assert doc["pvt_rev"] == 2  # already in service for CHILD: nothing to write
 
         batch = nm.move([TEST_RESERVED_NUM], UNRELATED, Options(auth_by=UNRELATED))
-        assert failures(batch) == {TEST_RESERVED_NUM: forbidden()}
+        assert failures(batch) == {
+            TEST_RESERVED_NUM: hidden(TEST_RESERVED_NUM, "in_service", UNRELATED, CHILD)
+        }
         pn = _only(nm.move([TEST_RESERVED_NUM], UNRELATED), TEST_RESERVED_NUM)
         assert (pn.state, pn.assigned_to, pn.previously_assigned_to) == (
             S.IN_SERVICE,
@@ -388,7 +401,9 @@ class TestMove:
     ) -> None:
         load_kazoo(store.db, [TEST_RESERVED_NUM])
         batch = nm.move([TEST_RESERVED_NUM], UNRELATED, Options(auth_by=UNRELATED))
-        assert failures(batch) == {TEST_RESERVED_NUM: forbidden()}
+        assert failures(batch) == {
+            TEST_RESERVED_NUM: hidden(TEST_RESERVED_NUM, "reserved", UNRELATED, RESELLER)
+        }
         assert stored(store.db, TEST_RESERVED_NUM) == fixture_doc(TEST_RESERVED_NUM)
         pn = _only(nm.move([TEST_RESERVED_NUM], UNRELATED), TEST_RESERVED_NUM)
         assert (pn.state, pn.assigned_to) == (S.IN_SERVICE, UNRELATED)
@@ -518,7 +533,7 @@ class TestReserve:
             "1000": NOT_RECONCILABLE,
             TEST_CREATE_NUM: NOT_FOUND,
             TEST_AVAILABLE_NUM: ASSIGN_FAILURE,
-            TEST_IN_SERVICE_NUM: forbidden(),  # not visible to CHILD
+            TEST_IN_SERVICE_NUM: hidden(TEST_IN_SERVICE_NUM, "in_service", CHILD, RESELLER),
         }
         assert stored(store.db, TEST_AVAILABLE_NUM) == fixture_doc(TEST_AVAILABLE_NUM)
 
@@ -542,7 +557,9 @@ class TestGet:
         load_kazoo(store.db, [TEST_IN_SERVICE_NUM])
         for auth_by in (RANDOM_HEX, UNRELATED, CHILD):
             batch = nm.get([TEST_IN_SERVICE_NUM], Options(auth_by=auth_by))
-            assert failures(batch) == {TEST_IN_SERVICE_NUM: forbidden()}, auth_by
+            assert failures(batch) == {
+                TEST_IN_SERVICE_NUM: hidden(TEST_IN_SERVICE_NUM, "in_service", auth_by, RESELLER)
+            }, auth_by
         for auth_by in (RESELLER, MASTER, "system"):
             pn = _only(nm.get([TEST_IN_SERVICE_NUM], Options(auth_by=auth_by)), TEST_IN_SERVICE_NUM)
             assert pn.dirty is False
@@ -663,7 +680,12 @@ class TestMdn:
             assert (doc["*"], doc["pvt_rev"]) == (42, 2)
         else:
             assert batch.succeeded == {}
-            assert failures(batch) == {number: forbidden()}
+            cause = (
+                f"an MDN run changes only MDNs and number {number} is not one"
+                if mdn_run
+                else f"number {number} is an MDN: only an MDN run changes it"
+            )
+            assert failures(batch) == {number: forbidden(cause)}
             assert doc == fixture_doc(number)
 
     def test_mdn_guard_ignores_unchanged_numbers(self, store: Store, nm: NumberManager) -> None:
@@ -941,5 +963,6 @@ def test_bw_discovery_doc_is_hidden_from_child(store: Store, nm: NumberManager) 
     """A stored discovery doc assigned to RESELLER is not visible to its sub-account."""
     load_kazoo(store.db, [BW_EXISTING_DID, TEST_TELNYX_NUM])
     batch = nm.get([BW_EXISTING_DID, TEST_TELNYX_NUM], Options(auth_by=CHILD))
-    assert failures(batch) == {BW_EXISTING_DID: forbidden()}
+    refusal = hidden(BW_EXISTING_DID, "discovery", CHILD, RESELLER)
+    assert failures(batch) == {BW_EXISTING_DID: refusal}
     assert list(batch.succeeded) == [TEST_TELNYX_NUM]  # available: visible to everyone

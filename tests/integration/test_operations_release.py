@@ -39,8 +39,10 @@ from tests.fixtures_kazoo import (
     failures,
     fixture_doc,
     forbidden,
+    hidden,
     invalid_transition,
     load_kazoo,
+    not_related,
     number_doc,
     stored,
 )
@@ -428,7 +430,12 @@ def test_release_authorization(
         assert (pn.state, pn.assigned_to) == (S.AVAILABLE, None)
         assert _doc(store, NUM)["pvt_state"] == "available"
     else:
-        assert failures(batch) == {NUM: forbidden()}
+        refusal = (
+            hidden(NUM, "in_service", auth_by, CHILD)
+            if auth_by is not None
+            else forbidden(f"number {NUM} is in_service and the requester is unknown")
+        )
+        assert failures(batch) == {NUM: refusal}
         assert _doc(store, NUM) == doc
 
 
@@ -438,14 +445,19 @@ def test_reserved_from_parent_does_not_authorize_release(store: Store, nm: Numbe
     batch = nm.get([TEST_RESERVED_NUM], Options(auth_by=CHILD))
     assert failures(batch) == {}
     batch = nm.release([TEST_RESERVED_NUM], Options(auth_by=CHILD))
-    assert failures(batch) == {TEST_RESERVED_NUM: forbidden()}
+    assert failures(batch) == {TEST_RESERVED_NUM: not_related(CHILD, RESELLER)}
     assert _doc(store, TEST_RESERVED_NUM) == fixture_doc(TEST_RESERVED_NUM)
 
 
 def test_unassigned_number_release_needs_an_admin(store: Store, nm: NumberManager) -> None:
     load_kazoo(store.db, [TEST_AVAILABLE_NUM])
     batch = nm.release([TEST_AVAILABLE_NUM], Options(auth_by=RESELLER))
-    assert failures(batch) == {TEST_AVAILABLE_NUM: forbidden()}
+    assert failures(batch) == {
+        TEST_AVAILABLE_NUM: forbidden(
+            f"number {TEST_AVAILABLE_NUM} is assigned to no account: only system or a "
+            "superduper admin may do this"
+        )
+    }
     assert _doc(store, TEST_AVAILABLE_NUM) == fixture_doc(TEST_AVAILABLE_NUM)
     pn = _only(nm.release([TEST_AVAILABLE_NUM], Options(auth_by=MASTER)), TEST_AVAILABLE_NUM)
     assert pn.state == S.DELETED

@@ -106,6 +106,17 @@ def _ctx(auth_by: str | None = "system", assign_to: str | None = CHILD) -> Trans
     return TransitionContext(Options(auth_by=auth_by, assign_to=assign_to), _accounts())
 
 
+def not_related(auth_by: str, owner: str, *, subaccount: bool = False) -> Doc:
+    """The 403 of a requester that is not the owner (or assignee) or one of its ancestors."""
+    cause = (
+        f"account '{auth_by}' is not '{owner}' or one of its ancestors "
+        "(nor system or a superduper admin)"
+    )
+    if subaccount:
+        cause += ", and the number is not reserved by one of its ancestors"
+    return forbidden(cause)
+
+
 def _refusal(current: NumberState | None, target: NumberState) -> Doc:
     if target not in SUPPORTED_TARGETS:
         return invalid_transition(None)
@@ -188,9 +199,11 @@ def test_engine_authorization(current: NumberState, target: NumberState) -> None
     needs_auth, acquires = ALLOWED[(current, target)]
     pn = _pn(current)
     before = pn.model_copy(deep=True)
+    owner = pn.assigned_to or CHILD
     outcome = _attempt(pn, target, _ctx(auth_by=UNRELATED, assign_to=CHILD))
     if needs_auth:
-        assert outcome == forbidden()
+        subaccount = (current, target) == (S.RESERVED, S.IN_SERVICE)
+        assert outcome == not_related(UNRELATED, owner, subaccount=subaccount)
         assert pn == before
     else:
         assert outcome is acquires
@@ -210,7 +223,7 @@ def test_engine_parent_is_authorized(current: NumberState, target: NumberState) 
 
 def test_engine_undefined_auth_is_refused() -> None:
     pn = _pn(S.IN_SERVICE)
-    assert _attempt(pn, S.RESERVED, _ctx(auth_by=None)) == forbidden()
+    assert _attempt(pn, S.RESERVED, _ctx(auth_by=None)) == forbidden("the requester is unknown")
 
 
 def test_engine_reserved_by_parent_may_be_taken_by_descendant() -> None:
@@ -220,10 +233,14 @@ def test_engine_reserved_by_parent_may_be_taken_by_descendant() -> None:
         assert _attempt(pn, S.IN_SERVICE, _ctx(auth_by=auth_by, assign_to=auth_by)) is False
         assert (pn.state, pn.assigned_to) == (S.IN_SERVICE, auth_by)
     pn = _pn(S.RESERVED)
-    assert _attempt(pn, S.IN_SERVICE, _ctx(auth_by=UNRELATED, assign_to=UNRELATED)) == forbidden()
+    assert _attempt(pn, S.IN_SERVICE, _ctx(auth_by=UNRELATED, assign_to=UNRELATED)) == not_related(
+        UNRELATED, RESELLER, subaccount=True
+    )
     # ... but taking the reservation only works for in_service, not for re-reserving it.
     pn = _pn(S.RESERVED)
-    assert _attempt(pn, S.RESERVED, _ctx(auth_by=CHILD, assign_to=CHILD)) == forbidden()
+    assert _attempt(pn, S.RESERVED, _ctx(auth_by=CHILD, assign_to=CHILD)) == not_related(
+        CHILD, RESELLER
+    )
 
 
 def test_engine_reserved_by_superduper_admin_may_be_taken_by_anyone() -> None:
@@ -419,7 +436,7 @@ def test_move_discovered_number_needs_authorization(store: Store, nm: NumberMana
     load_kazoo(store.db)
     nm.search_cache.put("US-415-q", [SearchResult(NUM, RECORDER, S.DISCOVERY, {})])
     batch = nm.move([NUM], CHILD, Options(auth_by=UNRELATED))
-    _check_refused(store.db, batch, forbidden(), None)
+    _check_refused(store.db, batch, not_related(UNRELATED, CHILD), None)
     batch = nm.move([NUM], CHILD, Options(auth_by=RESELLER))
     _check_written(store.db, batch, S.IN_SERVICE, CHILD, [], rev=1)
 

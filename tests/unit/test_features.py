@@ -108,8 +108,8 @@ def fctx(*, admin: bool = True, dry_run: bool = False) -> FeatureContext:
     return FeatureContext(dry_run=dry_run, auth_by=SYSTEM if admin else RESELLER, is_admin=admin)
 
 
-def forbidden() -> KnmError:
-    return errors.unauthorized()
+def forbidden(cause: str) -> KnmError:
+    return errors.unauthorized(cause)
 
 
 # ================================================================================ catalogue
@@ -432,7 +432,9 @@ def test_rename_to_a_carrier_knm_does_not_know_is_invalid(value: Any) -> None:
 def test_rename_carrier_is_for_admins() -> None:
     with pytest.raises(KnmError) as raised:
         RenameCarrierProvider(CTX).save(pn(public={"carrier_name": "local"}), fctx(admin=False))
-    assert raised.value == forbidden()
+    assert raised.value == forbidden(
+        "only system or a superduper admin may rename the carrier (carrier_name)"
+    )
 
 
 def test_rename_uses_the_registry_carriers() -> None:
@@ -543,15 +545,26 @@ def test_a_requested_feature_that_is_not_available_fails_403(recorder: Recorder)
     local = pn(module="knm_local", public={"e911": {"street_address": "1 Main"}, "prepend": {}})
     with pytest.raises(KnmError) as raised:
         features.apply_on_save(local, env(auth_by=RESELLER, providers=registry))
-    assert raised.value == forbidden()
+    # the cause names the feature and the rule that refused it (prepend is allowed)
+    assert raised.value == forbidden(
+        f"feature 'e911' is not allowed on {NUM}: denied by the local-number rule "
+        "(no paid feature unless KNM_LOCAL_FEATURE_OVERRIDE)"
+    )
     assert recorder.calls == []  # nothing ran
     denied = pn(module="knm_bandwidth2", denied=["e911"], public={"e911": {"a": 1}})
-    with pytest.raises(KnmError):
+    with pytest.raises(KnmError) as raised:
         features.apply_on_save(denied, env(auth_by=RESELLER))
+    assert raised.value == forbidden(
+        f"feature 'e911' is not allowed on {NUM}: denied by the number's pvt_features_denied"
+    )
     # an active feature that became unavailable is a request too
     stale = pn(module="knm_local", used_by="callflow", features={"local": {}, "failover": {}})
-    with pytest.raises(KnmError):
+    with pytest.raises(KnmError) as raised:
         features.apply_on_save(stale, env())
+    assert raised.value == forbidden(
+        f"feature 'failover' is not allowed on {NUM}: denied by the trunkstore rule "
+        "(failover needs used_by trunkstore)"
+    )
 
 
 def test_refused_im_features_do_not_fail_the_save(recorder: Recorder) -> None:
@@ -633,7 +646,10 @@ def test_renaming_to_local_strips_what_local_numbers_may_not_use() -> None:
 def test_a_carrier_rename_by_a_reseller_fails_403(recorder: Recorder) -> None:
     with pytest.raises(KnmError) as raised:
         features.apply_on_save(pn(public={"carrier_name": "local"}), env(auth_by=RESELLER))
-    assert raised.value == forbidden()
+    assert raised.value == forbidden(
+        f"feature 'carrier_name' is not allowed on {NUM}: denied by the admin rule "
+        "(only system or a superduper admin may use it)"
+    )
 
 
 def test_deprovision_runs_every_requested_providers_delete(recorder: Recorder) -> None:
