@@ -48,7 +48,7 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageErro
 from typer._click.globals import get_current_context
 from typer.core import TyperGroup
 
-from config.settings import Settings, get_settings, reset_settings
+from config.settings import Settings, SettingsError, get_settings, reset_settings
 from knm import embedded, render, requests
 from knm.accounts import SYSTEM, Account, bad_account_id, is_account_id
 from knm.app import InputError, Knm
@@ -115,6 +115,9 @@ class _KnmGroup(TyperGroup):
         except ClickException as exc:
             typer.echo(f"knm: error: {_one_line(exc.format_message())}", err=True)
             code = exc.exit_code
+        except SettingsError as exc:  # KNM_* variables that are wrong (or wrong together)
+            typer.echo(f"knm: error: {_one_line(str(exc))}", err=True)
+            code = USAGE
         except typer.Abort:
             typer.echo("knm: aborted", err=True)
             code = FAILED
