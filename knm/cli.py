@@ -376,9 +376,9 @@ def numbers_request(
     not give must not be passed, not even with its default value. Raises ``InvalidRequestError``
     for an option the operation does not take.
 
-    ``validate=False`` (the in-process path) skips the payload limits of a task message (at
-    most ``MAX_NUMBERS_PER_REQUEST`` numbers, no empty strings): in process every input gets its
-    own result as it always has, an empty one failing ``not_reconcilable``.
+    ``validate=False`` (the in-process path) lets empty strings through: in process every
+    input gets its own result as it always has, an empty one failing ``not_reconcilable``. At
+    most ``MAX_NUMBERS_PER_REQUEST`` numbers either way (``requests.check``).
     """
     fields: dict[str, Any] = {"numbers": numbers}
     if account is not None:
