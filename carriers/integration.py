@@ -7,8 +7,9 @@ retry (DECISIONS 7):
 1. the provisioning ledger records the intent before anything is sent (``carriers.ledger``);
 2. if an earlier attempt's outcome is unknown, the provider is asked first (``_owned`` /
    ``_released``) and nothing is sent when the earlier attempt took effect;
-3. a call that fails ambiguously (timeout or lost connection after sending, 500/502/504) is
-   followed by the same question before any new attempt, with backoff in between;
+3. a call that fails ambiguously (timeout or lost connection after sending, 500/502/504, an
+   answer that cannot be read: the request was sent, its effect is unknown) is followed by the
+   same question before any new attempt or any report, with backoff in between;
 4. the outcome is recorded: ``done`` with the carrier data, ``failed`` on the provider's refusal,
    or left for reconciliation when retries ran out with the outcome still unknown.
 
@@ -57,7 +58,8 @@ class ProviderRefusalError(PermanentCallError):
 
 
 class MalformedAnswerError(PermanentCallError):
-    """The provider's answer could not be read. After an order, its effect is unknown."""
+    """The provider's answer could not be read. After an order or a release its effect is
+    unknown: the provider is asked, as after a timeout (a search simply finds nothing)."""
 
     def __init__(self, carrier: str, reason: str, status: int | None = None) -> None:
         super().__init__(carrier, reason, FailureKind.PERMANENT, status)
@@ -229,32 +231,32 @@ class Integration(Carrier):
         ticket = begun
         attempt = 0
         uncertain = False  # an attempt of ours may have taken effect
+        sent: str | None = None  # what became of the last attempt of ours that was sent
         try:
             while True:
                 attempt += 1
                 if ticket.reconcile:
-                    found = self._ask(confirm, pn, ticket)
+                    found = self._ask(confirm, pn, ticket, sent)
                     if found is not None:
                         return self._finish(ticket, found, "reconciled")
                     ticket.reconcile = False
                 try:
                     data = send(pn, ticket)
-                except AmbiguousCallError as exc:
+                except (AmbiguousCallError, MalformedAnswerError) as exc:
                     uncertain = True
                     delay = self.http.policy.delay(attempt)
                     if delay is None:
                         raise TransientCallError(
-                            self.name, f"{exc.reason} (after {attempt} attempts)", exc.kind
+                            self.name,
+                            f"{exc.reason} (after {attempt} attempts)",
+                            FailureKind.AMBIGUOUS,
                         ) from None
                     log.info("%s %s %s: %s; asking the provider", self.name, action, pn.number, exc)
                     self.http.sleep(delay)
                     ticket.reconcile = True
+                    sent = exc.reason
                     continue
                 return self._finish(ticket, data, "done")
-        except MalformedAnswerError as exc:
-            self.ledger.abandon(ticket, exc.reason)  # the order may have taken effect
-            self._failed(pn, action, exc.reason, transient=False)
-            raise errors.by_carrier(pn.number, exc.reason, self.name) from None
         except PermanentCallError as exc:
             if uncertain and (found := self._confirm_quietly(confirm, pn, ticket)) is not None:
                 return self._finish(ticket, found, "reconciled")
@@ -282,18 +284,22 @@ class Integration(Carrier):
             self.ledger.abandon(ticket, "interrupted")
             raise
 
-    def _ask(self, confirm: Confirm, pn: PhoneNumber, ticket: Ticket) -> dict[str, Any] | None:
+    def _ask(
+        self, confirm: Confirm, pn: PhoneNumber, ticket: Ticket, sent: str | None = None
+    ) -> dict[str, Any] | None:
         """Ask the provider whether an earlier attempt took effect.
 
         Any failure to get an answer (even a permanent one, say a 404 from the ownership call)
         leaves the outcome unknown: the ledger must not record a refusal, or the next attempt
-        would re-send without asking.
+        would re-send without asking. ``sent``: what became of our own last attempt.
         """
         try:
             return confirm(pn, ticket)
         except CarrierCallError as exc:
+            earlier = f" (the attempt sent: {sent})" if sent else ""
             raise UnresolvedOutcomeError(
-                self.name, f"cannot tell whether an earlier attempt took effect: {exc.reason}"
+                self.name,
+                f"cannot tell whether an earlier attempt took effect{earlier}: {exc.reason}",
             ) from None
 
     def _confirm_quietly(

@@ -34,8 +34,14 @@ from carriers.http import (
     PermanentCallError,
     TransientCallError,
 )
-from carriers.integration import Integration, ProviderRefusalError, UnresolvedOutcomeError
+from carriers.integration import (
+    Integration,
+    MalformedAnswerError,
+    ProviderRefusalError,
+    UnresolvedOutcomeError,
+)
 from carriers.ledger import Action, LeaseLostError, ProvisioningLedger, Settled, Ticket
+from carriers.retry import FailureKind
 from knm import errors
 from knm.errors import KnmError
 from knm.model import NumberState, PhoneNumber
@@ -125,20 +131,23 @@ class UpstreamFeatureProvider(FeatureProvider):
 
     # ------------------------------------------------------------------------- one change
     def change[T](self, send: Callable[[], T], confirm: Callable[[], T | None] | None = None) -> T:
-        """``send`` one change; after an ambiguous failure, back off and ``confirm`` (the
-        provider's answer when the change took effect, ``None`` to send it again)."""
+        """``send`` one change; after an ambiguous failure (an answer that cannot be read
+        included: the change was sent), back off and ``confirm`` (the provider's answer when
+        the change took effect, ``None`` to send it again)."""
         attempt = 0
         uncertain = False
         while True:
             attempt += 1
             try:
                 return send()
-            except AmbiguousCallError as exc:
+            except (AmbiguousCallError, MalformedAnswerError) as exc:
                 uncertain = True
                 delay = self.http.policy.delay(attempt)
                 if delay is None:
                     raise TransientCallError(
-                        self.carrier.name, f"{exc.reason} (after {attempt} attempts)", exc.kind
+                        self.carrier.name,
+                        f"{exc.reason} (after {attempt} attempts)",
+                        FailureKind.AMBIGUOUS,
                     ) from None
                 log.info("%s: %s; asking the provider before sending again", self.name, exc)
                 self.http.sleep(delay)

@@ -108,7 +108,7 @@ def celery_config(settings: Settings, queues: list[str]) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "worker_concurrency": settings.worker_concurrency,
         "task_time_limit": settings.task_time_limit_s,
-        "task_soft_time_limit": max(1, settings.task_time_limit_s - 60),
+        "task_soft_time_limit": settings.soft_time_limit_s,
         "result_expires": settings.result_expires_s,
         "result_extended": True,
         "task_track_started": True,

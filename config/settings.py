@@ -11,13 +11,28 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from config import defaults
 from config.carrier_settings import CarrierHttpSettings, CarriersSettings, StrList
 
 ReleasedState = Literal["available", "released"]
+
+ENV_PREFIX = "KNM_"
+ENV_NESTED_DELIMITER = "__"
+#: The soft time limit's default margin below the hard one (at most this, at least 1 s).
+SOFT_LIMIT_MARGIN_S = 60
+
+
+class SettingsError(ValueError):
+    """The environment's settings are invalid; the message is one line naming the variables."""
+
+
+def env_name(*path: str | int) -> str:
+    """The environment variable of a setting: ``("carrier_http", "timeout_s")`` is
+    ``KNM_CARRIER_HTTP__TIMEOUT_S``."""
+    return ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(part).upper() for part in path)
 
 
 def _default_classifiers() -> dict[str, dict[str, object] | str]:
@@ -28,8 +43,8 @@ class Settings(BaseSettings):
     """All of knm's settings; ``get_settings()`` returns the process-wide instance."""
 
     model_config = SettingsConfigDict(
-        env_prefix="KNM_",
-        env_nested_delimiter="__",
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
         extra="ignore",
     )
 
@@ -117,7 +132,13 @@ class Settings(BaseSettings):
         default=None,
         description="Celery result backend; unset: the Redis broker itself, rpc:// for AMQP.",
     )
-    task_time_limit_s: int = Field(default=3600, ge=1, description="Hard limit of one task.")
+    task_time_limit_s: int = Field(default=3600, ge=2, description="Hard limit of one task.")
+    task_soft_time_limit_s: int | None = Field(
+        default=None,
+        ge=1,
+        description="Soft limit of one task (below the hard one); unset: the hard limit less "
+        "a tenth of it, at most 60 s.",
+    )
     broker_visibility_timeout_s: int = Field(
         default=7200,
         ge=1,
@@ -139,6 +160,12 @@ class Settings(BaseSettings):
         default=7 * 86_400, ge=1, description="How long a request's outcome is kept (idempotency)."
     )
     embedded_polling_interval_s: float = Field(default=0.1, gt=0)
+    message_max_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="A compressed task message whose body inflates past this is refused "
+        "without decompressing it.",
+    )
 
     # --- tasks (spec §10.2) ----------------------------------------------------------------------
     crawler_interval: timedelta = Field(
@@ -164,11 +191,75 @@ class Settings(BaseSettings):
     discovery_expiry_d: int = Field(default=1, ge=0)
     import_defaults_to_carrier: str = "knm_local"
 
+    @property
+    def soft_time_limit_s(self) -> int:
+        """The soft time limit a task gets (the explicit one, else derived from the hard)."""
+        if self.task_soft_time_limit_s is not None:
+            return self.task_soft_time_limit_s
+        margin = max(1, min(SOFT_LIMIT_MARGIN_S, self.task_time_limit_s // 10))
+        return self.task_time_limit_s - margin
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Settings:
+        """Settings that are each valid but wrong together (checked at start-up)."""
+        hard = self.task_time_limit_s
+        soft = self.task_soft_time_limit_s
+        if soft is not None and soft >= hard:
+            raise ValueError(
+                f"{env_name('task_soft_time_limit_s')}={soft} must be below "
+                f"{env_name('task_time_limit_s')}={hard} (the soft limit warns a task before "
+                "the hard one kills it)"
+            )
+        if self.broker_visibility_timeout_s <= hard:
+            raise ValueError(
+                f"{env_name('broker_visibility_timeout_s')}={self.broker_visibility_timeout_s} "
+                f"must be above {env_name('task_time_limit_s')}={hard} (else a task still "
+                "running is handed to another worker)"
+            )
+        if self.carrier_retry_base_s > self.carrier_retry_max_s:
+            raise ValueError(
+                f"{env_name('carrier_retry_base_s')}={self.carrier_retry_base_s:g} must not be "
+                f"above {env_name('carrier_retry_max_s')}={self.carrier_retry_max_s:g}"
+            )
+        return self
+
+
+def settings_error(exc: ValidationError) -> SettingsError:
+    """One line naming each invalid variable and its rule (never its value: it may be secret)."""
+    problems = []
+    for err in exc.errors():
+        message = str(err["msg"]).removeprefix("Value error, ")
+        path = _setting_path(err.get("loc", ()))
+        problems.append(f"{env_name(*path)}: {message}" if path else message)
+    return SettingsError("invalid settings: " + "; ".join(problems))
+
+
+def _setting_path(loc: tuple[str | int, ...]) -> list[str]:
+    """The fields of ``loc`` down to the one an environment variable sets (a JSON-valued
+    setting's own keys, say a classifier's, are part of its value, not of its name)."""
+    path: list[str] = []
+    model: object = Settings
+    for part in loc:
+        fields = (
+            model.model_fields if isinstance(model, type) and issubclass(model, BaseModel) else {}
+        )
+        if not isinstance(part, str) or part not in fields:
+            break
+        path.append(part)
+        model = fields[part].annotation
+    return path
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The settings of this process, read once from the environment."""
-    return Settings()
+    """The settings of this process, read once from the environment.
+
+    Raises ``SettingsError`` (one line naming the variables) when they are invalid.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise settings_error(exc) from None
 
 
 def reset_settings() -> None:

@@ -15,6 +15,7 @@ from carriers.inventory import InventoryBackedCarrier
 from carriers.registry import CarrierRegistry, default_registry
 from config.settings import Settings, get_settings
 from knm.accounts import Account, AccountDirectory, bad_account_id, is_account_id
+from knm.convert import MAX_E164_DIGITS
 from knm.dead_letters import DeadLetterStore
 from knm.operations import NumberManager
 from knm.outcomes import OutcomeStore, RequestKeys
@@ -133,6 +134,8 @@ class Knm:
             raise InputError(bad_account_id(account_id))
         if start <= 0 or quantity <= 0:
             raise InputError("START and QUANTITY must be positive integers")
+        if len(str(start + quantity - 1)) > MAX_E164_DIGITS:
+            raise InputError(f"numbers have at most {MAX_E164_DIGITS} digits (E.164)")
         carrier = self.numbers.carriers.get(module, self.numbers.carrier_ctx)
         assert isinstance(carrier, InventoryBackedCarrier)
         return carrier.generate_numbers(account_id, start, quantity)

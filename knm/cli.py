@@ -48,7 +48,7 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageErro
 from typer._click.globals import get_current_context
 from typer.core import TyperGroup
 
-from config.settings import Settings, get_settings, reset_settings
+from config.settings import Settings, SettingsError, get_settings, reset_settings
 from knm import embedded, render, requests
 from knm.accounts import SYSTEM, Account, bad_account_id, is_account_id
 from knm.app import InputError, Knm
@@ -116,6 +116,9 @@ class _KnmGroup(TyperGroup):
         except ClickException as exc:
             typer.echo(f"knm: error: {_one_line(exc.format_message())}", err=True)
             code = exc.exit_code
+        except SettingsError as exc:  # KNM_* variables that are wrong (or wrong together)
+            typer.echo(f"knm: error: {_one_line(str(exc))}", err=True)
+            code = USAGE
         except typer.Abort:
             typer.echo("knm: aborted", err=True)
             code = FAILED
@@ -374,9 +377,9 @@ def numbers_request(
     not give must not be passed, not even with its default value. Raises ``InvalidRequestError``
     for an option the operation does not take.
 
-    ``validate=False`` (the in-process path) skips the payload limits of a task message (at
-    most ``MAX_NUMBERS_PER_REQUEST`` numbers, no empty strings): in process every input gets its
-    own result as it always has, an empty one failing ``not_reconcilable``.
+    ``validate=False`` (the in-process path) lets empty strings through: in process every
+    input gets its own result as it always has, an empty one failing ``not_reconcilable``. At
+    most ``MAX_NUMBERS_PER_REQUEST`` numbers either way (``requests.check``).
     """
     fields: dict[str, Any] = {"numbers": numbers}
     if account is not None:

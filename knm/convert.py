@@ -22,6 +22,8 @@ import phonenumbers
 from config.settings import get_settings
 
 __all__ = [
+    "MAX_E164_DIGITS",
+    "MAX_INPUT_CHARS",
     "NANP_PRETTY_PRINT",
     "available_classifiers",
     "classify",
@@ -41,6 +43,11 @@ __all__ = [
     "to_npan",
     "to_strip_plus",
 ]
+
+#: E.164 numbers have at most 15 digits (ITU-T E.164 §6).
+MAX_E164_DIGITS = 15
+#: Longer inputs cannot be a number in any form knm takes (``011`` + 15 digits, with room).
+MAX_INPUT_CHARS = 32
 
 #: Fallback pretty-print format for numbers starting ``+1`` (KAZOO's ``maybe_use_us_default``).
 NANP_PRETTY_PRINT = "SS(###) ### - ####"
@@ -162,9 +169,16 @@ def is_reconcilable(
     """Whether knm manages this number at all: its normalized form matches ``reconcile_regex``.
 
     Bulk operations partition their inputs with this; the rest fail ``not_reconcilable``.
+    Whatever the regex says, a number of more than ``MAX_E164_DIGITS`` digits (E.164's bound)
+    is not one: such an input is refused before any regex reads it.
     """
+    if len(number) > MAX_INPUT_CHARS:
+        return False
+    normalized = normalize(number, converters)
+    if sum(c.isdigit() for c in normalized) > MAX_E164_DIGITS:
+        return False
     pattern = get_settings().reconcile_regex if regex is None else regex
-    return _compile(pattern).search(normalize(number, converters)) is not None
+    return _compile(pattern).search(normalized) is not None
 
 
 # --------------------------------------------------------------------------------------------

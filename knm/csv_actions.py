@@ -16,7 +16,7 @@ from carriers.registry import default_registry
 from knm import errors
 from knm.accounts import is_account_id
 from knm.listing import LISTING_COLUMNS
-from knm.model import NumberState
+from knm.model import NumberState, key_problem
 
 
 @dataclass(frozen=True)
@@ -105,11 +105,16 @@ VERIFIERS: Final[dict[str, Verifier]] = {
 
 
 def bad_cells(action: Action, row: Mapping[str, str]) -> list[str]:
-    """The columns of ``row`` whose value fails its verifier (empty optional cells pass)."""
+    """The columns of ``row`` whose value fails its verifier (empty optional cells pass), and
+    the ``opaque.*`` columns with a value whose path has a key no field may have (``$x``)."""
     bad = [c for c in action.mandatory if not row.get(c, "").strip()]
     for column, verify in VERIFIERS.items():
         value = row.get(column, "").strip()  # as the actions read it (public_fields strips)
         if value and not verify(value):
+            bad.append(column)
+    for column, value in row.items():
+        opaque = column.startswith("opaque.") and value.strip()
+        if opaque and any(key_problem(key) for key in _opaque_path(column)):
             bad.append(column)
     return bad
 
@@ -126,6 +131,11 @@ def row_error(action: Action, row: Mapping[str, str]) -> str | None:
     if bad:
         problems.insert(0, f"bad field(s) {' '.join(bad)}")
     return "; ".join(problems) or None
+
+
+def _opaque_path(column: str) -> list[str]:
+    """The keys an ``opaque.a.b`` column sets (``a``, ``b``; empty parts are ignored)."""
+    return [p for p in column[len("opaque.") :].strip().split(".") if p]
 
 
 def _put(target: dict[str, Any], key: str, value: str) -> None:
@@ -181,7 +191,7 @@ def public_fields(row: Mapping[str, str]) -> dict[str, Any]:
         fields["failover"] = failover
     for column, value in row.items():
         if column.startswith("opaque.") and value.strip():
-            path = [p for p in column[len("opaque.") :].strip().split(".") if p]
+            path = _opaque_path(column)
             if path:
                 _set_path(fields, path, value.strip())
     return fields

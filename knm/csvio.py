@@ -3,7 +3,10 @@
 Input: UTF-8 with or without a BOM, CRLF or LF, quoted fields with commas and newlines, blank
 lines and trailing empty columns are all fine; a file that is not UTF-8 text or not a CSV table
 is refused with a message saying why: an invalid UTF-8 byte or a NUL byte anywhere in the file
-(with its byte offset and line), an unbalanced quote, an empty or repeated header name. Output:
+(with its byte offset and line), an unbalanced quote, an empty or repeated header name, a line or
+a cell longer than ``PARSE_LIMIT`` (what the reader ever holds). A cell over ``MAX_CELL_BYTES``
+or a row over ``MAX_ROW_BYTES`` fails only its row, whose oversized cells are cut short so that
+what is kept of it stays small. Output:
 values a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@`` first) are escaped,
 except plain numbers such as E.164 ones.
 """
@@ -14,7 +17,7 @@ import codecs
 import csv
 import io
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -22,7 +25,16 @@ READ_BYTES: Final[int] = 64 * 1024
 FORMULA_STARTS: Final[tuple[str, ...]] = ("=", "+", "-", "@", "\t", "\r")
 _PLAIN_NUMBER: Final[re.Pattern[str]] = re.compile(r"^[+-]?\d+(\.\d+)?$")
 
-csv.field_size_limit(1024 * 1024)
+#: The largest cell (UTF-8 bytes): a bigger one fails its row.
+MAX_CELL_BYTES: Final[int] = 64 * 1024
+#: The largest row, its cells together (UTF-8 bytes): a bigger one fails.
+MAX_ROW_BYTES: Final[int] = 256 * 1024
+#: The longest line or cell the reader holds (characters): a longer one refuses the file.
+PARSE_LIMIT: Final[int] = 1024 * 1024
+#: Characters kept of an oversized cell in a refused row (enough to find it in the file).
+KEPT_OF_OVERSIZED: Final[int] = 64
+
+csv.field_size_limit(PARSE_LIMIT)
 
 
 class CsvInputError(ValueError):
@@ -92,12 +104,24 @@ class CsvReader:
         checked = io.BufferedReader(_CheckedBytes(self._binary, self.name), READ_BYTES)
         self._text = io.TextIOWrapper(checked, encoding="utf-8-sig", errors="strict", newline="")
         # strict: an unbalanced quote is an error, not a cell that swallows the rest of the file
-        self._reader = csv.reader(self._text, strict=True)
+        self._reader = csv.reader(self._lines(), strict=True)
+        self._line_no = 0
         try:
             self.header = self._read_header()
         except BaseException:
             self.close()
             raise
+
+    def _lines(self) -> Iterator[str]:
+        """The text's lines, none longer than ``PARSE_LIMIT`` (one long line is never held)."""
+        while line := self._text.readline(PARSE_LIMIT + 1):
+            self._line_no += 1
+            if len(line) > PARSE_LIMIT:
+                raise CsvInputError(
+                    f"{self.name}: line {self._line_no} is longer than {PARSE_LIMIT} characters "
+                    f"(a cell may hold at most {MAX_CELL_BYTES} bytes)"
+                )
+            yield line
 
     def _next_record(self) -> list[str] | None:
         try:
@@ -110,6 +134,11 @@ class CsvReader:
                 f"{exc.reason}); save it as UTF-8 and submit it again"
             ) from None
         except csv.Error as exc:
+            if "field limit" in str(exc):
+                raise CsvInputError(
+                    f"{self.name}: line {self._reader.line_num} has a cell longer than "
+                    f"{PARSE_LIMIT} characters (a cell may hold at most {MAX_CELL_BYTES} bytes)"
+                ) from None
             raise CsvInputError(
                 f"{self.name} is not a valid CSV file (line {self._reader.line_num}: {exc})"
             ) from None
@@ -143,7 +172,12 @@ class CsvReader:
             if any(cell.strip() for cell in extra):
                 problem = f"row has {len(record)} cells but the header has {width} columns"
             cells = record[:width] + [""] * (width - len(record))
-            yield number, dict(zip(self.header, cells, strict=True)), problem
+            row = dict(zip(self.header, cells, strict=True))
+            oversized = size_problem(row)
+            if oversized is not None:
+                problem = oversized
+                row = {c: v if len(v) <= KEPT_OF_OVERSIZED else _cut(v) for c, v in row.items()}
+            yield number, row, problem
 
     def close(self) -> None:
         """Close the file it opened; a caller's stream is left open."""
@@ -158,6 +192,35 @@ class CsvReader:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def utf8_len(value: str) -> int:
+    """The UTF-8 size of ``value`` (without encoding plain ASCII)."""
+    return len(value) if value.isascii() else len(value.encode("utf-8"))
+
+
+def row_bytes(row: Mapping[str, str]) -> int:
+    """The UTF-8 size of a row's column names and cells."""
+    return sum(utf8_len(column) + utf8_len(value) for column, value in row.items())
+
+
+def size_problem(row: dict[str, str]) -> str | None:
+    """Why ``row`` is too big to take (a cell over ``MAX_CELL_BYTES``, the row over
+    ``MAX_ROW_BYTES``), or None."""
+    total = 0
+    for column, value in row.items():
+        size = utf8_len(value)
+        if size > MAX_CELL_BYTES:
+            return f"cell {column} is {size} bytes, more than the {MAX_CELL_BYTES} allowed"
+        total += size
+    if total > MAX_ROW_BYTES:
+        return f"row is {total} bytes, more than the {MAX_ROW_BYTES} allowed"
+    return None
+
+
+def _cut(value: str) -> str:
+    """The start of an oversized cell, marked as cut (a refused row keeps this much)."""
+    return f"{value[:KEPT_OF_OVERSIZED]}... ({utf8_len(value)} bytes)"
 
 
 def escape_cell(value: str) -> str:

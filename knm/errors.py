@@ -126,6 +126,11 @@ def invalid(cause: str) -> KnmError:
     return KnmError("invalid", 400, "invalid", cause)
 
 
+def invalid_field(path: str, rule: str) -> KnmError:
+    """A field the caller sent that cannot be stored: ``path`` names it, ``rule`` says why."""
+    return KnmError("invalid_field", 400, f"invalid field {path}: {rule}", path)
+
+
 def by_carrier(
     number: str, detail: str | None = None, carrier: str | None = None, *, retryable: bool = False
 ) -> KnmError:

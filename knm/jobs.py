@@ -31,7 +31,7 @@ from knm.accounts import SYSTEM, AccountDirectory, bad_account_id, is_account_id
 from knm.app import InputError, Knm
 from knm.batch import Batch
 from knm.csv_actions import ACTIONS, Action, public_fields, row_error
-from knm.csvio import CsvInputError, CsvReader
+from knm.csvio import CsvInputError, CsvReader, row_bytes
 from knm.errors import KnmError
 from knm.job_access import listing_refusal, readable_jobs
 from knm.listing import RESULT_COLUMNS, listing_row
@@ -40,6 +40,14 @@ from knm.options import Options
 
 DEFAULT_CHUNK_SIZE: Final[int] = 1000
 INSERT_BATCH: Final[int] = 1000
+#: Rows are inserted in batches of at most this many bytes of input too (streaming).
+INSERT_BATCH_BYTES: Final[int] = 1024 * 1024
+#: A chunk holds at most this many bytes of input (one read of it stays far below what a
+#: MongoDB reply may carry, whatever the rows' size); a chunk is cut early to stay under it.
+CHUNK_MAX_BYTES: Final[int] = 8 * 1024 * 1024
+#: Result rows read per batch: each is at most a row's input (256 KiB) and its listing (less
+#: than a number's 64 KiB of public fields), so a batch stays under the 48 MB of one reply.
+RESULTS_BATCH: Final[int] = 100
 
 
 class JobStatus(StrEnum):
@@ -150,8 +158,12 @@ class JobStore:
         return [Job.from_document(d) for d in found]
 
     def result_rows(self, job_id: str) -> Iterator[dict[str, str]]:
-        """Per-row results in row order: the listing for successes, the input for failures."""
-        for doc in self.rows.find({"job_id": job_id}).sort([("job_id", 1), ("row", 1)]):
+        """Per-row results in row order: the listing for successes, the input for failures.
+
+        Read in small batches: a job's rows together may be far more than one reply carries.
+        """
+        rows = self.rows.find({"job_id": job_id}, batch_size=RESULTS_BATCH)
+        for doc in rows.sort([("job_id", 1), ("row", 1)]):
             if doc["status"] == RowStatus.SUCCEEDED:
                 yield {**doc.get("listing", {}), "error": ""}
             else:
@@ -209,9 +221,9 @@ def create_job(
                         f"missing mandatory column(s): {', '.join(missing)} "
                         f"(the header has: {', '.join(reader.header) or 'nothing'})"
                     )
-                total, failed = _store_rows(knm, store, job, action, reader)
+                total, failed, chunks = _store_rows(knm, store, job, action, reader)
         else:
-            total, failed = 0, 0
+            total, failed, chunks = 0, 0, 1
     except (InputError, CsvInputError) as exc:
         store.rows.delete_many({"job_id": job.id})
         store.jobs.delete_one({"_id": job.id})
@@ -221,7 +233,6 @@ def create_job(
             store.rows.delete_many({"job_id": job.id})
             store.jobs.delete_one({"_id": job.id})
         raise
-    chunks = -(-total // chunk_size) if action.takes_input else 1
     doc = store.jobs.find_one_and_update(
         {"_id": job.id},
         {
@@ -244,14 +255,22 @@ def create_job(
 
 def _store_rows(
     knm: Knm, store: JobStore, job: Job, action: Action, reader: CsvReader
-) -> tuple[int, int]:
-    """Validate every row and insert them in batches; returns (rows, rows failed already)."""
+) -> tuple[int, int, int]:
+    """Validate every row and insert them in batches; returns (rows, rows failed already,
+    chunks). A chunk has at most ``job.chunk_size`` rows and ``CHUNK_MAX_BYTES`` of input."""
     settings = knm.settings
     seen: dict[str, int] = {}
     batch: list[InsertOne[dict[str, Any]]] = []
+    batch_bytes = 0
     total = failed = 0
+    chunk = chunk_rows = chunk_bytes = 0
     for number, row, problem in reader.rows():
         total += 1
+        size = row_bytes(row)
+        if chunk_rows and (chunk_rows >= job.chunk_size or chunk_bytes + size > CHUNK_MAX_BYTES):
+            chunk, chunk_rows, chunk_bytes = chunk + 1, 0, 0
+        chunk_rows += 1
+        chunk_bytes += size
         raw = row.get("e164", "").strip()
         error: str | None = problem
         normalized: str | None = None
@@ -273,7 +292,7 @@ def _store_rows(
                     "_id": f"{job.id}:{number:09d}",
                     "job_id": job.id,
                     "row": number,
-                    "chunk": (number - 1) // job.chunk_size,
+                    "chunk": chunk,
                     "number": normalized,
                     "input": row,
                     "status": (RowStatus.FAILED if error else RowStatus.PENDING).value,
@@ -282,12 +301,13 @@ def _store_rows(
                 }
             )
         )
-        if len(batch) >= INSERT_BATCH:
+        batch_bytes += size
+        if len(batch) >= INSERT_BATCH or batch_bytes >= INSERT_BATCH_BYTES:
             store.rows.bulk_write(batch, ordered=False)
-            batch = []
+            batch, batch_bytes = [], 0
     if batch:
         store.rows.bulk_write(batch, ordered=False)
-    return total, failed
+    return total, failed, (chunk + 1 if total else 0)
 
 
 # ================================================================================ running
@@ -309,7 +329,8 @@ def run_chunk(knm: Knm, job_id: str, chunk: int) -> ChunkReport:
     action = ACTIONS[job.action]
     if not action.takes_input:
         return run_listing(knm, job)
-    docs = list(store.rows.find({"job_id": job_id, "chunk": chunk}))
+    # without the listings a rerun's done rows carry: a chunk's inputs are bounded, not them
+    docs = list(store.rows.find({"job_id": job_id, "chunk": chunk}, {"listing": 0}))
     pending = [
         _Row(d["_id"], d["row"], d["number"], d["input"])
         for d in docs

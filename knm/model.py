@@ -3,18 +3,24 @@
 ``PhoneNumber`` is what operations work on: the stored fields of spec §1.2 (under DECISIONS 1-4),
 the public fields of §1.3, and a ``dirty`` flag. Every setter that *changes* a value marks the
 record dirty and bumps ``modified`` (§1.5), because only dirty records are written and the aging
-sweep reads ``pvt_modified`` as its clock. This module is a leaf: it imports nothing from knm.
+sweep reads ``pvt_modified`` as its clock. Public fields that could not be stored (keys MongoDB
+refuses or misreads, more than ``MAX_PUBLIC_BYTES``) are refused with 400 ``invalid_field``. This
+module is a leaf: it imports nothing from knm but its errors.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, ClassVar, Final
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from knm import errors
 
 
 class NumberState(StrEnum):
@@ -42,6 +48,11 @@ GREGORIAN_UNIX_OFFSET: Final[int] = 62167219200
 #: Public keys dropped on load: ``id`` is the API's, ``used_by`` is private (``pvt_used_by``).
 _STRIPPED_PUBLIC_KEYS: Final[frozenset[str]] = frozenset({"id", "used_by"})
 _LEGACY_E911_KEYS: Final[tuple[str, ...]] = ("dash_e911", "vitelity_e911")  # vitelity wins
+
+#: The largest public part of one number, JSON-encoded in UTF-8 (64 KiB).
+MAX_PUBLIC_BYTES: Final[int] = 64 * 1024
+#: A key shown as is in a field path; any other is shown as a JSON string.
+_PLAIN_KEY: Final[re.Pattern[str]] = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def utcnow() -> datetime:
@@ -103,6 +114,66 @@ def sanitize_public(fields: Mapping[str, Any]) -> dict[str, Any]:
         if _is_non_empty(public.get(legacy)):
             public["e911"] = copy.deepcopy(public[legacy])
     return public
+
+
+def field_path(path: tuple[str | int, ...]) -> str:
+    """A path into public fields, unambiguous: ``e911.street_address``, ``a."b.c"``, ``x[0]``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        shown = part if _PLAIN_KEY.match(part) else json.dumps(part)
+        out += f".{shown}" if out else shown
+    return out
+
+
+def key_problem(key: object) -> str | None:
+    """Why ``key`` cannot name a stored field (MongoDB reads ``$`` as an operator and ``.`` as a
+    path; NUL ends a BSON key), or None."""
+    if not isinstance(key, str):
+        return "a key must be a string"
+    if not key:
+        return "a key must not be empty"
+    if key.startswith("$"):
+        return "a key must not start with '$'"
+    if "." in key:
+        return "a key must not contain '.'"
+    if "\x00" in key:
+        return "a key must not contain a NUL character"
+    return None
+
+
+def _bad_key(value: Any, path: tuple[str | int, ...]) -> tuple[tuple[str | int, ...], str] | None:
+    """The first key at any depth of ``value`` that cannot be stored, with the reason."""
+    if isinstance(value, Mapping):
+        for key, child in value.items():
+            problem = key_problem(key)
+            if problem is not None:
+                return (*path, str(key)), problem
+            found = _bad_key(child, (*path, key))
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, child in enumerate(value):
+            found = _bad_key(child, (*path, index))
+            if found is not None:
+                return found
+    return None
+
+
+def check_public(public: Mapping[str, Any]) -> None:
+    """Raise 400 ``invalid_field`` unless ``public`` can be stored: every key, at every depth,
+    non-empty and free of a leading ``$``, of ``.`` and of NUL; at most ``MAX_PUBLIC_BYTES``."""
+    found = _bad_key(public, ())
+    if found is not None:
+        path, problem = found
+        raise errors.invalid_field(field_path(path), problem)
+    size = len(json.dumps(public, ensure_ascii=False, separators=(",", ":"), default=str).encode())
+    if size > MAX_PUBLIC_BYTES:
+        raise errors.invalid_field(
+            "public_fields", f"{size} bytes encoded, more than the {MAX_PUBLIC_BYTES} allowed"
+        )
 
 
 def _is_non_empty(value: Any) -> bool:
@@ -445,13 +516,17 @@ class PhoneNumber(BaseModel):
         """KAZOO's reset_doc: the public part becomes the public fields of ``fields``."""
         public = sanitize_public(fields)
         if self.public != public:
+            check_public(public)
             self.public = public
             self._touch()
 
     def update_public(self, fields: Mapping[str, Any]) -> None:
         """KAZOO's update_doc: deep-merge the public fields of ``fields`` into the public part."""
-        public = sanitize_public(deep_merge(self.public, sanitize_public(fields)))
+        given = sanitize_public(fields)
+        public = sanitize_public(deep_merge(self.public, given))
         if self.public != public:
+            check_public(given)  # the caller's own mistakes are named first
+            check_public(public)
             self.public = public
             self._touch()
 

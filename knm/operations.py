@@ -318,7 +318,13 @@ class NumberManager:
             if doc is None:
                 absent.append(number)
                 continue
-            pn = PhoneNumber.from_document(doc, default_module=self.settings.available_module_name)
+            try:
+                pn = PhoneNumber.from_document(
+                    doc, default_module=self.settings.available_module_name
+                )
+            except (ValueError, TypeError) as exc:  # a stored document knm cannot read
+                batch.fail(number, errors.unspecified("invalid_document", str(exc)))
+                continue
             request_id = ctx.options.request_id
             if request_id is not None and pn.written_by(request_id):
                 batch.succeed(pn)  # a redelivered request: this number is already done
@@ -516,7 +522,11 @@ class NumberManager:
             pn.state = state
             pn.ported_in = options.ported_in
             if options.public_fields:
-                pn.reset_public(options.public_fields)
+                try:
+                    pn.reset_public(options.public_fields)
+                except KnmError as error:  # fields that cannot be stored
+                    batch.fail(number, error)
+                    continue
             out.append(pn)
         return out
 
@@ -558,7 +568,11 @@ class NumberManager:
             pn = PhoneNumber.new(number, hit.carrier_module)
             pn.state = S.DISCOVERY
             pn.carrier_data = dict(hit.carrier_data)
-            self._apply_option_setters(pn, ctx.options)
+            try:
+                self._apply_option_setters(pn, ctx.options)
+            except KnmError as error:  # fields that cannot be stored
+                batch.fail(number, error)
+                continue
             out.append(pn)
         return out
 

@@ -128,6 +128,11 @@ class NumbersRequest(BaseModel):
 
 def check(op: Operation, request: NumbersRequest) -> None:
     """Rules that depend on the operation; raise ``InvalidRequestError``."""
+    if len(request.numbers) > MAX_NUMBERS_PER_REQUEST:  # in process too, not only in a message
+        raise InvalidRequestError(
+            f"at most {MAX_NUMBERS_PER_REQUEST:,} numbers per request "
+            f"({len(request.numbers):,} given): split them, or use a CSV job"
+        )
     if op in NEEDS_ACCOUNT and request.account is None:
         raise InvalidRequestError(f"'account' is required by {op.value}")
     if request.state is not None and op != Operation.CREATE:

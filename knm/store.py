@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final
 
+import bson
+from bson.errors import InvalidDocument
 from pymongo import ASCENDING, DeleteOne, InsertOne, MongoClient, ReplaceOne
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -26,6 +28,8 @@ from knm.errors import KnmError
 from knm.model import PhoneNumber, utcnow
 
 DUPLICATE_KEY: Final[int] = 11000
+#: The largest document MongoDB stores (BSON).
+MAX_DOCUMENT_BYTES: Final[int] = 16 * 1024 * 1024
 
 #: Port-request states during which a number may not be created (spec §4.2).
 ACTIVE_PORT_STATES: Final[tuple[str, ...]] = ("unconfirmed", "pending", "submitted", "scheduled")
@@ -68,6 +72,22 @@ def find_in(
         if extra:
             query.update(extra)
         yield from collection.find(query, projection)
+
+
+def unwritable(doc: Document) -> str | None:
+    """Why ``doc`` cannot be written (a ``$`` key at the top, a key or value BSON cannot hold,
+    more than ``MAX_DOCUMENT_BYTES``), or None. pymongo refuses such a document for the whole
+    bulk write it is in, so each one is checked first and fails alone."""
+    dollars = [key for key in doc if isinstance(key, str) and key.startswith("$")]
+    if dollars:
+        return f"field {dollars[0]!r} starts with '$'"
+    try:
+        size = len(bson.encode(doc))
+    except (InvalidDocument, OverflowError, TypeError, ValueError) as exc:
+        return f"the document cannot be stored: {exc}"
+    if size > MAX_DOCUMENT_BYTES:
+        return f"the document is {size} bytes, more than the {MAX_DOCUMENT_BYTES} allowed"
+    return None
 
 
 def _rev_filter(number: str, rev: int | None) -> Document:
@@ -138,11 +158,13 @@ class Store:
         """Write dirty and deleted records in one conditional bulk write.
 
         Records that are neither dirty nor deleted are skipped. On success a record's ``rev``
-        moves forward and it is clean again.
+        moves forward and it is clean again. A document that cannot be written (``unwritable``)
+        fails its own number; the others are written.
         """
         ops: list[InsertOne[Document] | ReplaceOne[Document] | DeleteOne] = []
         targets: list[PhoneNumber] = []
         deletes: list[PhoneNumber] = []
+        result = CommitResult()
         for pn in pns:
             if pn.deleted:
                 if pn.stored:
@@ -154,12 +176,15 @@ class Store:
                 continue
             doc = pn.to_document()
             doc["pvt_rev"] = (pn.rev or 0) + 1
+            problem = unwritable(doc)
+            if problem is not None:
+                result.failed[pn.number] = errors.unspecified("database_error", problem)
+                continue
             if pn.stored:
                 ops.append(ReplaceOne(_rev_filter(pn.number, pn.rev), doc, upsert=True))
             else:
                 ops.append(InsertOne(doc))
             targets.append(pn)
-        result = CommitResult()
         if not ops:
             return result
 

@@ -32,7 +32,7 @@ from knm.outcomes import OutcomeStore, other_scope
 from knm.requests import InvalidRequestError, NumbersRequest, Operation
 from knm.search import SearchQuery
 from tasks.events import publish_events
-from tasks.runtime import get_knm
+from tasks.runtime import get_knm, store_unreachable
 from workers.app import app
 
 #: Failures of the store or the network that a retry can cure.
@@ -65,6 +65,18 @@ class KnmTask(Task[Any, Any]):
     @property
     def max_retries(self) -> int:  # type: ignore[override]
         return get_settings().task_max_retries
+
+    def on_retry(
+        self,
+        exc: Exception,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: Any,
+    ) -> None:
+        """The store was unreachable: the retry finds it again (the embedded one restarted)."""
+        if isinstance(exc, ConnectionFailure):
+            store_unreachable()
 
 
 def _route(

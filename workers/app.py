@@ -16,6 +16,7 @@ from carriers.registry import default_registry
 from config.celery import CELERY_DEFAULT_QUEUE, DEFAULT_QUEUE, carrier_queue, celery_config
 from config.settings import Settings, get_settings
 from workers import filesystem_transport
+from workers.messages import register_bounded_decoders
 
 TASK_MODULES = ["tasks.numbers", "tasks.jobs", "tasks.sweeps", "tasks.health"]
 
@@ -33,8 +34,11 @@ def create_app(settings: Settings | None = None) -> Celery:
     """A knm Celery app for ``settings`` (the environment's by default)."""
     filesystem_transport.register()
     settings = settings or get_settings()
+    register_bounded_decoders(settings.message_max_bytes)
     app = Celery("knm", include=TASK_MODULES)
     app.conf.update(celery_config(settings, all_queues()))
+    # a message that cannot be built (a refused compressed body) fails the task it names
+    app.conf.worker_consumer = "workers.messages:KnmConsumer"
     return app
 
 

@@ -193,22 +193,46 @@ def test_401_is_a_permanent_failure_without_retry(
 
 
 @every_carrier
-def test_malformed_order_answer_is_a_clear_error_and_the_number_unchanged(
+def test_malformed_answer_after_the_order_took_effect_is_reconciled_bought_once(
+    knm: Knm, sandbox: SandboxClient, case: CarrierCase
+) -> None:
+    number = _discover_one(knm, case)
+    # the sandbox takes the order, then answers garbage: the order was sent, its effect unknown
+    sandbox.fault("malformed", provider=case.provider, match=case.order)
+    batch = buy(knm, number)
+    assert batch.failed == {}, batch.failed
+    pn = batch.succeeded[number]
+    assert pn.state == NumberState.IN_SERVICE
+    assert _contains(pn.carrier_data, case.reconciled_data(number)), pn.carrier_data
+    # asked before anything was reported, found bought: never ordered twice
+    assert sandbox.requests(case.provider) == case.requests(asks=1)
+    assert sandbox.purchases(case.provider) == {number: 1}
+    doc = ledger(knm, case.module, number)
+    assert doc["status"] == "done"
+    assert last_event(doc) == "reconciled"
+
+
+@every_carrier
+def test_malformed_order_answer_that_cannot_be_reconciled_yet_is_retryable_then_reconciled(
     knm: Knm, sandbox: SandboxClient, case: CarrierCase
 ) -> None:
     number = _discover_one(knm, case)
     sandbox.fault("malformed", provider=case.provider, match=case.order)
+    # every attempt of the ownership question fails (4 in-call attempts, FAST_HTTP)
+    sandbox.fault("status", provider=case.provider, match=case.ask, status=500, times=4)
     batch = buy(knm, number)
-    error = batch.failed[number].to_json()
-    assert case.malformed_cause in error["cause"]
-    assert case.module in error["cause"]
+    error = batch.failed[number]
+    assert error.retryable  # the task layer re-queues it (or dead-letters it when used up)
+    cause = error.to_json()["cause"]
+    assert "cannot tell whether an earlier attempt took effect" in cause
+    assert case.malformed_cause in cause  # what the order was answered
+    assert case.module in cause
     assert knm.store.find_numbers([number]) == {}
-    # the garbled answer may hide a purchase: the next attempt asks first, and does not re-buy
     assert sandbox.purchases(case.provider) == {number: 1}
-    assert ledger(knm, case.module, number)["status"] == "pending"
-    retry = buy(knm, number)
+    assert ledger(knm, case.module, number)["status"] == "pending"  # outcome unknown, not failed
+    retry = buy(knm, number)  # the next attempt asks first, and does not re-buy
     assert retry.failed == {}, retry.failed
-    assert sandbox.requests(case.provider) == case.requests(asks=1)
+    assert sandbox.requests(case.provider) == case.requests(asks=5)
     assert sandbox.purchases(case.provider) == {number: 1}
     assert last_event(ledger(knm, case.module, number)) == "reconciled"
 

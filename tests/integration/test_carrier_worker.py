@@ -57,6 +57,8 @@ def env(
         KNM_CARRIER_HTTP__TIMEOUT_S="60",  # B waits for the held answer until it is killed
         KNM_CARRIER_HTTP__ORDER_LEASE_S="2",
         KNM_BROKER_VISIBILITY_TIMEOUT_S=str(VISIBILITY_TIMEOUT_S),
+        # below the visibility timeout, as knm requires (the solo pool does not enforce it)
+        KNM_TASK_TIME_LIMIT_S=str(VISIBILITY_TIMEOUT_S - 1),
     )
 
 

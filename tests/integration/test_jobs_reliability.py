@@ -224,7 +224,11 @@ def _via(mongo_url: str, port: int) -> str:
 
 
 def _env(broker: str, url: str, db_name: str, tmp_path: Path) -> dict[str, str]:
-    extra = {"KNM_BROKER_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S)}
+    extra = {
+        "KNM_BROKER_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S),
+        # below the visibility timeout, as knm requires (the solo pool does not enforce it)
+        "KNM_TASK_TIME_LIMIT_S": str(VISIBILITY_TIMEOUT_S - 1),
+    }
     return rig.worker_env(broker, url, db_name, tmp_path / "data", extra)
 
 

@@ -251,6 +251,28 @@ def test_exhausted_retries_leave_a_dead_letter_that_retry_resends(
     assert after["result"]["succeeded"][number]["pvt_state"] == "in_service"
 
 
+def test_an_unreadable_order_answer_is_reconciled_by_a_scheduled_retry_not_reported_failed(
+    env: dict[str, str], knm: Knm, client: Celery, sandbox: SandboxClient, tmp_path: Path
+) -> None:
+    """The order took effect but its answer is garbage, and the provider cannot be asked at
+    first: the share is re-queued (never left pending with nobody to reconcile it), the retry
+    asks, finds the number bought, and the caller gets one purchase."""
+    number = _discover(knm, "347556")[0]
+    sandbox.fault("malformed", provider="telnyx", match="order")
+    sandbox.fault("status", provider="telnyx", match="number", status=500, times=4)
+    with rig.run_workers(env, [QUEUES], tmp_path / "logs"):
+        done = rig.wait_result(_activate(client, [number]), 60.0)
+    assert done.state == "SUCCESS", done.result
+    assert done.result["failed"] == {}, done.result
+    assert done.result["succeeded"][number]["pvt_state"] == "in_service"
+    assert sandbox.purchases("telnyx") == {number: 1}
+    assert sandbox.requests("telnyx")["order"] == 1
+    assert sandbox.requests("telnyx")["number"] == 5  # 4 unanswered, then the retry's answer
+    doc = knm.store.db["provisioning"].find_one({"_id": f"{MODULE}:{number}"})
+    assert doc is not None
+    assert (doc["status"], doc["events"][-1]["what"]) == ("done", "reconciled")
+
+
 def test_unknown_request_is_reported(env: dict[str, str], knm: Knm) -> None:
     shown = _knm_cli(env, "requests", "show", "no-such-request")
     assert shown.returncode == 1

@@ -13,7 +13,9 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import re
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -296,3 +298,93 @@ def test_a_poison_message_does_not_stop_the_worker(
         rig.flush_redis(poison_broker)  # the poison must not outlive the test
         client.close()
         mongo_client.drop_database(name)
+
+
+# ================================================================================ compressed
+def _peak_rss_kb(pid: int) -> int:
+    """The process's peak resident memory so far (``VmHWM``), in kB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    assert match is not None, status
+    return int(match.group(1))
+
+
+def _gzip_bomb(inflated_bytes: int) -> bytes:
+    """A valid kombu gzip (zlib) body of a create request whose one public field is
+    ``inflated_bytes`` zeros, compressed as it is built (this process never holds it)."""
+    deflater = zlib.compressobj(9)
+    head = json.dumps([[], {**VALID, "public_fields": {"note": ""}}, {}])
+    before, after = head.split('"note": ""')
+    parts = [deflater.compress(f'{before}"note": "'.encode())]
+    block = b"0" * (1024 * 1024)
+    for _ in range(inflated_bytes // len(block)):
+        parts.append(deflater.compress(block))
+    parts.append(deflater.compress(f'"{after}'.encode()))
+    parts.append(deflater.flush())
+    return b"".join(parts)
+
+
+def test_a_compressed_message_within_the_bound_runs(
+    base: Doc, broker: str, client: Celery, worker: rig.Worker
+) -> None:
+    """Compression itself stays accepted: a plain client's gzip message is served."""
+    sent = client.send_task(
+        "knm.numbers.get", kwargs={"numbers": [N1]}, queue="knm", compression="gzip"
+    )
+    rig.wait_result(sent, 20.0)
+    assert sent.state == "SUCCESS", sent.result
+    assert sent.result == {"succeeded": {}, "failed": {N1: {"error": "not_found"}}}
+
+
+def test_a_gzip_bomb_is_refused_without_inflating_it_and_the_worker_keeps_serving(
+    base: Doc,
+    broker: str,
+    client: Celery,
+    worker: rig.Worker,
+    mongo_client: MongoClient[Doc],
+    db_name: str,
+) -> None:
+    bomb = _gzip_bomb(512 * 1024 * 1024)  # 512 MB of JSON in about half a megabyte
+    assert len(bomb) < 1024 * 1024
+    payload, task_id = _damage(
+        base,
+        {
+            "body": base64.b64encode(bomb).decode(),
+            "headers": {"compression": "application/x-gzip"},
+        },
+    )
+    peak_before = _peak_rss_kb(worker.proc.pid)
+    rig.push_message(broker, "knm", payload)
+    result: AsyncResult[Any] = AsyncResult(task_id, app=client)
+    rig.wait_result(result, 30.0)
+    assert result.state == "FAILURE", result.result
+    assert "inflates past 16777216 bytes" in str(result.result), str(result.result)
+    assert "KNM_MESSAGE_MAX_BYTES" in str(result.result)
+    _serves(client, worker)
+    assert _numbers(mongo_client, db_name) == 0
+    # at most the bound (16 MB) was inflated: nowhere near the 512 MB the body holds
+    grown_mb = (_peak_rss_kb(worker.proc.pid) - peak_before) / 1024
+    assert grown_mb < 100, f"the worker's peak memory grew by {grown_mb:.0f} MB"
+
+
+# ================================================================================ fields
+def test_public_fields_with_a_key_mongodb_would_misread_fail_the_number_with_400(
+    client: Celery, worker: rig.Worker, mongo_client: MongoClient[Doc], db_name: str
+) -> None:
+    """``send_task`` from another service: a ``$``/dotted key at any depth is a clean 400
+    ``invalid_field`` naming its path, and nothing is stored."""
+    for fields, path in (
+        ({"$where": "x"}, '"$where"'),
+        ({"cnam": {"display.name": "x"}}, 'cnam."display.name"'),
+        ({"list": [{"": 1}]}, 'list[0].""'),
+    ):
+        sent = client.send_task(
+            "knm.numbers.create", kwargs={**VALID, "public_fields": fields}, queue="knm"
+        )
+        rig.wait_result(sent, 20.0)
+        assert sent.state == "SUCCESS", sent.result
+        error = sent.result["failed"][N1]
+        assert (error["error"], error["code"]) == ("invalid_field", 400), error
+        assert path in error["message"], error
+        assert error["cause"] == path
+    assert _numbers(mongo_client, db_name) == 0

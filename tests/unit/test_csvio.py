@@ -141,9 +141,11 @@ def test_latin1_far_into_the_file_is_refused_at_the_right_line() -> None:
 
 
 def test_a_character_split_across_reads_is_fine_and_a_cut_one_is_not() -> None:
-    body = b"e164,a\n" + b"1," + "é".encode() * 40_000 + b"\n"  # 80 kB: reads split an é
+    # 80 kB in two cells (each under the cell limit): the 64 kB reads split an é
+    body = b"e164,a,bb\n" + b"1," + "é".encode() * 20_000 + b"," + "é".encode() * 20_000 + b"\n"
+    assert body[: 64 * 1024].decode("utf-8", errors="replace").endswith("\ufffd")  # split
     _, rows = read(body)
-    assert rows[0][1]["a"] == "é" * 40_000
+    assert rows[0][1]["a"] == rows[0][1]["bb"] == "é" * 20_000
     message = refused(b"e164\ncaf\xc3")
     assert "(byte 0xc3 at offset 8, line 2: unexpected end of data)" in message
 
