@@ -10,7 +10,7 @@ Design. The window that matters is deterministic here, not a race against a slee
   the task with the write durable but not known to it.
 - The test then SIGKILLs B's whole process group (main process and pool child): nothing is
   acknowledged, rejected or requeued; the share's message stays in Redis' ``unacked`` set.
-- With ``KNM_BROKER_VISIBILITY_TIMEOUT_S=5``, once the message is older than the timeout a new
+- With ``KNM_BROKER_VISIBILITY_TIMEOUT_S=12``, once the message is older than the timeout a new
   worker C restores it when it starts (kombu restores visible unacked messages when it begins
   polling, flagged ``redelivered``; a running worker only sweeps every ~100 s by default, which
   is why C is started after the timeout instead of before) and runs it.
@@ -47,8 +47,8 @@ from tests.mongo_wire import read_message as _read_message
 pytestmark = pytest.mark.integration
 
 BROKER_DB = 7  # Redis dbs: 5, 6, 7, 9, 12, 13 are the test_worker_* modules
-VISIBILITY_TIMEOUT_S = 5
-TASK_TIME_LIMIT_S = 4
+VISIBILITY_TIMEOUT_S = 12
+TASK_TIME_LIMIT_S = 10
 ACCOUNT = "d4" * 16
 NUMBERS = [f"+1646555{n:04d}" for n in range(120, 126)]
 
