@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     mongodb_max_in: int | None = Field(
         default=None,
         ge=1,
-        description="Split $in lookups into chunks of this many values (embedded default: 400).",
+        description="Split $in lookups into chunks of this many values (default: never).",
     )
     mongodb_timeout_ms: int = Field(
         default=10_000, ge=1, description="How long to wait for MongoDB before giving up."

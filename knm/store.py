@@ -41,11 +41,6 @@ class CommitResult:
     failed: dict[str, KnmError] = field(default_factory=dict)
 
 
-#: The embedded server (mongoeco on SQLite) refuses an ``$in`` of ~500 values ("Expression tree
-#: is too large"); with it, lookups are split into chunks of this size. Real MongoDB has no limit.
-EMBEDDED_MAX_IN: Final[int] = 400
-
-
 def chunked(values: Iterable[Any], size: int | None) -> Iterator[list[Any]]:
     """``values`` without duplicates, in lists of at most ``size`` (all at once when None)."""
     wanted = list(dict.fromkeys(values))
@@ -315,7 +310,6 @@ def connect(settings: Settings) -> Store:
         from knm.embedded import ensure_server  # the embedded path only
 
         url = ensure_server(settings.data_dir)
-        max_in = max_in or EMBEDDED_MAX_IN
     client: MongoClient[Document] = MongoClient(
         url, tz_aware=True, serverSelectionTimeoutMS=settings.mongodb_timeout_ms
     )
