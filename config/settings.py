@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     carrier_http: CarrierHttpSettings = Field(default_factory=CarrierHttpSettings)
 
     # --- store behaviour -----------------------------------------------------------------------
+    job_retention_d: float = Field(
+        default=30,
+        gt=0,
+        description="Days a finished CSV job, its rows and results are kept (then deleted).",
+    )
     max_conflict_retries: int = Field(
         default=5, ge=1, description="Re-runs of an operation on numbers whose pvt_rev moved."
     )

@@ -20,7 +20,7 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
 from config.settings import Settings
-from knm import errors, system_config
+from knm import errors, job_retention, system_config
 from knm.accounts import Account
 from knm.errors import KnmError
 from knm.model import PhoneNumber, utcnow
@@ -105,6 +105,7 @@ class Store:
         self.db["request_outcomes"].create_index("request_id", name="request_id")
         self.tombstones.create_index("expires_at", expireAfterSeconds=0, name="ttl")
         self.db["jobs"].create_index([("created", ASCENDING)], name="created")
+        job_retention.ensure_indexes(self.db)
         self.db["job_rows"].create_index(
             [("job_id", ASCENDING), ("chunk", ASCENDING), ("row", ASCENDING)], name="job_chunk_row"
         )
