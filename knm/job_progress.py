@@ -34,7 +34,10 @@ class RateColumn(ProgressColumn):
 
 @contextmanager
 def storing(console: Console) -> Iterator[Callable[[int], None]]:
-    """A counter of rows stored so far; yields the callback ``create_job`` calls per batch."""
+    """A counter of rows stored so far; yields the callback ``create_job`` calls per batch.
+
+    Shown from the first batch stored: a file refused on its header shows nothing but the error.
+    """
     progress = Progress(
         TextColumn("storing rows"),
         TextColumn("{task.completed:,}"),
@@ -43,9 +46,18 @@ def storing(console: Console) -> Iterator[Callable[[int], None]]:
         console=console,
         transient=False,
     )
-    with progress:
-        task = progress.add_task("stored", total=None)
-        yield lambda stored: progress.update(task, completed=stored)
+    task = progress.add_task("stored", total=None)
+
+    def stored(count: int) -> None:
+        if not progress.live.is_started:
+            progress.start()
+        progress.update(task, completed=count)
+
+    try:
+        yield stored
+    finally:
+        if progress.live.is_started:
+            progress.stop()
 
 
 def running(console: Console) -> Progress:
