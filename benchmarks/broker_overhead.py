@@ -181,8 +181,11 @@ def _run(BROKER: str) -> dict[str, Any]:  # noqa: N803
             "get_broker_overhead_vs_noop": round((get - get_op) / noop, 2),
             "activate_round_trip_vs_noop": round(activate / noop, 2),
             "activate_broker_overhead_vs_noop": round((activate - act_op) / noop, 2),
-            "get_worker_cpu_vs_noop": round(cpu["get"] / cpu["noop"], 2),
-            "activate_worker_cpu_vs_noop": round(cpu["activate"] / cpu["noop"], 2),
+            # None when the no-op's CPU is below the clock tick (a tiny run)
+            "get_worker_cpu_vs_noop": round(cpu["get"] / cpu["noop"], 2) if cpu["noop"] else None,
+            "activate_worker_cpu_vs_noop": (
+                round(cpu["activate"] / cpu["noop"], 2) if cpu["noop"] else None
+            ),
         },
     }
 
