@@ -358,6 +358,7 @@ def run() -> dict[str, Any]:
                     url, size, data, client, poll, counter, publisher, broker, use, chunk_commands
                 )
                 job["wall_ratio_to_baseline"] = round(job["wall_s"] / base["wall_s"], 1)
+                print(f"  {size} rows: {json.dumps(job)}", file=sys.stderr, flush=True)
                 job["cpu_ratio_to_baseline"] = round(job["knm_cpu_s"] / base["cpu_s"], 1)
                 largest = job
             elif largest is not None:

@@ -48,6 +48,9 @@ class KnmSQLiteEngine(SQLiteEngine):
     IN_GROUP: Final[int] = 100
 
     def __init__(self, path: str, **kwargs: Any) -> None:
+        # mongoeco refuses aggregations (count_documents too) past 50,000 documents unless they
+        # spill to disk; knm counts whole collections (listing jobs, usage), so no such budget.
+        kwargs.setdefault("aggregation_materialization_limit", None)
         super().__init__(path, **kwargs)
         self.counters = EngineCounters()
         self._knm_plans = _PlanRegistry()
