@@ -191,3 +191,13 @@ def test_engine_counts_are_per_engine(tmp_path: Path) -> None:
         assert server.engine.counters.snapshot()["documents_decoded"] == 0
     finally:
         server.stop()
+
+
+def test_counts_past_fifty_thousand_documents(
+    client: pymongo.MongoClient[Doc], request: pytest.FixtureRequest
+) -> None:
+    """mongoeco alone refuses an aggregation (count_documents is one) past 50,000 documents."""
+    coll = _coll(client, request)
+    coll.insert_many([{"_id": f"c{i:06d}", "job_id": "j"} for i in range(50_001)])
+    assert coll.count_documents({}) == 50_001
+    assert coll.count_documents({"job_id": "j"}) == 50_001
