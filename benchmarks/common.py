@@ -1,15 +1,27 @@
-"""Shared benchmark plumbing: a MongoDB to measure against and a command counter."""
+"""Shared benchmark plumbing: the store to measure against, a private Redis, a command counter.
+
+The store is what users run unless told otherwise: the embedded default (knm's own server
+process on SQLite, started as ``knm`` starts it, in a temporary data directory).
+``KNM_BENCH_ENGINE=memory`` uses mongoeco's in-memory engine in a thread instead;
+``KNM_BENCH_MONGODB_URL`` a MongoDB server. Redis is a private ``redis-server`` on a free port,
+so no benchmark touches (or flushes) the machine's Redis.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
 import tempfile
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import redis
 from pymongo import MongoClient, monitoring
 
 from knm import embedded
@@ -41,21 +53,75 @@ class CommandCounter(monitoring.CommandListener):
         return sum(self.counts.values())
 
 
+def engine_name() -> str:
+    """Which store the benchmarks measure: ``embedded`` (default), ``memory`` or ``external``."""
+    if os.environ.get("KNM_BENCH_MONGODB_URL"):
+        return "external"
+    return "memory" if os.environ.get("KNM_BENCH_ENGINE") == "memory" else "embedded"
+
+
 @contextmanager
 def mongo_server() -> Iterator[str]:
-    """``KNM_BENCH_MONGODB_URL`` if set, else a mongoeco wire server (in memory) in a thread.
-
-    The server thread's CPU is not the caller's ``thread_time``, so knm's own CPU stays apart.
-    """
+    """The store to measure: the embedded default, unless ``KNM_BENCH_ENGINE`` or
+    ``KNM_BENCH_MONGODB_URL`` says otherwise. Either way its CPU is not this process's."""
     url = os.environ.get("KNM_BENCH_MONGODB_URL")
     if url:
         yield url
         return
-    server = embedded.WireServerThread()
+    if engine_name() == "memory":
+        server = embedded.WireServerThread()
+        try:
+            yield server.start()
+        finally:
+            server.stop()
+        return
+    with embedded_server() as url:
+        yield url
+
+
+def server_pid(url: str) -> int | None:
+    """The pid of the embedded server answering at ``url`` (None for any other store)."""
+    return _EMBEDDED_PIDS.get(url)
+
+
+_EMBEDDED_PIDS: dict[str, int] = {}
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A private ``redis-server`` (no persistence) on a free port: its stats are this run's."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not on PATH")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
     try:
-        yield server.start()
+        client = redis.Redis.from_url(url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.close()
+        yield url
     finally:
-        server.stop()
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 @contextmanager
@@ -64,7 +130,11 @@ def embedded_server() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="knm-bench-") as tmp:
         data_dir = Path(tmp)
         try:
-            yield embedded.ensure_server(data_dir)
+            url = embedded.ensure_server(data_dir)
+            state = embedded.read_state(data_dir.resolve())
+            if state is not None:
+                _EMBEDDED_PIDS[url] = state.pid
+            yield url
         finally:
             embedded.stop_server(data_dir)
 

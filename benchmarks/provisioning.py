@@ -24,11 +24,10 @@ import time
 import uuid
 from typing import Any
 
-import redis
 from celery import Celery
 from pymongo import MongoClient
 
-from benchmarks.common import mongo_server
+from benchmarks.common import mongo_server, redis_server
 from carriers.http import close_clients
 from carriers.sandbox import Injection, Sandbox, SandboxClient
 from config.settings import Settings, reset_settings
@@ -36,7 +35,6 @@ from knm.app import Knm
 from knm.search import SearchQuery
 from knm.store import Store
 
-BROKER = os.environ.get("KNM_BENCH_BROKER_URL", "redis://127.0.0.1:6379/4")
 ACCOUNT = "b0" * 16
 
 
@@ -90,7 +88,12 @@ def _wait_ready(client: Celery, deadline_s: float = 60) -> None:
 
 
 def run(numbers: int, latency_ms: float, concurrency: int) -> dict[str, Any]:
-    redis.Redis.from_url(BROKER).flushdb()
+    """The run, on a private redis-server started for it (never the machine's Redis)."""
+    with redis_server() as broker:
+        return _run(broker, numbers, latency_ms, concurrency)
+
+
+def _run(BROKER: str, numbers: int, latency_ms: float, concurrency: int) -> dict[str, Any]:  # noqa: N803
     injection = Injection(latency_ms=latency_ms)
     with (
         mongo_server() as url,

@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     mongodb_max_in: int | None = Field(
         default=None,
         ge=1,
-        description="Split $in lookups into chunks of this many values (embedded default: 400).",
+        description="Split $in lookups into chunks of this many values (default: never).",
     )
     mongodb_timeout_ms: int = Field(
         default=10_000, ge=1, description="How long to wait for MongoDB before giving up."
@@ -119,6 +119,11 @@ class Settings(BaseSettings):
     carrier_http: CarrierHttpSettings = Field(default_factory=CarrierHttpSettings)
 
     # --- store behaviour -----------------------------------------------------------------------
+    job_retention_d: float = Field(
+        default=30,
+        gt=0,
+        description="Days a finished CSV job, its rows and results are kept (then deleted).",
+    )
     max_conflict_retries: int = Field(
         default=5, ge=1, description="Re-runs of an operation on numbers whose pvt_rev moved."
     )

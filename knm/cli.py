@@ -762,25 +762,11 @@ def _publish_job(knm: Knm, job: Job) -> None:
 
 def _wait_for_job(knm: Knm, job_id: str, timeout_s: float) -> Job:
     """Poll the job until it finishes, with a progress bar on stderr; its final state."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from knm import job_progress
 
     store = JobStore(knm)
     deadline = time.monotonic() + timeout_s
-    progress = Progress(
-        TextColumn("job {task.fields[job]} {task.fields[status]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("rows"),
-        TimeElapsedColumn(),
-        console=render.console(stderr=True),
-        transient=False,
-    )
+    progress = job_progress.running(render.console(stderr=True))
     job = store.get(job_id)
     if job is None:
         _die(f"job {job_id} does not exist (was it deleted?)", FAILED)
@@ -874,15 +860,22 @@ def jobs_submit(
     _check_source(action, source)
     with _open() as knm:
         _check_job_accounts(knm, account, auth_by)
-        job = create_job(
-            knm,
-            action.name,
-            source,
-            account_id=account,
-            auth_by=auth_by,
-            chunk_size=chunk_size,
-            source_name=source.name if source is not None else None,
-        )
+        with contextlib.ExitStack() as shown:
+            stored = None
+            if wait and source is not None:
+                from knm import job_progress
+
+                stored = shown.enter_context(job_progress.storing(render.console(stderr=True)))
+            job = create_job(
+                knm,
+                action.name,
+                source,
+                account_id=account,
+                auth_by=auth_by,
+                chunk_size=chunk_size,
+                source_name=source.name if source is not None else None,
+                on_stored=stored,
+            )
         _publish_job(knm, job)
         if not wait:
             if as_json:
@@ -999,6 +992,21 @@ def jobs_list(
         _print_json(found)
     else:
         _console().print(render.jobs_table(found, title="jobs"))
+
+
+@jobs_app.command("delete")
+def jobs_delete(job_id: JobId, as_json: JsonFlag = False) -> None:
+    """Delete a job, its rows and results now (finished jobs expire after KNM_JOB_RETENTION_D)."""
+    from knm import job_retention
+
+    with _open() as knm:
+        existed, rows = job_retention.delete_job(knm.store.db, job_id)
+    if not existed and not rows:
+        _die(f"job {job_id} does not exist", FAILED)
+    if as_json:
+        _print_json({"id": job_id, "deleted": existed, "rows_deleted": rows})
+    else:
+        typer.echo(f"deleted job {job_id} and its {rows} rows")
 
 
 # ================================================================================ worker, beat

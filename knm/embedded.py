@@ -276,15 +276,16 @@ def stop_server(data_dir: Path, timeout_s: float = STOP_TIMEOUT_S) -> bool:
 
 async def _serve(data_dir: Path, host: str, port: int) -> None:
     """Serve until SIGTERM/SIGINT; the state file exists exactly while the server listens."""
-    from mongoeco.engines.sqlite import SQLiteEngine
     from mongoeco.wire import AsyncMongoEcoProxyServer
+
+    from knm.embedded_engine import KnmSQLiteEngine
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     server = AsyncMongoEcoProxyServer(
-        engine=SQLiteEngine(str(data_dir / DB_FILE)), host=host, port=port
+        engine=KnmSQLiteEngine(str(data_dir / DB_FILE)), host=host, port=port
     )
     address = await server.start()
     pid = os.getpid()
@@ -342,7 +343,8 @@ if __name__ == "__main__":
 class WireServerThread:
     """A mongoeco wire server on its own asyncio loop in a daemon thread (tests, benchmarks).
 
-    In-memory by default (no ``$in`` size limit, nothing persisted); SQLite with a path.
+    In-memory by default (nothing persisted); with a path, the embedded store's own engine
+    (:class:`knm.embedded_engine.KnmSQLiteEngine`), kept in ``engine`` for its counters.
     """
 
     def __init__(self, sqlite_path: Path | None = None) -> None:
@@ -350,13 +352,14 @@ class WireServerThread:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="mongoeco-wire", daemon=True)
         self._server: Any = None
+        self.engine: Any = None
         self.url = ""
 
     def _engine(self) -> Any:
         if self._sqlite_path is not None:
-            from mongoeco.engines.sqlite import SQLiteEngine
+            from knm.embedded_engine import KnmSQLiteEngine
 
-            return SQLiteEngine(str(self._sqlite_path))
+            return KnmSQLiteEngine(str(self._sqlite_path))
         from mongoeco.engines.memory import MemoryEngine
 
         return MemoryEngine()
@@ -371,7 +374,8 @@ class WireServerThread:
         self._thread.start()
 
         async def _start() -> str:
-            self._server = AsyncMongoEcoProxyServer(engine=self._engine(), host="127.0.0.1", port=0)
+            self.engine = self._engine()
+            self._server = AsyncMongoEcoProxyServer(engine=self.engine, host="127.0.0.1", port=0)
             address = await self._server.start()
             return url_for(int(address.port), str(address.host))
 

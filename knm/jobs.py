@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -26,7 +26,7 @@ from pymongo import InsertOne, ReturnDocument, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
-from knm import convert
+from knm import convert, job_retention
 from knm.accounts import SYSTEM, AccountDirectory, bad_account_id, is_account_id
 from knm.app import InputError, Knm
 from knm.batch import Batch
@@ -186,8 +186,12 @@ def create_job(
     auth_by: str = SYSTEM,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     source_name: str | None = None,
+    on_stored: Callable[[int], None] | None = None,
 ) -> Job:
-    """Validate and store a job; raise ``InputError`` (one line) when it cannot be taken."""
+    """Validate and store a job; raise ``InputError`` (one line) when it cannot be taken.
+
+    ``on_stored`` is called with the number of rows stored so far after each insert batch.
+    """
     action = ACTIONS.get(action_name)
     if action is None:
         raise InputError(f"unknown action {action_name!r}: expected one of {', '.join(ACTIONS)}")
@@ -200,6 +204,7 @@ def create_job(
     if not action.takes_input and source is not None:
         raise InputError(f"action {action.name} takes no CSV file")
     store = JobStore(knm)
+    job_retention.purge_expired(knm.store.db)  # finished jobs past their retention go first
     job = Job(
         id=uuid.uuid4().hex,
         action=action.name,
@@ -221,7 +226,7 @@ def create_job(
                         f"missing mandatory column(s): {', '.join(missing)} "
                         f"(the header has: {', '.join(reader.header) or 'nothing'})"
                     )
-                total, failed, chunks = _store_rows(knm, store, job, action, reader)
+                total, failed, chunks = _store_rows(knm, store, job, action, reader, on_stored)
         else:
             total, failed, chunks = 0, 0, 1
     except (InputError, CsvInputError) as exc:
@@ -254,10 +259,16 @@ def create_job(
 
 
 def _store_rows(
-    knm: Knm, store: JobStore, job: Job, action: Action, reader: CsvReader
+    knm: Knm,
+    store: JobStore,
+    job: Job,
+    action: Action,
+    reader: CsvReader,
+    on_stored: Callable[[int], None] | None = None,
 ) -> tuple[int, int, int]:
     """Validate every row and insert them in batches; returns (rows, rows failed already,
-    chunks). A chunk has at most ``job.chunk_size`` rows and ``CHUNK_MAX_BYTES`` of input."""
+    chunks). A chunk has at most ``job.chunk_size`` rows and ``CHUNK_MAX_BYTES`` of input.
+    ``on_stored`` hears the running count of rows stored (progress)."""
     settings = knm.settings
     seen: dict[str, int] = {}
     batch: list[InsertOne[dict[str, Any]]] = []
@@ -305,8 +316,12 @@ def _store_rows(
         if len(batch) >= INSERT_BATCH or batch_bytes >= INSERT_BATCH_BYTES:
             store.rows.bulk_write(batch, ordered=False)
             batch, batch_bytes = [], 0
+            if on_stored is not None:
+                on_stored(total)
     if batch:
         store.rows.bulk_write(batch, ordered=False)
+    if on_stored is not None:
+        on_stored(total)
     return total, failed, (chunk + 1 if total else 0)
 
 
@@ -430,9 +445,11 @@ def _finish_if_done(store: JobStore, job: Job) -> JobStatus:
         status = JobStatus.FAILED
     else:
         status = JobStatus.PARTIAL
+    finished = utcnow()
+    expires = job_retention.expiry(finished, store.knm.settings.job_retention_d)
     store.jobs.update_one(
         {"_id": job.id, "status": {"$nin": [s.value for s in FINAL_STATUSES]}},
-        {"$set": {"status": status.value, "finished": utcnow()}},
+        {"$set": {"status": status.value, "finished": finished, "expires_at": expires}},
     )
     return status
 

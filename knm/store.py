@@ -22,7 +22,7 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
 from config.settings import Settings
-from knm import errors, system_config
+from knm import errors, job_retention, system_config
 from knm.accounts import Account
 from knm.errors import KnmError
 from knm.model import PhoneNumber, utcnow
@@ -43,11 +43,6 @@ class CommitResult:
 
     conflicts: set[str] = field(default_factory=set)
     failed: dict[str, KnmError] = field(default_factory=dict)
-
-
-#: The embedded server (mongoeco on SQLite) refuses an ``$in`` of ~500 values ("Expression tree
-#: is too large"); with it, lookups are split into chunks of this size. Real MongoDB has no limit.
-EMBEDDED_MAX_IN: Final[int] = 400
 
 
 def chunked(values: Iterable[Any], size: int | None) -> Iterator[list[Any]]:
@@ -131,6 +126,7 @@ class Store:
         self.db["request_keys"].create_index("expires_at", expireAfterSeconds=0, name="ttl")
         self.tombstones.create_index("expires_at", expireAfterSeconds=0, name="ttl")
         self.db["jobs"].create_index([("created", ASCENDING)], name="created")
+        job_retention.ensure_indexes(self.db)
         self.db["job_rows"].create_index(
             [("job_id", ASCENDING), ("chunk", ASCENDING), ("row", ASCENDING)], name="job_chunk_row"
         )
@@ -341,7 +337,6 @@ def connect(settings: Settings) -> Store:
         from knm.embedded import ensure_server  # the embedded path only
 
         url = ensure_server(settings.data_dir)
-        max_in = max_in or EMBEDDED_MAX_IN
     client: MongoClient[Document] = MongoClient(
         url, tz_aware=True, serverSelectionTimeoutMS=settings.mongodb_timeout_ms
     )

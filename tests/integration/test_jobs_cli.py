@@ -219,7 +219,8 @@ def test_submit_wait_json_status_results_and_list(
     assert (job["chunks"], job["chunks_done"], job["chunk_size"]) == (3, 3, 2)
     assert job["started"] is not None
     assert job["finished"] is not None
-    assert "6/6" in result.stderr  # the progress bar: rows done / rows
+    assert "storing rows 6 " in result.stderr  # rows stored, then rows done / rows
+    assert "6/6" in result.stderr
     stored = db.numbers.find_one({"_id": "+14155551000"})
     assert stored["pvt_assigned_to"] == owner
     assert stored["e911"] == {"street_address": "140 Main St, Suite 200"}
@@ -409,7 +410,9 @@ def test_wait_gives_up_after_the_timeout_when_no_worker_runs(
     )
     assert time.monotonic() - started < 30
     job_id = result.stdout.strip()
-    progress, line = result.stderr.strip().splitlines()  # the bar as it stood, then the error
+    # rows stored, the bar as it stood, then the error
+    stored, progress, line = result.stderr.strip().splitlines()
+    assert stored.startswith("storing rows 1 ")
     assert "0/1 rows" in progress
     assert line.startswith(f"knm: error: job {job_id} not finished after 1 s: pending, 0 of 1")
     assert "start one with 'knm worker'" in line

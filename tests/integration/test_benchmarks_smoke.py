@@ -1,0 +1,69 @@
+"""Every benchmark runs end to end at a tiny size (so none rots unnoticed).
+
+They run as ``make bench`` runs them: on the embedded default store (its own server process),
+with a private redis-server where they need a broker. Figures are not checked here, only that
+each run completes and reports.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from benchmarks import broker_overhead, carriers, core_ops, csv_import, provisioning, sweeps
+from benchmarks.common import mongo_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(autouse=True)
+def _embedded_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KNM_BENCH_MONGODB_URL", raising=False)
+    monkeypatch.delenv("KNM_BENCH_ENGINE", raising=False)
+
+
+def test_core_ops(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(core_ops, "SIZES", (2, 3))
+    monkeypatch.setattr(core_ops, "CPU_BATCH", 4)
+    report = core_ops.run()
+    assert set(report["commands_per_operation"]) == {"create", "reserve", "activate", "release"}
+    assert report["create_500_cpu"]["operation_layer_cpu_s"] > 0
+
+
+def test_csv_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(csv_import, "SIZES", (30,))
+    report: dict[str, Any] = csv_import.run()
+    entry = report["sizes"][30]
+    assert report["mongodb"] == "embedded"
+    assert entry["measured"] is True
+    assert entry["mongo_commands"] > 0
+    assert entry["store_cpu_ms_per_row"] is not None
+
+
+def test_sweeps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sweeps, "BASE_DUE", 10)
+    monkeypatch.setattr(sweeps, "NOT_DUE", (0, 20))
+    monkeypatch.setattr(sweeps, "MAX_DUE", 10)
+    report = sweeps.run()
+    assert [row["due"] for row in report["independence"]] == [10, 10]
+
+
+def test_carriers() -> None:
+    with mongo_server() as url:
+        fan = carriers.fan_out(url, rounds=1)
+        bought = carriers.purchases(url, 3, 0.3, 0.0)
+    assert fan["median_s"] > 0
+    assert bought["bought"] == 3
+    assert bought["max_purchases_per_number"] == 1
+
+
+def test_broker_overhead(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(broker_overhead, "ROUNDS", 2)
+    report = broker_overhead.run()
+    assert report["median_ms"]["noop_round_trip"] > 0
+
+
+def test_provisioning() -> None:
+    report = provisioning.run(3, 10.0, 2)
+    assert (report["bought"], report["failed"]) == (3, 0)

@@ -1,0 +1,203 @@
+"""The embedded store's engine (mongoeco on SQLite, adapted): same answers, flat cost per row.
+
+Runs against the engine the product runs (``KnmSQLiteEngine`` on a SQLite file) over the wire
+protocol with pymongo. Cost is checked by counting the engine's work (documents decoded, full
+probe scans, SQLite VM steps), never by timing.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pymongo
+import pytest
+from pymongo import InsertOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from config.settings import Settings
+from knm import jobs
+from knm.app import Knm
+from knm.embedded import WireServerThread
+from knm.store import Store
+
+pytestmark = pytest.mark.integration
+
+Doc = dict[str, Any]
+ACCOUNT = "e" * 32
+
+
+@pytest.fixture(scope="module")
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WireServerThread]:
+    server = WireServerThread(tmp_path_factory.mktemp("engine") / "knm.sqlite")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def client(sqlite_server: WireServerThread) -> Iterator[pymongo.MongoClient[Doc]]:
+    mongo: pymongo.MongoClient[Doc] = pymongo.MongoClient(sqlite_server.url, tz_aware=True)
+    try:
+        yield mongo
+    finally:
+        mongo.close()
+
+
+def _coll(client: pymongo.MongoClient[Doc], request: pytest.FixtureRequest) -> Any:
+    return client["engine_test"][request.node.name[:60]]
+
+
+# ================================================================================ same answers
+def test_id_lookups_with_conditions_match_exactly(
+    client: pymongo.MongoClient[Doc], request: pytest.FixtureRequest
+) -> None:
+    coll = _coll(client, request)
+    coll.insert_many([{"_id": f"+1415{i:07d}", "pvt_rev": i % 3, "tags": ["x"]} for i in range(30)])
+    # conditional update by _id: the revision decides
+    assert (
+        coll.update_one({"_id": "+14150000004", "pvt_rev": 0}, {"$set": {"a": 1}}).matched_count
+        == 0
+    )
+    assert (
+        coll.update_one({"_id": "+14150000004", "pvt_rev": 1}, {"$set": {"a": 1}}).matched_count
+        == 1
+    )
+    assert coll.find_one({"_id": "+14150000004"})["a"] == 1
+    missing = {"_id": "+14150000005", "pvt_rev": {"$exists": False}}
+    assert coll.count_documents(missing) == 0
+    ids = [f"+1415{i:07d}" for i in range(0, 40, 2)]
+    found = sorted(d["_id"] for d in coll.find({"_id": {"$in": ids}, "tags": "x"}))
+    assert found == ids[:15]
+    ordered = [d["_id"] for d in coll.find({"_id": {"$in": ids}}).sort("_id", -1).limit(3)]
+    assert ordered == ids[14:11:-1]
+    assert coll.count_documents({"_id": {"$in": ids}, "pvt_rev": 2}) == 5
+    assert coll.delete_many({"_id": {"$in": ids[:4]}, "pvt_rev": {"$ne": 1}}).deleted_count == 3
+
+
+def test_in_lists_of_any_length(
+    client: pymongo.MongoClient[Doc], request: pytest.FixtureRequest
+) -> None:
+    """No chunking needed: thousands of values on _id and on other fields."""
+    coll = _coll(client, request)
+    coll.insert_many([{"_id": f"n{i:05d}", "number": f"+1{i:010d}"} for i in range(3000)])
+    ids = [f"n{i:05d}" for i in range(0, 6000, 2)]  # half of them exist
+    assert coll.count_documents({"_id": {"$in": ids}}) == 1500
+    numbers = [f"+1{i:010d}" for i in range(0, 3000, 3)]
+    assert coll.count_documents({"number": {"$in": numbers}}) == 1000
+
+
+def test_bulk_inserts_report_duplicates_by_index(
+    client: pymongo.MongoClient[Doc], request: pytest.FixtureRequest
+) -> None:
+    coll = _coll(client, request)
+    coll.insert_one({"_id": "b"})
+    with pytest.raises(BulkWriteError) as unordered:
+        coll.bulk_write([InsertOne({"_id": i}) for i in ("a", "b", "c")], ordered=False)
+    details = unordered.value.details
+    assert [(e["index"], e["code"]) for e in details["writeErrors"]] == [(1, 11000)]
+    assert details["nInserted"] == 2
+    with pytest.raises(BulkWriteError) as ordered:
+        coll.bulk_write([InsertOne({"_id": i}) for i in ("d", "a", "e")], ordered=True)
+    assert [e["index"] for e in ordered.value.details["writeErrors"]] == [1]
+    assert sorted(d["_id"] for d in coll.find()) == ["a", "b", "c", "d"]
+    with pytest.raises(DuplicateKeyError):
+        coll.insert_one({"_id": "c"})
+    coll.insert_many([{"_id": 1}, {"_id": 2}])
+    with pytest.raises(DuplicateKeyError):
+        coll.insert_one({"_id": 1.0})  # numeric ids still compare by value
+
+
+def test_cached_probe_answers_follow_later_writes(
+    client: pymongo.MongoClient[Doc], request: pytest.FixtureRequest
+) -> None:
+    """A query planned while no document held an array still finds one written afterwards."""
+    coll = _coll(client, request)
+    coll.insert_many([{"_id": f"s{i}", "tag": "a", "n": i} for i in range(5)])
+    assert coll.count_documents({"tag": "a"}) == 5  # planned: 'tag' is never an array
+    assert coll.count_documents({"n": {"$gt": 2}}) == 2
+    coll.insert_one({"_id": "arr", "tag": ["b", "a"], "n": [1, 10]})
+    coll.update_one({"_id": "s0"}, {"$set": {"tag": ["a", "z"]}})
+    assert sorted(d["_id"] for d in coll.find({"tag": "a"})) == [
+        "arr",
+        "s0",
+        "s1",
+        "s2",
+        "s3",
+        "s4",
+    ]
+    assert sorted(d["_id"] for d in coll.find({"n": {"$gt": 2}})) == ["arr", "s3", "s4"]
+
+
+# ================================================================================ flat cost
+def _import_csv(rows: int, start: int) -> bytes:
+    lines = ["e164,opaque.batch"] + [f"415{start + i:07d},b" for i in range(rows)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.mark.timeout(900)
+def test_importing_20000_rows_costs_the_same_per_row_first_and_last(
+    sqlite_server: WireServerThread, client: pymongo.MongoClient[Doc]
+) -> None:
+    """20,000 rows through the job path (create_job, then each chunk as the worker runs it) on
+    the embedded SQLite store: the engine's work per row of the last chunks is that of the
+    first ones. A store that scans the collection per insert or per lookup (as mongoeco alone
+    does) grows by the size of the collection: tens of times more by the last chunk."""
+    db_name = "engine_import"
+    client.drop_database(db_name)
+    store = Store(client[db_name])
+    store.ensure_indexes()
+    knm = Knm(store, Settings())
+    knm.create_account(ACCOUNT, "Import", allow_additions=True, reseller=True)
+    counters = sqlite_server.engine.counters
+
+    counters.reset()
+    job = jobs.create_job(
+        knm, "import", io.BytesIO(_import_csv(20_000, 2_000_000)), account_id=ACCOUNT
+    )
+    created = counters.snapshot()
+    assert (job.rows, job.chunks) == (20_000, 20)
+    assert created["collection_loads"] == 0
+    assert created["documents_decoded"] < 100  # storing rows decodes none of them
+
+    per_chunk: list[dict[str, int]] = []
+    for chunk in range(job.chunks):
+        counters.reset()
+        report = jobs.run_chunk(knm, job.id, chunk)
+        assert report.succeeded == 1000
+        per_chunk.append(counters.snapshot())
+
+    done = jobs.JobStore(knm).get(job.id)
+    assert done is not None
+    assert (done.status, done.succeeded) == ("succeeded", 20_000)
+    assert client[db_name]["numbers"].count_documents({}) == 20_000
+    first = per_chunk[1]  # chunk 0 also pays for the first plans of each query
+    for last in per_chunk[-3:]:
+        assert last["collection_loads"] == 0
+        assert last["documents_decoded"] <= first["documents_decoded"] * 1.2 + 50
+        assert last["probe_full_scans"] <= first["probe_full_scans"]
+        assert last["vm_steps"] <= first["vm_steps"] * 1.5 + 100_000, (first, last)
+    client.drop_database(db_name)
+
+
+def test_engine_counts_are_per_engine(tmp_path: Path) -> None:
+    server = WireServerThread(tmp_path / "other.sqlite")
+    server.start()
+    try:
+        assert server.engine.counters.snapshot()["documents_decoded"] == 0
+    finally:
+        server.stop()
+
+
+def test_counts_past_fifty_thousand_documents(
+    client: pymongo.MongoClient[Doc], request: pytest.FixtureRequest
+) -> None:
+    """mongoeco alone refuses an aggregation (count_documents is one) past 50,000 documents."""
+    coll = _coll(client, request)
+    coll.insert_many([{"_id": f"c{i:06d}", "job_id": "j"} for i in range(50_001)])
+    assert coll.count_documents({}) == 50_001
+    assert coll.count_documents({"job_id": "j"}) == 50_001
