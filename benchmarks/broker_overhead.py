@@ -26,10 +26,10 @@ from pymongo import MongoClient
 
 from benchmarks.common import mongo_server, redis_server
 from config.settings import Settings
-from knm.app import Knm
-from knm.options import Options
-from knm.requests import NumbersRequest, Operation, execute
-from knm.store import Store
+from knm.domain.options import Options
+from knm.services.facade import Knm
+from knm.services.numbers_requests import NumbersRequest, Operation, execute
+from knm.store.numbers import Store
 
 ROUNDS = 60
 ACCOUNT = "bench0000000000000000000000000e1"

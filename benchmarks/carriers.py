@@ -29,10 +29,10 @@ from benchmarks.common import mongo_server
 from carriers.http import close_clients
 from carriers.sandbox import Injection, Sandbox, SandboxClient
 from config.settings import Settings, reset_settings
-from knm.app import Knm
-from knm.options import Options
-from knm.search import SearchQuery
-from knm.store import Store
+from knm.domain.options import Options
+from knm.services.facade import Knm
+from knm.services.search import SearchQuery
+from knm.store.numbers import Store
 
 ACCOUNT = "be" * 16
 FANOUT = ["knm_telnyx", "knm_vitelity", "knm_voip_innovations"]

@@ -24,7 +24,7 @@ from pathlib import Path
 import redis
 from pymongo import MongoClient, monitoring
 
-from knm import embedded
+from knm.store import embedded
 
 
 class CommandCounter(monitoring.CommandListener):

@@ -16,9 +16,9 @@ from typing import Any
 
 from benchmarks.common import counted_client, mongo_server
 from config.settings import Settings
-from knm.app import Knm
-from knm.options import Options
-from knm.store import CommitResult, Store
+from knm.domain.options import Options
+from knm.services.facade import Knm
+from knm.store.numbers import CommitResult, Store
 
 MASTER = "bench000000000000000000000000001"
 RESELLER = "bench000000000000000000000000002"

@@ -57,13 +57,15 @@ from benchmarks.common import (
     server_pid,
 )
 from config import settings as knm_settings
-from config.celery import celery_config
 from config.settings import Settings
-from knm import convert, jobs, producer
-from knm.app import Knm
-from knm.csv_actions import ACTIONS, bad_cells
-from knm.csvio import CsvReader
-from knm.store import Store
+from knm.domain import convert
+from knm.services import jobs
+from knm.services.csv_actions import ACTIONS, bad_cells
+from knm.services.csv_files import CsvReader
+from knm.services.facade import Knm
+from knm.store.numbers import Store
+from workers import producer
+from workers.celery_config import celery_config
 
 SIZES = tuple(int(n) for n in os.environ.get("KNM_BENCH_CSV_SIZES", "2000,10000,100000").split(","))
 #: The largest size run on the in-memory engine (larger ones are derived).

@@ -31,9 +31,9 @@ from benchmarks.common import mongo_server, redis_server
 from carriers.http import close_clients
 from carriers.sandbox import Injection, Sandbox, SandboxClient
 from config.settings import Settings, reset_settings
-from knm.app import Knm
-from knm.search import SearchQuery
-from knm.store import Store
+from knm.services.facade import Knm
+from knm.services.search import SearchQuery
+from knm.store.numbers import Store
 
 ACCOUNT = "b0" * 16
 

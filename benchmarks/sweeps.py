@@ -36,11 +36,11 @@ from pymongo.database import Database
 
 from benchmarks.common import CommandCounter, counted_client, engine_name, mongo_server
 from config.settings import Settings
-from knm import embedded
-from knm.app import Knm
-from knm.model import utcnow
-from knm.store import Store
-from knm.sweeps import Sweeper, SweepKind
+from knm.domain.number import utcnow
+from knm.services.facade import Knm
+from knm.services.sweeps import Sweeper, SweepKind
+from knm.store import embedded
+from knm.store.numbers import Store
 
 Doc = dict[str, Any]
 MODULE = "knm_telnyx"

@@ -38,7 +38,7 @@ from carriers.integration import Integration, MalformedAnswerError, ProviderRefu
 from carriers.ledger import Ticket
 from carriers.numbering import strip_plus_one, to_npan
 from config.carrier_settings import BandwidthSettings
-from knm.model import NumberState, PhoneNumber
+from knm.domain.number import NumberState, PhoneNumber
 
 log = logging.getLogger(__name__)
 

@@ -51,7 +51,7 @@ from carriers.numbering import (
 )
 from carriers.retry import FailureKind
 from config.carrier_settings import Bandwidth2Settings
-from knm.model import NumberState, PhoneNumber
+from knm.domain.number import NumberState, PhoneNumber
 
 NAME = "knm_bandwidth2"
 

@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 from pymongo.database import Database
 
 from config.settings import Settings
-from knm.errors import KnmError
-from knm.model import NumberState, PhoneNumber
+from knm.domain.errors import KnmError
+from knm.domain.number import NumberState, PhoneNumber
 
 
 @dataclass(frozen=True)

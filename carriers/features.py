@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from carriers.base import CarrierContext
-from knm.model import PhoneNumber
+from knm.domain.number import PhoneNumber
 
 
 @dataclass(frozen=True)

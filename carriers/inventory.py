@@ -14,9 +14,9 @@ from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from carriers.base import Carrier, SearchRequest, SearchResult, prefix_range
-from knm import errors
-from knm.errors import KnmError
-from knm.model import NumberState, PhoneNumber, utcnow
+from knm.domain import errors
+from knm.domain.errors import KnmError
+from knm.domain.number import NumberState, PhoneNumber, utcnow
 
 DUPLICATE_KEY = 11000
 

@@ -25,7 +25,7 @@ from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
-from knm.model import utcnow
+from knm.domain.number import utcnow
 
 #: How many events each ledger document keeps (the newest).
 EVENTS_KEPT = 20

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from carriers.base import Carrier, SearchRequest, SearchResult, prefix_range
-from knm.model import NumberState
+from knm.domain.number import NumberState
 
 NUMBERS_COLLECTION = "numbers"
 

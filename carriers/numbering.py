@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from knm import convert
+from knm.domain import convert
 
 #: US toll-free NPAs (Telnyx and Bandwidth2 dispatch on these).
 US_TOLLFREE_NPAS: Final[frozenset[str]] = frozenset(

@@ -33,8 +33,8 @@ from carriers.ledger import Ticket
 from carriers.numbering import to_npan
 from carriers.retry import FailureKind
 from config.carrier_settings import OtherSettings
-from knm import errors
-from knm.model import NumberState, PhoneNumber
+from knm.domain import errors
+from knm.domain.number import NumberState, PhoneNumber
 
 NAME = "knm_other"
 

@@ -19,7 +19,7 @@ from carriers.integration import Integration, MalformedAnswerError, ProviderRefu
 from carriers.ledger import Ticket
 from carriers.numbering import US_TOLLFREE_NPAS
 from config.carrier_settings import TelnyxSettings
-from knm.model import NumberState, PhoneNumber
+from knm.domain.number import NumberState, PhoneNumber
 
 NAME = "knm_telnyx"
 

@@ -46,7 +46,7 @@ from carriers.upstream_features import (
     is_true,
     text_value,
 )
-from knm.model import PhoneNumber
+from knm.domain.number import PhoneNumber
 
 log = logging.getLogger(__name__)
 

@@ -42,9 +42,9 @@ from carriers.integration import (
 )
 from carriers.ledger import Action, LeaseLostError, ProvisioningLedger, Settled, Ticket
 from carriers.retry import FailureKind
-from knm import errors
-from knm.errors import KnmError
-from knm.model import NumberState, PhoneNumber
+from knm.domain import errors
+from knm.domain.errors import KnmError
+from knm.domain.number import NumberState, PhoneNumber
 
 log = logging.getLogger(__name__)
 

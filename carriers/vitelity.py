@@ -29,8 +29,8 @@ from carriers.integration import Integration, MalformedAnswerError, ProviderRefu
 from carriers.ledger import Ticket
 from carriers.numbering import classify, normalize, to_npan
 from config.carrier_settings import VitelitySettings
-from knm import errors
-from knm.model import NumberState, PhoneNumber
+from knm.domain import errors
+from knm.domain.number import NumberState, PhoneNumber
 
 NAME = "knm_vitelity"
 

@@ -54,7 +54,7 @@ from carriers.vitelity import (
     status_of,
 )
 from config.carrier_settings import VitelitySettings
-from knm.model import PhoneNumber
+from knm.domain.number import PhoneNumber
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from carriers.integration import Integration, MalformedAnswerError, ProviderRefu
 from carriers.ledger import Ticket
 from carriers.numbering import normalize, strip_plus_one
 from config.carrier_settings import VoipInnovationsSettings
-from knm.model import NumberState, PhoneNumber
+from knm.domain.number import NumberState, PhoneNumber
 
 NAME = "knm_voip_innovations"
 

@@ -4,7 +4,7 @@
     KNM_BROKER_URL=redis://127.0.0.1:6379/0 python examples/provision.py    # this producer
     python examples/provision.py +14155550193 +14155550194                  # other numbers
 
-It reads knm's contract (knm/schemas/v1; another service copies the directory and points
+It reads knm's contract (knm/contract/schemas/v1; another service copies the directory and points
 KNM_SCHEMAS_DIR at it): index.json names each task's kwargs schema and queue. Every payload is
 checked against its schema before it is sent. The script creates the numbers (reserved for an
 account, so it works on an empty inventory; a second run reports number_exists), then activates
@@ -34,7 +34,7 @@ BACKEND = os.environ.get("KNM_RESULT_BACKEND") or (
 )
 SCHEMAS = Path(
     os.environ.get("KNM_SCHEMAS_DIR")
-    or Path(__file__).resolve().parent.parent / "knm" / "schemas" / "v1"
+    or Path(__file__).resolve().parent.parent / "knm" / "contract" / "schemas" / "v1"
 )
 ACCOUNT = "0000000000000000000000000000e4a1"  # any 32-character id; create makes it
 NUMBERS = ["+14155550192"]  # any reconcilable form

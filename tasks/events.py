@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from kombu import Exchange, Queue
 
-from knm.events import EVENTS_EXCHANGE, NumberEvent
+from knm.services.events import EVENTS_EXCHANGE, NumberEvent
 from workers.app import app
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,9 @@ from typing import Any
 from billiard.einfo import ExceptionInfo
 from celery import Task
 
-from knm import jobs
-from knm.app import InputError
-from knm.requests import InvalidRequestError
+from knm.services import jobs
+from knm.services.facade import InputError
+from knm.services.numbers_requests import InvalidRequestError
 from tasks.numbers import KnmTask
 from tasks.runtime import get_knm
 from workers.app import app

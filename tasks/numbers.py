@@ -22,18 +22,19 @@ from celery.exceptions import Ignore
 from pymongo.errors import ConnectionFailure
 
 from carriers.http import CircuitOpenError
-from config.celery import carrier_queue
 from config.settings import get_settings
-from knm import convert, errors, requests
-from knm.app import InputError, Knm
-from knm.errors import KnmError
-from knm.events import events_for
-from knm.outcomes import OutcomeStore, other_scope
-from knm.requests import InvalidRequestError, NumbersRequest, Operation
-from knm.search import SearchQuery
+from knm.domain import convert, errors
+from knm.domain.errors import KnmError
+from knm.services import numbers_requests as requests
+from knm.services.events import events_for
+from knm.services.facade import InputError, Knm
+from knm.services.numbers_requests import InvalidRequestError, NumbersRequest, Operation
+from knm.services.search import SearchQuery
+from knm.store.outcomes import OutcomeStore, other_scope
 from tasks.events import publish_events
 from tasks.runtime import get_knm, store_unreachable
 from workers.app import app
+from workers.celery_config import carrier_queue
 
 #: Failures of the store or the network that a retry can cure.
 TRANSIENT = (ConnectionFailure,)

@@ -15,8 +15,8 @@ import threading
 from pathlib import Path
 
 from config.settings import Settings, get_settings
-from knm import embedded
-from knm.app import Knm
+from knm.services.facade import Knm
+from knm.store import embedded
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 from celery import Celery, Task
 from celery.worker.strategy import default
 
-from knm.requests import InvalidRequestError
+from knm.services.numbers_requests import InvalidRequestError
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from celery import Task
 
-from knm.requests import InvalidRequestError
-from knm.sweeps import Sweeper, SweepKind, SweepLockedError
+from knm.services.numbers_requests import InvalidRequestError
+from knm.services.sweeps import Sweeper, SweepKind, SweepLockedError
 from tasks.numbers import KnmTask
 from tasks.runtime import get_knm
 from workers.app import app

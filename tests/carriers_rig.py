@@ -26,12 +26,12 @@ from carriers.http import close_clients
 from carriers.sandbox import Sandbox, SandboxClient
 from carriers.sandbox.bandwidth2 import COMPLETE_AFTER_POLLS
 from config.settings import Settings, reset_settings
-from knm.app import Knm
-from knm.batch import Batch
-from knm.model import NumberState, PhoneNumber
-from knm.options import Options
-from knm.search import SearchQuery
-from knm.store import Store
+from knm.domain.batch import Batch
+from knm.domain.number import NumberState, PhoneNumber
+from knm.domain.options import Options
+from knm.services.facade import Knm
+from knm.services.search import SearchQuery
+from knm.store.numbers import Store
 from tests import workers_rig as rig
 
 #: Copies of ../shared/fixtures/carriers (real provider answers captured by KAZOO's tests).

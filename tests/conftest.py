@@ -23,8 +23,8 @@ import pytest
 from pymongo.database import Database
 
 from config import settings as knm_settings
-from knm import embedded
-from knm.embedded import WireServerThread as _WireServerThread
+from knm.store import embedded
+from knm.store.embedded import WireServerThread as _WireServerThread
 
 pytest_plugins = ["tests.carriers_rig"]
 

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from pymongo.database import Database
 
-from knm.accounts import Account, NumberManagerConfig
+from knm.domain.accounts import Account, NumberManagerConfig
 
 Doc = dict[str, Any]
 

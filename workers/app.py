@@ -13,9 +13,9 @@ from celery import Celery
 from celery.signals import worker_process_init
 
 from carriers.registry import default_registry
-from config.celery import CELERY_DEFAULT_QUEUE, DEFAULT_QUEUE, carrier_queue, celery_config
 from config.settings import Settings, get_settings
 from workers import filesystem_transport
+from workers.celery_config import CELERY_DEFAULT_QUEUE, DEFAULT_QUEUE, carrier_queue, celery_config
 from workers.messages import register_bounded_decoders
 
 TASK_MODULES = ["tasks.numbers", "tasks.jobs", "tasks.sweeps", "tasks.health"]

@@ -106,7 +106,7 @@ class KnmConsumer(Consumer):
     """Celery's consumer; a message it cannot build is also recorded as a failed task."""
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
-        from knm.requests import InvalidRequestError
+        from knm.services.numbers_requests import InvalidRequestError
         from tasks.strategy import message_id
 
         task_id = message_id(message)

@@ -21,13 +21,14 @@ from typer.testing import CliRunner, Result
 
 from carriers.registry import default_registry
 from config.settings import Settings
-from knm import errors, requests
-from knm.app import Knm
-from knm.jobs import JobStatus, JobStore, create_job, run_chunk
-from knm.options import Options
-from knm.outcomes import RequestKeys
-from knm.requests import InvalidRequestError, NumbersRequest, Operation
-from knm.store import Store
+from knm.domain import errors
+from knm.domain.options import Options
+from knm.services import numbers_requests as requests
+from knm.services.facade import Knm
+from knm.services.jobs import JobStatus, JobStore, create_job, run_chunk
+from knm.services.numbers_requests import InvalidRequestError, NumbersRequest, Operation
+from knm.store.numbers import Store
+from knm.store.outcomes import RequestKeys
 from tests.fixtures_kazoo import (
     ACCOUNT_4,
     CHILD,
@@ -62,7 +63,7 @@ def knm(mongo_db: Database[Doc]) -> Knm:
 @pytest.fixture
 def cli(knm: Knm, mongo_url: str, mongo_db: Database[Doc]) -> Run:
     """``knm ARGS`` in process on this test's database; checks the exit code."""
-    from knm.cli import app
+    from knm.cli.main import app
 
     runner = CliRunner()
     env = {"KNM_MONGODB_URL": mongo_url, "KNM_MONGODB_DB": mongo_db.name}
@@ -246,7 +247,7 @@ def test_a_stored_unknown_module_routes_to_the_default_queue(knm: Knm) -> None:
 
 
 def test_the_producer_refuses_to_publish_an_unknown_module() -> None:
-    from knm import producer
+    from workers import producer
 
     request = NumbersRequest(numbers=[N1], carrier_module="knm_bogus")
     with pytest.raises(InvalidRequestError, match="carrier_not_found: carrier module knm_bogus"):

@@ -16,9 +16,9 @@ from carriers.base import CarrierContext
 from carriers.sandbox import SandboxClient
 from carriers.sandbox.bandwidth2 import COMPLETE_AFTER_POLLS
 from config.settings import Settings, reset_settings
-from knm.app import Knm
-from knm.errors import KnmError
-from knm.model import PhoneNumber
+from knm.domain.errors import KnmError
+from knm.domain.number import PhoneNumber
+from knm.services.facade import Knm
 from tests.carriers_rig import (
     ACCOUNT,
     WRONG_SECRET,

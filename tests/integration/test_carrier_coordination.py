@@ -28,9 +28,9 @@ from carriers.http import CarrierHttp, CircuitOpenError
 from carriers.sandbox import Sandbox, SandboxClient
 from config.carrier_settings import CarrierHttpSettings
 from config.settings import Settings, reset_settings
-from knm.app import Knm
-from knm.options import Options
-from knm.search import SearchQuery
+from knm.domain.options import Options
+from knm.services.facade import Knm
+from knm.services.search import SearchQuery
 from tests import workers_rig as rig
 from tests.carriers_rig import knm_on
 

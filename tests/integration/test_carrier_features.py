@@ -24,9 +24,9 @@ from carriers.sandbox import SandboxClient
 from carriers.sandbox.core import SANDBOX_SECRET, SANDBOX_USER
 from carriers.telnyx_features import TelnyxCnamProvider, TelnyxE911Provider
 from carriers.vitelity_features import VitelityCnamProvider, VitelityE911Provider
-from knm.app import Knm
-from knm.errors import KnmError
-from knm.model import NumberState, PhoneNumber
+from knm.domain.errors import KnmError
+from knm.domain.number import NumberState, PhoneNumber
+from knm.services.facade import Knm
 from tests.carriers_rig import bought, knm_with_carrier, ledger
 
 pytestmark = pytest.mark.integration

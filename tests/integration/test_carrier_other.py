@@ -17,8 +17,8 @@ from carriers.other import OtherCarrier
 from carriers.sandbox import SandboxClient
 from carriers.sandbox.other import SANDBOX_GATEWAY
 from config.carrier_settings import CarriersSettings, OtherSettings
-from knm.app import Knm
-from knm.model import NumberState
+from knm.domain.number import NumberState
+from knm.services.facade import Knm
 from tests.carriers_rig import buy, discover, knm_on, ledger, open_account, search_numbers
 
 pytestmark = pytest.mark.integration

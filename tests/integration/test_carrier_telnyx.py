@@ -11,7 +11,7 @@ import pytest
 from pymongo.database import Database
 
 from carriers.sandbox import SandboxClient
-from knm.app import Knm
+from knm.services.facade import Knm
 from tests.carriers_rig import (
     WRONG_SECRET,
     assert_provisioning_gates,

@@ -13,7 +13,7 @@ from pymongo.database import Database
 from carriers.sandbox import SandboxClient
 from carriers.sandbox.vitelity import SANDBOX_ROUTESIP, tollfree_numbers
 from config.settings import Settings
-from knm.app import Knm
+from knm.services.facade import Knm
 from tests.carriers_rig import (
     WRONG_SECRET,
     bought,

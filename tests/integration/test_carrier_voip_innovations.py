@@ -14,8 +14,8 @@ from pymongo.database import Database
 
 from carriers import voip_innovations as vi
 from carriers.sandbox import SandboxClient
-from knm.app import Knm
-from knm.model import NumberState
+from knm.domain.number import NumberState
+from knm.services.facade import Knm
 from tests.carriers_rig import (
     ACCOUNT,
     WRONG_SECRET,

@@ -20,8 +20,8 @@ from celery import Celery
 
 from carriers.sandbox import Sandbox, SandboxClient
 from config.settings import Settings
-from knm.app import Knm
-from knm.search import SearchQuery
+from knm.services.facade import Knm
+from knm.services.search import SearchQuery
 from tests import workers_rig as rig
 from tests.carriers_rig import sandbox_worker_env
 

@@ -15,9 +15,9 @@ import pytest
 from pymongo.database import Database
 from typer.testing import CliRunner, Result
 
-from knm import embedded
-from knm.cli import app, numbers_request
-from knm.requests import NumbersRequest, Operation
+from knm.cli.main import app, numbers_request
+from knm.services.numbers_requests import NumbersRequest, Operation
+from knm.store import embedded
 
 pytestmark = pytest.mark.integration
 

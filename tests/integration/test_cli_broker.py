@@ -26,10 +26,11 @@ import redis
 from typer.testing import CliRunner, Result
 
 from config.settings import Settings
-from knm import embedded, producer
-from knm.cli import app
-from knm.requests import NumbersRequest, Operation
+from knm.cli.main import app
+from knm.services.numbers_requests import NumbersRequest, Operation
+from knm.store import embedded
 from tests import workers_rig as rig
+from workers import producer
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ import pytest
 from pymongo import ReplaceOne
 from pymongo.database import Database
 
-from knm import embedded
+from knm.store import embedded
 
 pytestmark = pytest.mark.integration
 

@@ -18,10 +18,10 @@ from pymongo import InsertOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from config.settings import Settings
-from knm import jobs
-from knm.app import Knm
-from knm.embedded import WireServerThread
-from knm.store import Store
+from knm.services import jobs
+from knm.services.facade import Knm
+from knm.store.embedded import WireServerThread
+from knm.store.numbers import Store
 
 pytestmark = pytest.mark.integration
 

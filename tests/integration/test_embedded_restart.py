@@ -18,10 +18,11 @@ import pytest
 from celery import Celery
 
 from config.settings import get_settings, reset_settings
-from knm import embedded, producer
-from knm.cli import main
-from knm.requests import NumbersRequest, Operation
+from knm.cli.main import main
+from knm.services.numbers_requests import NumbersRequest, Operation
+from knm.store import embedded
 from tests import workers_rig as rig
+from workers import producer
 
 pytestmark = pytest.mark.integration
 

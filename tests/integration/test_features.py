@@ -19,13 +19,14 @@ from pymongo.database import Database
 
 from carriers.features import FeatureContext, FeatureProvider
 from config.settings import Settings
-from knm import errors, system_config
-from knm.errors import KnmError
-from knm.features import ALL_FEATURES
-from knm.model import NumberState, PhoneNumber
-from knm.operations import NumberManager, Setter
-from knm.options import Options
-from knm.store import Store
+from knm.domain import errors
+from knm.domain.errors import KnmError
+from knm.domain.number import NumberState, PhoneNumber
+from knm.domain.options import Options
+from knm.services.features import ALL_FEATURES
+from knm.services.operations import NumberManager, Setter
+from knm.store import system_config
+from knm.store.numbers import Store
 from tests.fixtures_kazoo import (
     ACCOUNT_4,
     BW_EXISTING_DID,

@@ -16,10 +16,10 @@ from pymongo.database import Database
 from typer.testing import CliRunner, Result
 
 from carriers.sandbox import SandboxClient
-from knm import cli
-from knm.app import Knm
-from knm.options import Options
-from knm.search import SearchQuery
+from knm.cli import main as cli
+from knm.domain.options import Options
+from knm.services.facade import Knm
+from knm.services.search import SearchQuery
 from tests.carriers_rig import knm_on
 
 pytestmark = pytest.mark.integration

@@ -25,12 +25,12 @@ from pymongo.database import Database
 from typer.testing import CliRunner, Result
 
 from config.settings import Settings
-from knm.app import Knm
-from knm.cli import app
-from knm.csvio import MAX_CELL_BYTES, MAX_ROW_BYTES
-from knm.jobs import CHUNK_MAX_BYTES, Job, JobStatus, JobStore, create_job, run_chunk
-from knm.model import MAX_PUBLIC_BYTES
-from knm.store import Store
+from knm.cli.main import app
+from knm.domain.number import MAX_PUBLIC_BYTES
+from knm.services.csv_files import MAX_CELL_BYTES, MAX_ROW_BYTES
+from knm.services.facade import Knm
+from knm.services.jobs import CHUNK_MAX_BYTES, Job, JobStatus, JobStore, create_job, run_chunk
+from knm.store.numbers import Store
 
 pytestmark = pytest.mark.integration
 

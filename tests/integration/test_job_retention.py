@@ -16,10 +16,11 @@ from pymongo.database import Database
 from typer.testing import CliRunner
 
 from config.settings import Settings
-from knm import job_retention, jobs
-from knm.app import Knm
-from knm.cli import app
-from knm.store import Store
+from knm.cli.main import app
+from knm.services import jobs
+from knm.services.facade import Knm
+from knm.store import job_retention
+from knm.store.numbers import Store
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,11 @@ import pytest
 from pymongo.database import Database
 
 from config.settings import Settings
-from knm.app import InputError, Knm
-from knm.csvio import write_csv
-from knm.jobs import (
+from knm.domain.number import to_gregorian_seconds
+from knm.domain.options import Options
+from knm.services.csv_files import write_csv
+from knm.services.facade import InputError, Knm
+from knm.services.jobs import (
     RESULT_HEADER,
     ChunkReport,
     Job,
@@ -30,10 +32,8 @@ from knm.jobs import (
     fail_chunk,
     run_chunk,
 )
-from knm.listing import LISTING_COLUMNS
-from knm.model import to_gregorian_seconds
-from knm.options import Options
-from knm.store import Store
+from knm.services.listing import LISTING_COLUMNS
+from knm.store.numbers import Store
 from tests.fixtures_kazoo import (
     ACCOUNT_4,
     CHILD,

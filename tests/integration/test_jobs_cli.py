@@ -30,9 +30,9 @@ import pytest
 import redis
 from typer.testing import CliRunner, Result
 
-from knm import embedded
-from knm.cli import app
-from knm.jobs import RESULT_HEADER
+from knm.cli.main import app
+from knm.services.jobs import RESULT_HEADER
+from knm.store import embedded
 from tests import workers_rig as rig
 
 pytestmark = pytest.mark.integration

@@ -43,13 +43,14 @@ from celery import Celery
 from pymongo.collection import Collection
 
 from config.settings import Settings
-from knm import jobs, producer
-from knm.app import Knm
-from knm.model import NumberState
-from knm.options import Options
+from knm.domain.number import NumberState
+from knm.domain.options import Options
+from knm.services import jobs
+from knm.services.facade import Knm
 from tests import workers_rig as rig
 from tests.mongo_wire import command as _command
 from tests.mongo_wire import read_message as _read_message
+from workers import producer
 
 pytestmark = pytest.mark.integration
 

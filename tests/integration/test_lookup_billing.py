@@ -18,11 +18,12 @@ from pymongo.database import Database
 from typer.testing import CliRunner, Result
 
 from config.settings import Settings
-from knm import billing, cli
-from knm.app import Knm
-from knm.cli_numbers_extra import register
-from knm.lookup import lookup_account
-from knm.store import Store
+from knm.cli import main as cli
+from knm.cli.numbers_extra import register
+from knm.services import billing
+from knm.services.facade import Knm
+from knm.services.lookup import lookup_account
+from knm.store.numbers import Store
 from tests.fixtures_kazoo import (
     BW_EXISTING_DID,
     CHILD,
@@ -521,7 +522,7 @@ class TestCli:
     def test_register_is_idempotent(self) -> None:
         register(cli.app)
         register(cli.app)
-        from knm.cli import numbers_app
+        from knm.cli.main import numbers_app
 
         assert [c.name for c in numbers_app.registered_commands].count("lookup") == 1
         assert [g.name for g in cli.app.registered_groups].count("billing") == 1

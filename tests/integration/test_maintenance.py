@@ -16,8 +16,8 @@ import pytest
 from pymongo.database import Database
 from typer.testing import CliRunner, Result
 
-from knm.maintenance import ALL_FEATURES
-from knm.model import utcnow
+from knm.domain.number import utcnow
+from knm.services.maintenance import ALL_FEATURES
 from tests.fixtures_kazoo import number_doc
 
 pytestmark = pytest.mark.integration
@@ -29,8 +29,8 @@ ACCOUNT = "d7" * 16
 
 @pytest.fixture
 def knm(mongo_url: str, mongo_db: Database[Doc], monkeypatch: pytest.MonkeyPatch) -> Run:
-    from knm.cli import app
-    from knm.cli_maintenance import register
+    from knm.cli.main import app
+    from knm.cli.maintenance import register
 
     register(app)
     register(app)  # harmless twice

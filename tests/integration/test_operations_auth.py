@@ -13,10 +13,10 @@ import pytest
 from pymongo.database import Database
 
 from config.settings import Settings
-from knm.model import NumberState, PhoneNumber
-from knm.operations import NumberManager
-from knm.options import Options
-from knm.store import Store
+from knm.domain.number import NumberState, PhoneNumber
+from knm.domain.options import Options
+from knm.services.operations import NumberManager
+from knm.store.numbers import Store
 from tests.fixtures_kazoo import (
     ACCOUNT_4,
     ASSIGN_FAILURE,

@@ -24,12 +24,12 @@ from pymongo.database import Database
 
 from carriers.base import SearchResult
 from config.settings import Settings
-from knm.app import Knm
-from knm.model import NumberState, PhoneNumber
-from knm.operations import NumberManager
-from knm.options import Options
-from knm.search import SearchQuery
-from knm.store import Store
+from knm.domain.number import NumberState, PhoneNumber
+from knm.domain.options import Options
+from knm.services.facade import Knm
+from knm.services.operations import NumberManager
+from knm.services.search import SearchQuery
+from knm.store.numbers import Store
 from tests.fixtures_kazoo import (
     CHILD,
     MASTER,

@@ -18,13 +18,13 @@ from carriers.base import CarrierContext, SearchRequest
 from carriers.local import LocalCarrier
 from carriers.registry import default_registry
 from config.settings import Settings
-from knm.accounts import AccountDirectory
-from knm.app import Knm
-from knm.model import NumberState, PhoneNumber
-from knm.operations import NumberManager
-from knm.options import Options
-from knm.search import SearchQuery
-from knm.store import Store
+from knm.domain.accounts import AccountDirectory
+from knm.domain.number import NumberState, PhoneNumber
+from knm.domain.options import Options
+from knm.services.facade import Knm
+from knm.services.operations import NumberManager
+from knm.services.search import SearchQuery
+from knm.store.numbers import Store
 from tests.fixtures_kazoo import (
     ASSIGN_FAILURE,
     BW_EXISTING_DID,

@@ -23,13 +23,13 @@ from pymongo.database import Database
 from carriers.base import Carrier, SearchResult
 from carriers.registry import CarrierRegistry, default_registry
 from config.settings import Settings
-from knm.accounts import Account, AccountDirectory
-from knm.errors import KnmError
-from knm.model import NumberState, PhoneNumber
-from knm.operations import NumberManager
-from knm.options import Options
-from knm.states import TransitionContext, transition
-from knm.store import Store
+from knm.domain.accounts import Account, AccountDirectory
+from knm.domain.errors import KnmError
+from knm.domain.number import NumberState, PhoneNumber
+from knm.domain.options import Options
+from knm.domain.states import TransitionContext, transition
+from knm.services.operations import NumberManager
+from knm.store.numbers import Store
 from tests.fixtures_kazoo import (
     CHILD,
     MASTER,

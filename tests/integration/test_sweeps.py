@@ -22,11 +22,11 @@ from benchmarks.common import CommandCounter
 from carriers.base import Carrier
 from carriers.registry import CarrierRegistry, default_registry
 from config.settings import Settings
-from knm.app import Knm
-from knm.model import NumberState, PhoneNumber, utcnow
-from knm.options import Options
-from knm.store import Store
-from knm.sweeps import Sweeper, SweepKind, SweepLockedError, lock_id
+from knm.domain.number import NumberState, PhoneNumber, utcnow
+from knm.domain.options import Options
+from knm.services.facade import Knm
+from knm.services.sweeps import Sweeper, SweepKind, SweepLockedError, lock_id
+from knm.store.numbers import Store
 from tests.fixtures_kazoo import number_doc
 
 pytestmark = pytest.mark.integration
@@ -466,8 +466,8 @@ def test_commands_follow_the_due_numbers_not_the_collection(
 # ================================================================================ the CLI
 @pytest.fixture
 def cli(mongo_url: str, mongo_db: Database[Doc]) -> Callable[..., Result]:
-    from knm.cli import app
-    from knm.cli_maintenance import register
+    from knm.cli.main import app
+    from knm.cli.maintenance import register
 
     register(app)
     runner = CliRunner()

@@ -28,9 +28,9 @@ import pytest
 from celery import Celery
 
 from config.settings import Settings
-from knm.app import Knm
-from knm.model import utcnow
-from knm.sweeps import SweepKind, lock_id
+from knm.domain.number import utcnow
+from knm.services.facade import Knm
+from knm.services.sweeps import SweepKind, lock_id
 from tests import workers_rig as rig
 from tests.fixtures_kazoo import number_doc
 from tests.mongo_wire import command as _command

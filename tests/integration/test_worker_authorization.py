@@ -21,7 +21,7 @@ from pymongo import MongoClient
 from typer.testing import CliRunner, Result
 
 from config.settings import Settings
-from knm.app import Knm
+from knm.services.facade import Knm
 from tests import workers_rig as rig
 from tests.fixtures_kazoo import ACCOUNT_4, CHILD, MASTER, RESELLER, Doc, load_kazoo, number_doc
 
@@ -100,7 +100,7 @@ def _carrier_keys(url: str) -> list[str]:
 
 
 def _cli(env: dict[str, str]) -> Any:
-    from knm.cli import app
+    from knm.cli.main import app
 
     runner = CliRunner()
 

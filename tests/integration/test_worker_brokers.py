@@ -24,11 +24,11 @@ import pytest
 from kombu import Connection
 from pymongo import MongoClient
 
-from config.celery import mongodb_backend_url
 from config.settings import Settings
-from knm.app import Knm
-from knm.search import SearchQuery
+from knm.services.facade import Knm
+from knm.services.search import SearchQuery
 from tests import workers_rig as rig
+from workers.celery_config import mongodb_backend_url
 
 pytestmark = pytest.mark.integration
 

@@ -39,7 +39,7 @@ import redis
 from celery import Celery
 
 from config.settings import Settings
-from knm.app import Knm
+from knm.services.facade import Knm
 from tests import workers_rig as rig
 from tests.mongo_wire import command as _command
 from tests.mongo_wire import read_message as _read_message

@@ -27,8 +27,8 @@ from celery.result import AsyncResult
 from pymongo import MongoClient
 
 from config.settings import Settings
-from knm.app import Knm
-from knm.search import SearchQuery
+from knm.services.facade import Knm
+from knm.services.search import SearchQuery
 from tests import workers_rig as rig
 
 pytestmark = pytest.mark.integration

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from config.settings import Settings
-from knm.app import Knm
+from knm.services.facade import Knm
 from tests import workers_rig as rig
 
 pytestmark = pytest.mark.integration

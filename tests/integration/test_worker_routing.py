@@ -18,10 +18,10 @@ from celery import Celery
 from pymongo.database import Database
 
 from config.settings import Settings
-from knm import requests
-from knm.app import Knm
-from knm.requests import Operation
-from knm.search import SearchQuery
+from knm.services import numbers_requests as requests
+from knm.services.facade import Knm
+from knm.services.numbers_requests import Operation
+from knm.services.search import SearchQuery
 from tests import workers_rig as rig
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from knm.accounts import (
+from knm.domain.accounts import (
     ADDITIONS_CREATION_STATES,
     ADMIN_CREATION_STATES,
     SYSTEM,
@@ -17,7 +17,7 @@ from knm.accounts import (
     NumberManagerConfig,
     is_account_id,
 )
-from knm.model import NumberState, PhoneNumber
+from knm.domain.number import NumberState, PhoneNumber
 
 MASTER = "account0000000000000000000000001"
 RESELLER = "account0000000000000000000000002"

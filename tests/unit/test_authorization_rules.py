@@ -15,14 +15,15 @@ from pymongo import MongoClient
 
 from carriers.base import CarrierContext
 from config.settings import Settings
-from knm import errors, features, requests
-from knm.accounts import SYSTEM, Account, AccountDirectory, NumberManagerConfig
-from knm.csv_actions import ACTIONS, row_error
-from knm.features import FeatureEnv
-from knm.model import NumberState, PhoneNumber
-from knm.queue_depths import _message_queue, carrier_queues, queue_depths
-from knm.requests import REQUEST_ID_PATTERN, NumbersRequest, Operation
-from knm.system_config import SystemConfig
+from knm.domain import errors
+from knm.domain.accounts import SYSTEM, Account, AccountDirectory, NumberManagerConfig
+from knm.domain.number import NumberState, PhoneNumber
+from knm.services import features
+from knm.services import numbers_requests as requests
+from knm.services.csv_actions import ACTIONS, row_error
+from knm.services.features import FeatureEnv
+from knm.services.numbers_requests import REQUEST_ID_PATTERN, NumbersRequest, Operation
+from knm.store.system_config import SystemConfig
 from tests.fixtures_kazoo import (
     ACCOUNT_4,
     CHILD,
@@ -32,6 +33,7 @@ from tests.fixtures_kazoo import (
     account_docs,
     number_doc,
 )
+from workers.queue_depths import _message_queue, carrier_queues, queue_depths
 
 NUM = "+15551233322"
 RELATION = "or one of its ancestors (nor system or a superduper admin)"

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from knm import errors
-from knm.batch import Batch
-from knm.errors import KnmError
-from knm.model import NumberState, PhoneNumber
+from knm.domain import errors
+from knm.domain.batch import Batch
+from knm.domain.errors import KnmError
+from knm.domain.number import NumberState, PhoneNumber
 
 
 def pn(number: str) -> PhoneNumber:

@@ -19,7 +19,7 @@ from carriers.ledger import Action, Ticket
 from carriers.numbering import GREGORIAN_OFFSET_S
 from config.carrier_settings import Bandwidth2Settings, CarriersSettings
 from config.settings import Settings
-from knm.model import PhoneNumber
+from knm.domain.number import PhoneNumber
 from tests.carriers_rig import fixture_text
 
 BASE = "https://api.inetwork.com/v1.0/accounts/9900012"

@@ -20,7 +20,7 @@ from carriers.ledger import Action, Ticket
 from carriers.numbering import GREGORIAN_OFFSET_S
 from config.carrier_settings import BandwidthSettings, CarriersSettings
 from config.settings import Settings
-from knm.model import PhoneNumber
+from knm.domain.number import PhoneNumber
 from tests.carriers_rig import fixture_text
 
 URL = "https://api.bandwidth.com/public/v2/numbers.api"

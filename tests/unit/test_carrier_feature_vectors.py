@@ -29,8 +29,8 @@ from config.carrier_settings import (
     VitelitySettings,
 )
 from config.settings import Settings
-from knm.errors import KnmError
-from knm.model import NumberState, PhoneNumber
+from knm.domain.errors import KnmError
+from knm.domain.number import NumberState, PhoneNumber
 from tests.carriers_rig import fixture_text
 
 Handler = Callable[[httpx.Request], httpx.Response]

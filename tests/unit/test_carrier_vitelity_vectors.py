@@ -15,8 +15,8 @@ from carriers.http import CarrierHttp
 from carriers.integration import MalformedAnswerError, ProviderRefusalError
 from config.carrier_settings import CarrierHttpSettings, CarriersSettings, VitelitySettings
 from config.settings import Settings
-from knm.errors import KnmError
-from knm.model import PhoneNumber
+from knm.domain.errors import KnmError
+from knm.domain.number import PhoneNumber
 from tests.carriers_rig import fixture_text
 
 CONFIG = VitelitySettings(login="user", password="s3cret", routesip=["1.2.3.4", "5.6.7.8"])

@@ -14,14 +14,16 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from knm import contract, errors, requests
-from knm.batch import Batch
-from knm.cli_contract import register
-from knm.events import EVENTS_EXCHANGE, NumberEvent, events_for
-from knm.model import NumberState, PhoneNumber
-from knm.producer import task_name
-from knm.requests import InvalidRequestError, Operation
-from knm.search import SearchQuery
+from knm.cli.contract import register
+from knm.contract import json_schema as contract
+from knm.domain import errors
+from knm.domain.batch import Batch
+from knm.domain.number import NumberState, PhoneNumber
+from knm.services import numbers_requests as requests
+from knm.services.events import EVENTS_EXCHANGE, NumberEvent, events_for
+from knm.services.numbers_requests import InvalidRequestError, Operation
+from knm.services.search import SearchQuery
+from workers.producer import task_name
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT = "0000000000000000000000000000e4a1"
@@ -55,7 +57,7 @@ def load_example() -> ModuleType:
 
 # ---------------------------------------------------------------------------- the files
 def test_committed_schemas_are_what_the_models_generate() -> None:
-    expected = ROOT / "knm" / "schemas" / f"v{contract.CONTRACT_VERSION}"
+    expected = ROOT / "knm" / "contract" / "schemas" / f"v{contract.CONTRACT_VERSION}"
     assert expected == contract.SCHEMAS_DIR
     assert contract.check() == []
 

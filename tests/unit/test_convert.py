@@ -9,8 +9,8 @@ import pytest
 
 from config import defaults
 from config.settings import get_settings, reset_settings
-from knm import convert
-from knm.convert import (
+from knm.domain import convert
+from knm.domain.convert import (
     available_classifiers,
     classify,
     is_1npan,

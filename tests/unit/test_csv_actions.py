@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from knm.csv_actions import (
+from knm.services.csv_actions import (
     ACTIONS,
     DUMP_STATES,
     FEATURE_COLUMNS,
@@ -12,7 +12,7 @@ from knm.csv_actions import (
     bad_cells,
     public_fields,
 )
-from knm.listing import LISTING_COLUMNS
+from knm.services.listing import LISTING_COLUMNS
 
 ACCOUNT = "0123456789abcdef0123456789abcdef"
 

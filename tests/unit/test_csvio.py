@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from knm.csvio import CsvInputError, CsvReader, escape_cell, write_csv
+from knm.services.csv_files import CsvInputError, CsvReader, escape_cell, write_csv
 
 Rows = list[tuple[int, dict[str, str], str | None]]
 

@@ -6,7 +6,7 @@ from importlib.metadata import version
 
 from mongoeco.core.query_plan import AndCondition, EqualsCondition, InCondition, OrCondition
 
-from knm import embedded_engine
+from knm.store import embedded_engine
 
 
 def test_mongoeco_is_the_pinned_release() -> None:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from knm import errors
-from knm.errors import KnmError
+from knm.domain import errors
+from knm.domain.errors import KnmError
 
 NUM = "+15559871234"
 

@@ -16,12 +16,12 @@ from pymongo import MongoClient
 from carriers.base import CarrierContext
 from carriers.features import FeatureContext, FeatureProvider
 from config.settings import Settings
-from knm import errors, features, maintenance
-from knm.accounts import SYSTEM, Account, AccountDirectory, NumberManagerConfig
-from knm.errors import KnmError
-from knm.features import FeatureEnv
-from knm.model import NumberState, PhoneNumber
-from knm.providers import (
+from knm.domain import errors
+from knm.domain.accounts import SYSTEM, Account, AccountDirectory, NumberManagerConfig
+from knm.domain.errors import KnmError
+from knm.domain.number import NumberState, PhoneNumber
+from knm.services import features, maintenance
+from knm.services.feature_providers import (
     CnamNotifierProvider,
     FailoverProvider,
     ForceOutboundProvider,
@@ -33,7 +33,8 @@ from knm.providers import (
     carrier_module_for,
     provider,
 )
-from knm.system_config import SystemConfig
+from knm.services.features import FeatureEnv
+from knm.store.system_config import SystemConfig
 from tests.fixtures_kazoo import CHILD, MASTER, RESELLER, account_docs, number_doc
 
 S = NumberState
@@ -350,7 +351,7 @@ def test_cnam_notifier(caplog: pytest.LogCaptureFixture) -> None:
         features={"cnam": {"display_name": "old"}},
         public={"cnam": {"display_name": "ACME", "inbound_lookup": True}},
     )
-    with caplog.at_level(logging.INFO, logger="knm.providers"):
+    with caplog.at_level(logging.INFO, logger="knm.services.feature_providers"):
         notifier.save(record, fctx())
     assert record.features == {
         "outbound_cnam": {"display_name": "ACME"},
@@ -359,7 +360,7 @@ def test_cnam_notifier(caplog: pytest.LogCaptureFixture) -> None:
     assert "CNAM request" in caplog.text
     caplog.clear()
     # unchanged: no request; inbound off and name removed: both features go
-    with caplog.at_level(logging.INFO, logger="knm.providers"):
+    with caplog.at_level(logging.INFO, logger="knm.services.feature_providers"):
         notifier.save(record, fctx())
     assert caplog.text == ""
     record.reset_public({"cnam": {"inbound_lookup": False}})
@@ -379,7 +380,7 @@ def test_cnam_notifier(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_cnam_notifier_logs_no_request_on_a_dry_run(caplog: pytest.LogCaptureFixture) -> None:
     record = pn(public={"cnam": {"display_name": "ACME"}})
-    with caplog.at_level(logging.INFO, logger="knm.providers"):
+    with caplog.at_level(logging.INFO, logger="knm.services.feature_providers"):
         CnamNotifierProvider(CTX).save(record, fctx(dry_run=True))
     assert record.features == {"outbound_cnam": {"display_name": "ACME"}}
     assert caplog.text == ""

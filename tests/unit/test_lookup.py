@@ -12,8 +12,9 @@ import pytest
 
 from carriers.registry import default_registry
 from config.settings import Settings
-from knm import billing
-from knm.lookup import (
+from knm.domain.number import NumberState, PhoneNumber
+from knm.services import billing
+from knm.services.lookup import (
     LookupResult,
     _cnam_lookup,
     feature_inbound_cnam,
@@ -22,7 +23,6 @@ from knm.lookup import (
     number_props,
     port_result,
 )
-from knm.model import NumberState, PhoneNumber
 
 S = NumberState
 RESELLER = "account0000000000000000000000002"

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from knm.model import (
+from knm.domain.number import (
     GREGORIAN_UNIX_OFFSET,
     NumberState,
     PhoneNumber,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pydantic
 import pytest
 
-from knm.accounts import SYSTEM
-from knm.model import NumberState
-from knm.options import Options
+from knm.domain.accounts import SYSTEM
+from knm.domain.number import NumberState
+from knm.domain.options import Options
 
 RESELLER = "account0000000000000000000000002"
 

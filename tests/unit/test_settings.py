@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from config.celery import celery_config
 from config.settings import SettingsError, get_settings, reset_settings
+from workers.celery_config import celery_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

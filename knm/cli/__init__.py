@@ -1,0 +1,1 @@
+"""knm's command line (Typer), one module per command group."""

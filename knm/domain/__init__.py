@@ -1,0 +1,1 @@
+"""The domain: number documents, the state table, errors, E.164, options, accounts."""

@@ -1,0 +1,1 @@
+"""knm's services: operations, jobs, sweeps, search, lookup, billing, features."""

@@ -1,0 +1,1 @@
+"""MongoDB access: the store client, the embedded server, one module per collection family."""

@@ -1,0 +1,57 @@
+"""The embedded store's engine: mongoeco's SQLite engine, adapted to cost O(1) per row.
+
+mongoeco (pinned to :data:`MONGOECO_VERSION`) is a faithful MongoDB emulator, but several of its
+SQLite paths cost time proportional to the whole collection on every operation, which makes an
+import of N rows cost O(N^2):
+
+1. **Inserting a string ``_id``** scans and JSON-decodes every document to compare ``_id`` values
+   (``_validate_document_against_unique_indexes(..., scan_payload_id=True)``): the scan exists
+   for numeric ids (``1`` equals ``1.0``); a string equals only the same string, which the
+   primary-key check by storage key already refuses. Skipped for string ids.
+2. **A query on ``_id``** (``{_id: X, pvt_rev: 3}``, ``{_id: {$in: [...]}}``, the conditional
+   updates of every knm write) is translated to ``json_extract(document, '$._id') = ?``: a scan.
+   Here a filter whose top level pins ``_id`` to strings reads just those rows by primary key
+   (``storage_key IN (SELECT value FROM json_each(?))``, no size limit) and decides the rest of
+   the filter with mongoeco's own matcher (:func:`QueryEngine.match_plan`, through the SQLite
+   function ``knm_match``), so the result is exactly mongoeco's.
+3. **Planner probes** ("does any document of the collection hold an array / a decimal / ... at
+   this field?") are full scans whose cached answers every write throws away. Here writes are
+   logged (a temporary trigger per connection) and a cached answer is re-checked against only
+   the rows written since: a probe asks whether *some* document has a property, so a ``True``
+   stays ``True`` (the plan it leads to is the general, always-correct one) and a ``False`` needs
+   only the new rows checked.
+4. **Large ``$in`` lists** become one long ``OR`` chain, which SQLite refuses past ~500 values
+   ("Expression tree is too large"). Here they are split into groups joined as a balanced tree.
+5. **The wire ``insert`` command** inserts its documents one ``insert_one`` (one transaction)
+   each. Here a command whose documents all have string ``_id`` values goes through mongoeco's own
+   ``insert_many`` (its batch path: one transaction), with the same per-index write errors.
+6. **Change publication**: every write appends to a durable change outbox and then takes a
+   dispatch lease (commits, a heartbeat thread) to deliver it to the change-stream hub. knm never
+   opens a change stream and needs no durable change history, so this engine declares no outbox
+   (``change_delivery="none"``): mongoeco then hands changes to the hub in-process.
+
+Everything else is mongoeco's. :data:`PATCHED_SOURCES` pins the source of every mongoeco function
+these adaptations rely on; ``tests/unit/test_embedded_engine.py`` fails when an upgrade changes
+one of them, so the adaptation is re-checked before the pin moves.
+
+The engine also counts its work (:class:`EngineCounters`: documents decoded, whole-collection
+reads, full probe scans, SQLite VM steps), which the tests use to check that the cost per row
+stays flat as a collection grows.
+"""
+
+from knm.store.embedded_engine.engine import KnmSQLiteEngine
+from knm.store.embedded_engine.patches import install_module_patches
+from knm.store.embedded_engine.pins import MONGOECO_VERSION, PATCHED_SOURCES, patched_source_hashes
+from knm.store.embedded_engine.support import EngineCounters, pinned_ids
+
+__all__ = [
+    "MONGOECO_VERSION",
+    "PATCHED_SOURCES",
+    "EngineCounters",
+    "KnmSQLiteEngine",
+    "install_module_patches",
+    "patched_source_hashes",
+    "pinned_ids",
+]
+
+install_module_patches()

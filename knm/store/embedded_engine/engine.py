@@ -1,0 +1,410 @@
+"""``KnmSQLiteEngine``: mongoeco's SQLite engine with knm's linear-cost adaptations."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any, Final
+
+from mongoeco.core.filtering import QueryEngine
+from mongoeco.core.query_plan import (
+    InCondition,
+    QueryNode,
+)
+from mongoeco.engines._sqlite_connection import sqlite_read_scope
+from mongoeco.engines.semantic_core import EngineFindSemantics
+from mongoeco.engines.sqlite import SQLiteEngine
+from mongoeco.engines.sqlite_planner import (
+    SQLiteReadExecutionPlan,
+    _hybrid_lineage,
+    _hybrid_physical_plan,
+    _sql_lineage,
+    _sql_physical_plan,
+)
+
+from knm.store.embedded_engine.support import (
+    _CHANGE_LOG_LIMIT,
+    _UNIVERSAL_PROBE_PREFIX,
+    EngineCounters,
+    _ChangeLog,
+    _CountingConnection,
+    _DeltaConnection,
+    _PlanRegistry,
+    pinned_ids,
+)
+
+
+# ================================================================================ the engine
+class KnmSQLiteEngine(SQLiteEngine):
+    """mongoeco's SQLite engine with knm's linear-cost adaptations (see the module doc)."""
+
+    #: No change outbox (6): mongoeco then publishes changes in-process, after each write.
+    capabilities = replace(SQLiteEngine.capabilities, change_delivery="none")
+
+    #: ``$in`` lists longer than this are translated in groups joined as a balanced tree.
+    IN_GROUP: Final[int] = 100
+
+    def __init__(self, path: str, **kwargs: Any) -> None:
+        # mongoeco refuses aggregations (count_documents too) past 50,000 documents unless they
+        # spill to disk; knm counts whole collections (listing jobs, usage), so no such budget.
+        kwargs.setdefault("aggregation_materialization_limit", None)
+        super().__init__(path, **kwargs)
+        self.counters = EngineCounters()
+        self._knm_plans = _PlanRegistry()
+        self._knm_changes: dict[tuple[str, str], _ChangeLog] = {}
+        self._knm_checked: dict[tuple[str, str, str], int] = {}
+        self._knm_changes_lock = threading.Lock()
+        self._knm_local = threading.local()
+
+    # ---------------------------------------------------------------- connections
+    def _create_sqlite_connection(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, check_same_thread=False, factory=_CountingConnection)
+        try:
+            if self._path != ":memory:":
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            conn.create_function("knm_match", 2, self._knm_match)
+            conn.create_function("knm_written", 3, self._knm_written)
+            conn.install_counter(self.counters)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _connect_sync(self) -> None:
+        super()._connect_sync()
+        conn = self._connection  # the connection every write goes through
+        if conn is not None:
+            for event in ("INSERT", "UPDATE"):
+                conn.execute(
+                    f"CREATE TEMP TRIGGER IF NOT EXISTS knm_log_{event.lower()} "
+                    f"AFTER {event} ON main.documents BEGIN "
+                    "SELECT knm_written(NEW.db_name, NEW.coll_name, NEW.storage_key); END"
+                )
+
+    def _require_connection(self, context: Any = None) -> sqlite3.Connection:
+        conn: sqlite3.Connection = super()._require_connection(context)
+        delta: list[str] | None = getattr(self._knm_local, "delta", None)
+        if delta is not None:
+            return _DeltaConnection(conn, delta)  # type: ignore[return-value]
+        return conn
+
+    # ---------------------------------------------------------------- counting
+    def _deserialize_document(self, payload: str, *, preserve_bson_wrappers: bool = True) -> Any:
+        self.counters.add("documents_decoded")
+        return super()._deserialize_document(payload, preserve_bson_wrappers=preserve_bson_wrappers)
+
+    def _load_documents(self, db_name: str, coll_name: str) -> Iterator[tuple[str, Any]]:
+        self.counters.add("collection_loads")
+        return super()._load_documents(db_name, coll_name)  # type: ignore[no-any-return]
+
+    # ---------------------------------------------------------------- 1. inserts
+    def _validate_document_against_unique_indexes(
+        self,
+        db_name: str,
+        coll_name: str,
+        document: Any,
+        *,
+        exclude_storage_key: str | None = None,
+        skip_id_check: bool = False,
+        scan_payload_id: bool = False,
+    ) -> None:
+        if scan_payload_id and isinstance(document.get("_id"), str):
+            scan_payload_id = False  # the storage-key check already refuses an equal string
+        super()._validate_document_against_unique_indexes(
+            db_name,
+            coll_name,
+            document,
+            exclude_storage_key=exclude_storage_key,
+            skip_id_check=skip_id_check,
+            scan_payload_id=scan_payload_id,
+        )
+
+    # ---------------------------------------------------------------- 2. _id lookups
+    def _knm_match(self, payload: str, token: int) -> int:
+        document = self._deserialize_document(payload)
+        return int(QueryEngine.match_plan(document, self._knm_plans.get(token)))
+
+    def _id_sql(
+        self, pinned: tuple[list[str], QueryNode | None], select_clause: str
+    ) -> tuple[str, list[Any]]:
+        """SQL reading the pinned ids by primary key, the rest decided by mongoeco's matcher."""
+        ids, rest = pinned
+        self.counters.add("id_lookups")
+        keys = json.dumps([self._storage_key(i) for i in ids])
+        sql = (
+            f"SELECT {select_clause} FROM documents "  # noqa: S608 - mongoeco's select clause
+            "WHERE db_name = ? AND coll_name = ? "
+            "AND storage_key IN (SELECT value FROM json_each(?))"
+        )
+        if rest is None:
+            return sql, [keys]
+        return sql + " AND knm_match(document, ?)", [keys, self._knm_plans.add(rest)]
+
+    def _compile_read_execution_plan(
+        self,
+        db_name: str,
+        coll_name: str,
+        semantics: EngineFindSemantics,
+        *,
+        select_clause: str = "document",
+        hint: Any = None,
+    ) -> SQLiteReadExecutionPlan:
+        pinned = None
+        if semantics.collation is None and semantics.text_query is None and hint is None:
+            pinned = pinned_ids(semantics.query_plan)
+        if pinned is None:
+            return super()._compile_read_execution_plan(
+                db_name, coll_name, semantics, select_clause=select_clause, hint=hint
+            )
+        sql, extra = self._id_sql(pinned, select_clause)
+        params = (db_name, coll_name, *extra)
+        if semantics.sort:  # a handful of rows: sort them in Python, as mongoeco's hybrid does
+            reason = "_id lookup sorted in Python"
+            return SQLiteReadExecutionPlan(
+                semantics=semantics,
+                strategy="hybrid",
+                execution_lineage=_hybrid_lineage(semantics, reason),
+                physical_plan=_hybrid_physical_plan(semantics, reason),
+                use_sql=True,
+                sql=sql,
+                params=params,
+                apply_python_sort=True,
+                fallback_reason=reason,
+            )
+        if semantics.limit is not None or semantics.skip:
+            sql += " LIMIT ? OFFSET ?"
+            limit = -1 if semantics.limit is None else semantics.limit
+            params = (*params, limit, semantics.skip)
+        return SQLiteReadExecutionPlan(
+            semantics=replace(semantics),
+            strategy="sql",
+            execution_lineage=_sql_lineage(semantics),
+            physical_plan=_sql_physical_plan(semantics),
+            use_sql=True,
+            sql=sql,
+            params=params,
+        )
+
+    def _select_first_document_for_plan(
+        self,
+        db_name: str,
+        coll_name: str,
+        plan: QueryNode,
+        *,
+        hint: Any = None,
+        context: Any = None,
+    ) -> tuple[str, Any] | None:
+        pinned = pinned_ids(plan) if hint is None else None
+        if pinned is None:
+            return super()._select_first_document_for_plan(
+                db_name, coll_name, plan, hint=hint, context=context
+            )
+        sql, extra = self._id_sql(pinned, "storage_key, document")
+        conn = super()._require_connection(context)
+        with self._bind_connection(conn), sqlite_read_scope(conn):
+            row = conn.execute(sql + " LIMIT 1", (db_name, coll_name, *extra)).fetchone()
+        if row is None:
+            return None
+        return row[0], self._deserialize_document(row[1])
+
+    # ---------------------------------------------------------------- 3. probes
+    def _knm_written(self, db_name: str, coll_name: str, storage_key: str) -> None:
+        with self._knm_changes_lock:
+            log = self._knm_changes.setdefault((db_name, coll_name), _ChangeLog())
+            log.keys.append(storage_key)
+
+    def _invalidate_collection_features_cache(
+        self, db_name: str | None = None, coll_name: str | None = None
+    ) -> None:
+        if db_name is None or coll_name is None:
+            with self._knm_changes_lock:
+                self._knm_changes.clear()
+                self._knm_checked.clear()
+            super()._invalidate_collection_features_cache()
+            return
+        # Writes are in the change log; only the universal probe's answer is dropped here.
+        cache = self._collection_features_cache
+        for key in [k for k in cache if k[:2] == (db_name, coll_name)]:
+            if key[2].startswith(_UNIVERSAL_PROBE_PREFIX):
+                cache.pop(key, None)
+        self._trim_changes(db_name, coll_name)
+
+    def _trim_changes(self, db_name: str, coll_name: str) -> None:
+        """Forget logged writes every cached answer has seen; drop answers if the log is long."""
+        with self._knm_changes_lock:
+            log = self._knm_changes.get((db_name, coll_name))
+            if log is None:
+                return
+            checked = [
+                pos for key, pos in self._knm_checked.items() if key[:2] == (db_name, coll_name)
+            ]
+            log.trim(min(checked, default=log.end))
+            if len(log.keys) > _CHANGE_LOG_LIMIT:
+                for key in [k for k in self._knm_checked if k[:2] == (db_name, coll_name)]:
+                    self._knm_checked.pop(key, None)
+                    self._collection_features_cache.pop(key, None)
+                log.trim(log.end)
+
+    def _probe(self, run: Callable[[], Any], key: tuple[str, str, str]) -> Any:
+        """A probe's answer, re-checked against the rows written since it was last known."""
+        cache = self._collection_features_cache
+        with self._knm_changes_lock:
+            log = self._knm_changes.get(key[:2])
+            end = log.end if log is not None else 0
+            pending = log.since(self._knm_checked.get(key, 0)) if log is not None else []
+        if key in cache:
+            known = cache[key]
+            if known is True or not pending:
+                return known
+            del cache[key]
+            self.counters.add("probe_delta_checks")
+            self._knm_local.delta = pending
+            try:
+                fresh = run()
+            finally:
+                self._knm_local.delta = None
+            answer = bool(known) or bool(fresh)
+            cache[key] = answer
+        else:
+            answer = run()
+            if key in cache:
+                self.counters.add("probe_full_scans")
+        if key in cache:
+            with self._knm_changes_lock:
+                self._knm_checked[key] = end
+        return answer
+
+    def _field_contains_tagged_value_type_in_collection(
+        self, db_name: str, coll_name: str, field: str, value_type: str
+    ) -> bool:
+        return bool(
+            self._probe(
+                lambda: super(
+                    KnmSQLiteEngine, self
+                )._field_contains_tagged_value_type_in_collection(
+                    db_name, coll_name, field, value_type
+                ),
+                (db_name, coll_name, f"tagged_type:{field}:{value_type}"),
+            )
+        )
+
+    def _field_is_top_level_array_in_collection(
+        self, db_name: str, coll_name: str, field: str
+    ) -> bool:
+        return bool(
+            self._probe(
+                lambda: super(KnmSQLiteEngine, self)._field_is_top_level_array_in_collection(
+                    db_name, coll_name, field
+                ),
+                (db_name, coll_name, f"top_level_array:{field}"),
+            )
+        )
+
+    def _field_traverses_array_in_collection(
+        self, db_name: str, coll_name: str, field: str
+    ) -> bool:
+        return bool(
+            self._probe(
+                lambda: super(KnmSQLiteEngine, self)._field_traverses_array_in_collection(
+                    db_name, coll_name, field
+                ),
+                (db_name, coll_name, f"traverses_array:{field}"),
+            )
+        )
+
+    def _field_traverses_dbref_in_collection(
+        self, db_name: str, coll_name: str, field: str
+    ) -> bool:
+        return bool(
+            self._probe(
+                lambda: super(KnmSQLiteEngine, self)._field_traverses_dbref_in_collection(
+                    db_name, coll_name, field
+                ),
+                (db_name, coll_name, f"traverses_dbref:{field}"),
+            )
+        )
+
+    def _field_contains_real_numeric_in_collection(
+        self, db_name: str, coll_name: str, field: str
+    ) -> bool:
+        return bool(
+            self._probe(
+                lambda: super(KnmSQLiteEngine, self)._field_contains_real_numeric_in_collection(
+                    db_name, coll_name, field
+                ),
+                (db_name, coll_name, f"contains_real_numeric:{field}"),
+            )
+        )
+
+    def _field_contains_non_ascii_text_in_collection(
+        self, db_name: str, coll_name: str, field: str
+    ) -> bool:
+        return bool(
+            self._probe(
+                lambda: super(KnmSQLiteEngine, self)._field_contains_non_ascii_text_in_collection(
+                    db_name, coll_name, field
+                ),
+                (db_name, coll_name, f"contains_non_ascii_text:{field}"),
+            )
+        )
+
+    def _field_has_comparison_type_mismatch_in_collection(
+        self, db_name: str, coll_name: str, field: str, expected_type: str
+    ) -> bool:
+        return bool(
+            self._probe(
+                lambda: super(
+                    KnmSQLiteEngine, self
+                )._field_has_comparison_type_mismatch_in_collection(
+                    db_name, coll_name, field, expected_type
+                ),
+                (db_name, coll_name, f"comparison_mismatch:{field}:{expected_type}"),
+            )
+        )
+
+    def _field_has_scalar_or_array_element_type_mismatch_in_collection(
+        self, db_name: str, coll_name: str, field: str, expected_type: str
+    ) -> bool:
+        return bool(
+            self._probe(
+                lambda: super(
+                    KnmSQLiteEngine, self
+                )._field_has_scalar_or_array_element_type_mismatch_in_collection(
+                    db_name, coll_name, field, expected_type
+                ),
+                (
+                    db_name,
+                    coll_name,
+                    f"scalar_or_array_comparison_mismatch:{field}:{expected_type}",
+                ),
+            )
+        )
+
+    # ---------------------------------------------------------------- 4. long $in lists
+    def _translate_query_plan_with_multikey(
+        self, db_name: str, coll_name: str, plan: QueryNode
+    ) -> tuple[str, list[object]]:
+        if not isinstance(plan, InCondition) or len(plan.values) <= self.IN_GROUP:
+            return super()._translate_query_plan_with_multikey(db_name, coll_name, plan)
+        parts = [
+            super(KnmSQLiteEngine, self)._translate_query_plan_with_multikey(
+                db_name, coll_name, replace(plan, values=plan.values[i : i + self.IN_GROUP])
+            )
+            for i in range(0, len(plan.values), self.IN_GROUP)
+        ]
+        while len(parts) > 1:  # pair up: the OR tree's depth grows with log(len(values))
+            paired = []
+            for i in range(0, len(parts), 2):
+                pair = parts[i : i + 2]
+                sql = " OR ".join(f"({s})" for s, _ in pair)
+                paired.append((sql, [p for _, ps in pair for p in ps]))
+            parts = paired
+        return parts[0]
+
+    # ---------------------------------------------------------------- 6. no change publication
+    def dispatch_committed_changes(self, consumer_id: str, consumer: Callable[..., None]) -> None:
+        """Nothing to deliver: this engine records no changes (knm opens no change stream)."""

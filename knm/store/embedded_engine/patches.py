@@ -1,0 +1,90 @@
+"""Patches of mongoeco module functions, active only for a ``KnmSQLiteEngine``."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from mongoeco._types.documents import WriteCommandResult, WriteErrorEntry
+from mongoeco.api._async import _database_admin_write_commands as write_commands
+from mongoeco.api._async._write_command_validation import write_command_acknowledged
+from mongoeco.api._command_bson import command_boolean
+from mongoeco.engines import sqlite as mongoeco_sqlite
+from mongoeco.errors import BulkWriteError
+
+from knm.store.embedded_engine.engine import KnmSQLiteEngine
+from knm.store.embedded_engine.support import _CountingConnection
+
+# ================================================================================ module patches
+# mongoeco calls these module-level functions directly; the wrappers change behaviour only for a
+# KnmSQLiteEngine (its connections, its collections) and call the original otherwise.
+_ORIGINALS: dict[str, Any] = {}
+
+
+def _append_change(conn: sqlite3.Connection, **kwargs: Any) -> int | None:
+    if isinstance(conn, _CountingConnection):
+        return None  # no change publication (6): "no event recorded" is a result mongoeco handles
+    return _ORIGINALS["_sqlite_outbox.append_change"](conn, **kwargs)  # type: ignore[no-any-return]
+
+
+async def _command_insert(self: Any, spec: dict[str, object], *, session: Any = None) -> object:
+    """The wire ``insert``: one ``insert_many`` (one transaction) for a KnmSQLiteEngine (5)."""
+    original = _ORIGINALS[
+        "_database_admin_write_commands.DatabaseAdminWriteCommandService.command_insert"
+    ]
+    admin = self._admin
+    raw = spec.get("documents")
+    name = spec.get("insert")
+    if not (
+        isinstance(name, str)
+        and isinstance(raw, list)
+        and raw
+        and all(isinstance(d, dict) and isinstance(d.get("_id"), str) for d in raw)
+    ):
+        return await original(self, spec, session=session)
+    collection = admin._database.get_collection(admin._require_collection_name(name, "insert"))
+    if not isinstance(getattr(collection, "_engine", None), KnmSQLiteEngine):
+        return await original(self, spec, session=session)
+    documents = admin._normalize_insert_documents(raw)
+    ordered = admin._normalize_ordered_from_command(spec.get("ordered"))
+    bypass = command_boolean(  # type: ignore[no-untyped-call]
+        spec.get("bypassDocumentValidation", False), "bypassDocumentValidation", numeric=True
+    )
+    acknowledged = write_command_acknowledged(spec, dialect=admin._mongodb_dialect.key)
+    inserted = len(documents)
+    errors: list[WriteErrorEntry] | None = None
+    try:
+        await collection.insert_many(
+            documents, ordered=ordered, bypass_document_validation=bypass, session=session
+        )
+    except BulkWriteError as exc:
+        details: dict[str, Any] = getattr(exc, "details", None) or {}
+        inserted = int(details.get("nInserted", 0))
+        errors = [
+            WriteErrorEntry(
+                index=int(e["index"]),
+                errmsg=str(e.get("errmsg", "")),
+                code=e.get("code"),
+                details={k: v for k, v in e.items() if k not in {"index", "errmsg", "code", "op"}},
+            )
+            for e in details.get("writeErrors", [])
+        ]
+    return write_commands._write_command_result(
+        WriteCommandResult(count=inserted, write_errors=errors or None),
+        acknowledged=acknowledged,
+    )
+
+
+def install_module_patches() -> None:
+    """Install the wrappers (once); they defer to mongoeco for any other engine."""
+    from mongoeco.engines import _sqlite_outbox
+
+    if _ORIGINALS:
+        return
+    service = write_commands.DatabaseAdminWriteCommandService
+    _ORIGINALS["_database_admin_write_commands.DatabaseAdminWriteCommandService.command_insert"] = (
+        service.command_insert
+    )
+    _ORIGINALS["_sqlite_outbox.append_change"] = _sqlite_outbox.append_change
+    setattr(service, "command_insert", _command_insert)  # noqa: B010 - patching a class
+    setattr(mongoeco_sqlite, "_sqlite_append_change", _append_change)  # noqa: B010

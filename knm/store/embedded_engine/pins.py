@@ -1,0 +1,68 @@
+"""The mongoeco release the adaptation is written against, and the sources it relies on."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from typing import Any, Final
+
+from mongoeco.api._async import _database_admin_write_commands as write_commands
+from mongoeco.engines.sqlite import SQLiteEngine
+
+from knm.store.embedded_engine.patches import _ORIGINALS
+
+MONGOECO_VERSION: Final[str] = "4.11.0"
+
+#: SHA-256 (first 16 hex digits) of the source of each mongoeco function the adaptation
+#: overrides or relies on. A mismatch means mongoeco changed underneath: re-read it.
+PATCHED_SOURCES: Final[dict[str, str]] = {
+    "SQLiteEngine._validate_document_against_unique_indexes": "f50e60835a1d8144",
+    "SQLiteEngine._compile_read_execution_plan": "555a669a1859d7f6",
+    "SQLiteEngine._select_first_document_for_plan": "cf2d409d2f48e1c3",
+    "SQLiteEngine._invalidate_collection_features_cache": "e1bdccc952ff5ab3",
+    "SQLiteEngine._create_sqlite_connection": "cb4ac5d67e23de0a",
+    "SQLiteEngine._connect_sync": "2bd887c02adb69e7",
+    "SQLiteEngine._translate_query_plan_with_multikey": "703ebc7ee809fce9",
+    "SQLiteEngine._deserialize_document": "e9c343ca810172f8",
+    "SQLiteEngine._load_documents": "4c98f932625a98ad",
+    "SQLiteEngine._storage_key": "3af61312918fe8a4",
+    "SQLiteEngine._field_contains_tagged_value_type_in_collection": "daf633059f94499c",
+    "SQLiteEngine._field_is_top_level_array_in_collection": "fb4a72a41afc93b6",
+    "SQLiteEngine._field_traverses_array_in_collection": "0e56ab940673053b",
+    "SQLiteEngine._field_traverses_dbref_in_collection": "9125df16865d7105",
+    "SQLiteEngine._field_contains_real_numeric_in_collection": "eaac905438c14330",
+    "SQLiteEngine._field_contains_non_ascii_text_in_collection": "98902e810b79ecba",
+    "SQLiteEngine._field_has_comparison_type_mismatch_in_collection": "cc65f94c10553565",
+    "SQLiteEngine._field_has_scalar_or_array_element_type_mismatch_in_collection": (
+        "3c71a6d5728f7c0a"
+    ),
+    "SQLiteEngine._field_has_uniform_scalar_sort_type_in_collection": "b4ad649774909a6a",
+    "_sqlite_read_fast_path_runtime.select_first_document_for_plan": "411edc485dbcc859",
+    "_database_admin_write_commands.DatabaseAdminWriteCommandService.command_insert": (
+        "0cf8f18e356f6ec8"
+    ),
+    "_sqlite_outbox.append_change": "c9fac60ab9dcd162",
+    "SQLiteEngine.dispatch_committed_changes": "d132d0fa4ef6990b",
+}
+
+
+def patched_source_hashes() -> dict[str, str]:
+    """The current hashes of :data:`PATCHED_SOURCES`' functions in the installed mongoeco."""
+    from mongoeco.engines import _sqlite_outbox, _sqlite_read_fast_path_runtime
+
+    roots: dict[str, Any] = {
+        "SQLiteEngine": SQLiteEngine,
+        "_sqlite_read_fast_path_runtime": _sqlite_read_fast_path_runtime,
+        "_sqlite_outbox": _sqlite_outbox,
+        "_database_admin_write_commands": write_commands,
+    }
+    hashes: dict[str, str] = {}
+    for name in PATCHED_SOURCES:
+        root, *path = name.split(".")
+        target = roots[root]
+        for attr in path:
+            target = getattr(target, attr)
+        target = _ORIGINALS.get(name, target)
+        source = inspect.getsource(target)
+        hashes[name] = hashlib.sha256(source.encode()).hexdigest()[:16]
+    return hashes
