@@ -282,7 +282,7 @@ def test_chunks_are_cut_by_bytes_so_no_read_exceeds_what_a_reply_carries(knm: Kn
 # ================================================================================ streaming
 _PEAK = """
 import resource, sys
-from knm.cli import main
+from knm.cli.main import main
 code = main(sys.argv[1:])
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
 sys.exit(code)

@@ -261,6 +261,8 @@ def test_a_dropped_message_reports_a_failed_result(
     rig.push_message(broker, "knm", payload)
     rig.wait_until(lambda: _consumed(broker), 20.0, what="the message consumed")
     result: AsyncResult[Any] = AsyncResult(task_id, app=client)
+    # taken off the queue first, its result stored after: wait for the result, then judge it
+    rig.wait_until(result.ready, 20.0, what=f"a result for {case}")
     assert result.state == "FAILURE", (case, result.state)
 
 
