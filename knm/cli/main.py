@@ -37,25 +37,45 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
-from urllib.parse import urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
-from pymongo.errors import ConfigurationError, ConnectionFailure, PyMongoError
+from pymongo.errors import PyMongoError
 from rich.console import Console
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
-from typer._click.globals import get_current_context
 from typer.core import TyperGroup
 
-from config.settings import Settings, SettingsError, get_settings, reset_settings
+from config.settings import Settings, SettingsError, reset_settings
 from knm.cli import render
+from knm.cli.helpers import (
+    DEFAULT_TIMEOUT_S,
+    FAILED,
+    OK,
+    USAGE,
+    JsonFlag,
+    Timeout,
+    ViaBroker,
+    broker_guard,
+    broker_lines,
+    console,
+    current_settings,
+    die,
+    guard,
+    one_line,
+    open_knm,
+    print_json,
+    producer_app,
+    store_url,
+    usage_error,
+    validation_message,
+)
 from knm.domain.accounts import SYSTEM, Account, bad_account_id, is_account_id
 from knm.domain.number import NumberState
 from knm.services import numbers_requests as requests
 from knm.services.csv_actions import ACTIONS, Action
 from knm.services.csv_files import write_csv
-from knm.services.facade import InputError, Knm
+from knm.services.facade import Knm
 from knm.services.job_access import job_refusal
 from knm.services.jobs import (
     DEFAULT_CHUNK_SIZE,
@@ -73,19 +93,11 @@ from knm.services.numbers_requests import (
     Operation,
 )
 from knm.services.search import SearchQuery
-from knm.store import embedded
 
 if TYPE_CHECKING:
     from celery import Celery
 
     from carriers.sandbox import Sandbox
-
-#: ``--timeout`` of ``--via-broker`` (knm.producer.DEFAULT_TIMEOUT_S; celery is imported lazily).
-DEFAULT_TIMEOUT_S = 60.0
-
-OK = 0
-FAILED = 1
-USAGE = 2
 
 
 # ================================================================================ the app
@@ -117,14 +129,14 @@ class _KnmGroup(TyperGroup):
             code = USAGE
         except UsageError as exc:
             command = exc.ctx.command_path if exc.ctx is not None else "knm"
-            message = _one_line(exc.format_message()).replace("Value error, ", "")
+            message = one_line(exc.format_message()).replace("Value error, ", "")
             typer.echo(f"{command}: error: {message}", err=True)
             code = exc.exit_code
         except ClickException as exc:
-            typer.echo(f"knm: error: {_one_line(exc.format_message())}", err=True)
+            typer.echo(f"knm: error: {one_line(exc.format_message())}", err=True)
             code = exc.exit_code
         except SettingsError as exc:  # KNM_* variables that are wrong (or wrong together)
-            typer.echo(f"knm: error: {_one_line(str(exc))}", err=True)
+            typer.echo(f"knm: error: {one_line(str(exc))}", err=True)
             code = USAGE
         except typer.Abort:
             typer.echo("knm: aborted", err=True)
@@ -164,116 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code if isinstance(code, int) else OK
 
 
-# ================================================================================ plumbing
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _die(message: str, code: int) -> NoReturn:
-    """Print one line on stderr and exit with ``code``."""
-    typer.echo(f"knm: error: {_one_line(message)}", err=True)
-    raise typer.Exit(code)
-
-
-def _usage(message: str) -> NoReturn:
-    """A usage error of the current command (exit 2)."""
-    raise UsageError(message, ctx=get_current_context(silent=True))
-
-
-def _settings() -> Settings:
-    """Settings read from the environment now (a test or a wrapper may have changed it)."""
-    reset_settings()
-    return get_settings()
-
-
-def _redact(url: str) -> str:
-    """``url`` without its password."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        userinfo, _, host = parts.netloc.rpartition("@")
-        user = userinfo.partition(":")[0]
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-    except ValueError:
-        return url
-
-
-def _store_url(settings: Settings | None) -> str:
-    if settings is None:
-        return "(unknown)"
-    if settings.mongodb_url:
-        return _redact(settings.mongodb_url)
-    state = embedded.read_state(settings.data_dir.expanduser().resolve())
-    if state is not None:
-        return state.url
-    return f"the embedded server in {settings.data_dir}"
-
-
-def _mongo_message(exc: PyMongoError) -> str:
-    """pymongo's message without the (long) topology description."""
-    text = str(exc).split(", Topology Description:")[0]
-    return _one_line(text)
-
-
-def _validation_message(exc: ValidationError) -> str:
-    problems = []
-    for err in exc.errors():
-        where = ".".join(str(part) for part in err.get("loc", ()))
-        problems.append(f"{where}: {err['msg']}" if where else str(err["msg"]))
-    return f"invalid {exc.title}: " + "; ".join(problems)
-
-
-@contextlib.contextmanager
-def _guard(settings: Callable[[], Settings | None]) -> Iterator[None]:
-    """Turn the expected failures into one line on stderr and an exit code."""
-    try:
-        yield
-    except InputError as exc:
-        _die(str(exc), USAGE)
-    except ValidationError as exc:
-        _die(_validation_message(exc), USAGE)
-    except ConfigurationError as exc:
-        _die(f"cannot reach MongoDB at {_store_url(settings())}: {_mongo_message(exc)}", USAGE)
-    except ConnectionFailure as exc:
-        _die(f"cannot reach MongoDB at {_store_url(settings())}: {_mongo_message(exc)}", FAILED)
-    except PyMongoError as exc:
-        _die(f"MongoDB error at {_store_url(settings())}: {_mongo_message(exc)}", FAILED)
-
-
-@contextlib.contextmanager
-def _open() -> Iterator[Knm]:
-    """The facade on the configured store, closed afterwards; failures become one line."""
-    current: list[Settings] = []
-    with _guard(lambda: current[0] if current else None):
-        settings = _settings()
-        current.append(settings)
-        try:
-            knm = Knm.open(settings)
-        except (RuntimeError, OSError) as exc:  # TimeoutError is an OSError
-            if settings.mongodb_url:
-                raise
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            _die(
-                f"cannot start the embedded MongoDB server in {settings.data_dir}: {first}", FAILED
-            )
-        try:
-            yield knm
-        finally:
-            knm.close()
-
-
-def _print_json(value: Any) -> None:
-    typer.echo(render.dumps(value))
-
-
-def _console() -> Console:
-    return render.console()
-
-
 # ================================================================================ accounts
 AccountId = Annotated[str, typer.Argument(metavar="ID", help="32-character account id.")]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 @accounts_app.command("create")
@@ -303,7 +207,7 @@ def accounts_create(
     as_json: JsonFlag = False,
 ) -> None:
     """Create an account; its tree and reseller follow from the parent."""
-    with _open() as knm:
+    with open_knm() as knm:
         account = knm.create_account(
             account_id,
             name,
@@ -320,19 +224,19 @@ def accounts_create(
 def accounts_get(account_id: AccountId, as_json: JsonFlag = False) -> None:
     """Show an account (exit 1 if it does not exist)."""
     if not is_account_id(account_id):
-        _usage(bad_account_id(account_id))
-    with _open() as knm:
+        usage_error(bad_account_id(account_id))
+    with open_knm() as knm:
         account = knm.get_account(account_id)
     if account is None:
-        _die(f"account {account_id} does not exist", FAILED)
+        die(f"account {account_id} does not exist", FAILED)
     _show_account(account, as_json, "account")
 
 
 def _show_account(account: Account, as_json: bool, title: str) -> None:
     if as_json:
-        _print_json(render.account_json(account))
+        print_json(render.account_json(account))
     else:
-        _console().print(render.account_detail(account, title=title))
+        console().print(render.account_detail(account, title=title))
 
 
 # ================================================================================ numbers
@@ -346,23 +250,6 @@ _NUMBER_HELP = {
 }
 #: The operations ``knm numbers`` offers with the common options (``update`` has its own).
 CLI_OPERATIONS = tuple(_NUMBER_HELP)
-
-ViaBroker = Annotated[
-    bool,
-    typer.Option(
-        "--via-broker",
-        help="Publish a task and print the result a worker returns (start one: 'knm worker').",
-    ),
-]
-Timeout = Annotated[
-    float,
-    typer.Option(
-        "--timeout",
-        metavar="SECONDS",
-        min=0.1,
-        help="With --via-broker: how long to wait for a worker's result.",
-    ),
-]
 
 
 def numbers_request(
@@ -413,44 +300,12 @@ def numbers_request(
 
 def _show_result(result: dict[str, Any], as_json: bool, title: str) -> None:
     if as_json:
-        _print_json(result)
+        print_json(result)
         return
-    out = _console()
+    out = console()
     out.print(render.result_table(result, title=title))
     succeeded, failed = result.get("succeeded") or {}, result.get("failed") or {}
     out.print(f"{len(succeeded)} succeeded, {len(failed)} failed")
-
-
-def _producer_app(settings: Settings) -> Celery:
-    from workers import producer
-
-    return producer.create_app(settings)
-
-
-@contextlib.contextmanager
-def _broker_guard(settings: Settings) -> Iterator[None]:
-    """Failures of a request sent through the broker as one line and an exit code."""
-    from kombu.exceptions import KombuError
-    from redis.exceptions import RedisError
-
-    from workers.producer import ProducerError, TaskFailedError
-
-    try:
-        yield
-    except InvalidRequestError as exc:
-        _die(str(exc), USAGE)
-    except TaskFailedError as exc:
-        _die(str(exc), USAGE if exc.invalid else FAILED)
-    except ProducerError as exc:
-        _die(str(exc), FAILED)
-    except (OSError, RedisError, KombuError) as exc:
-        _die(f"broker error at {_broker_url(settings)}: {_one_line(str(exc))}", FAILED)
-
-
-def _broker_url(settings: Settings) -> str:
-    if settings.broker_url:
-        return _redact(settings.broker_url)
-    return f"the embedded broker in {settings.data_dir}"
 
 
 def _run_request(
@@ -468,15 +323,15 @@ def _run_request(
         from carriers.registry import default_registry
         from workers import producer
 
-        settings = _settings()
+        settings = current_settings()
         unknown = requests.unknown_carrier(default_registry(), request)
         if unknown is not None:  # nobody consumes such a queue: refuse it here, publish nothing
             result = requests.result_json(requests.refused(settings, request.numbers, unknown))
         else:
-            with _broker_guard(settings):
-                result = producer.call(op, request, timeout, app=_producer_app(settings))
+            with broker_guard(settings):
+                result = producer.call(op, request, timeout, app=producer_app(settings))
     else:
-        with _open() as knm:
+        with open_knm() as knm:
             result = requests.execute(knm, op, request)
     _show_result(result, as_json, f"numbers {op.value}" + (" (dry run)" if dry_run else ""))
     if result.get("failed"):
@@ -520,9 +375,9 @@ def _number_command(op: Operation) -> Callable[..., None]:
         as_json: JsonFlag = False,
     ) -> None:
         if state is not None and op != Operation.CREATE:
-            _usage("option '--state' is only valid for 'numbers create'")
+            usage_error("option '--state' is only valid for 'numbers create'")
         if op in NEEDS_ACCOUNT and account is None:
-            _usage(f"missing option '--account' (required by 'numbers {op.value}')")
+            usage_error(f"missing option '--account' (required by 'numbers {op.value}')")
         try:
             request = numbers_request(
                 op,
@@ -537,9 +392,9 @@ def _number_command(op: Operation) -> Callable[..., None]:
                 validate=via_broker,
             )
         except ValidationError as exc:
-            _usage(_validation_message(exc))
+            usage_error(validation_message(exc))
         except InvalidRequestError as exc:
-            _usage(str(exc))
+            usage_error(str(exc))
         _run_request(op, request, dry_run, via_broker=via_broker, timeout=timeout, as_json=as_json)
 
     command.__name__ = f"numbers_{op.value}"
@@ -558,9 +413,9 @@ def _json_object(option: str, text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except ValueError as exc:
-        _usage(f"{option} must be a JSON object: {exc}")
+        usage_error(f"{option} must be a JSON object: {exc}")
     if not isinstance(value, dict):
-        _usage(f"{option} must be a JSON object, not {type(value).__name__}")
+        usage_error(f"{option} must be a JSON object, not {type(value).__name__}")
     return value
 
 
@@ -595,7 +450,7 @@ def numbers_update(
 ) -> None:
     """Set (--set: overwrite) or merge (--merge) public fields; features apply on save."""
     if (set_fields is None) == (merge_fields is None):
-        _usage("give exactly one of --set JSON (overwrite) or --merge JSON (merge)")
+        usage_error("give exactly one of --set JSON (overwrite) or --merge JSON (merge)")
     option, text = ("--set", set_fields) if set_fields is not None else ("--merge", merge_fields)
     assert text is not None
     fields: dict[str, Any] = {
@@ -614,9 +469,9 @@ def numbers_update(
             request = NumbersRequest.model_construct(**fields)
         requests.check(Operation.UPDATE, request)
     except ValidationError as exc:
-        _usage(_validation_message(exc))
+        usage_error(validation_message(exc))
     except InvalidRequestError as exc:
-        _usage(str(exc))
+        usage_error(str(exc))
     _run_request(
         Operation.UPDATE, request, dry_run, via_broker=via_broker, timeout=timeout, as_json=as_json
     )
@@ -643,7 +498,7 @@ def search(
     as_json: JsonFlag = False,
 ) -> None:
     """Search numbers (an account's carriers, or the --carrier modules)."""
-    with _guard(lambda: None):
+    with guard(lambda: None):
         query = SearchQuery(
             prefix=prefix,
             quantity=quantity,
@@ -655,20 +510,20 @@ def search(
     if via_broker:
         from workers import producer
 
-        settings = _settings()
-        with _broker_guard(settings):
-            rows = producer.search(query, timeout, app=_producer_app(settings))
+        settings = current_settings()
+        with broker_guard(settings):
+            rows = producer.search(query, timeout, app=producer_app(settings))
     else:
-        with _open() as knm:
+        with open_knm() as knm:
             rows = render.search_json(knm.search(query))
     _show_search(rows, as_json, f"search {prefix}")
 
 
 def _show_search(rows: list[dict[str, Any]], as_json: bool, title: str) -> None:
     if as_json:
-        _print_json(rows)
+        print_json(rows)
     else:
-        _console().print(render.search_rows_table(rows, title=title))
+        console().print(render.search_rows_table(rows, title=title))
 
 
 # ================================================================================ inventory
@@ -686,13 +541,13 @@ def generate_numbers(
     as_json: JsonFlag = False,
 ) -> None:
     """Generate inventory numbers +START, +START+1, ... for ACCOUNT (managed or inum)."""
-    with _open() as knm:
+    with open_knm() as knm:
         report = knm.generate_numbers(kind.value, account_id, start, quantity)
     errors = report.get("errors") or {}
     if as_json:
-        _print_json(report)
+        print_json(report)
     else:
-        out = _console()
+        out = console()
         out.print(
             f"generated {len(report.get('success') or {})} {kind.value} numbers for "
             f"{account_id}, {len(errors)} failed"
@@ -714,36 +569,38 @@ DEFAULT_JOB_TIMEOUT_S = 3600.0
 def _job_action(name: str) -> Action:
     action = ACTIONS.get(name)
     if action is None:
-        _usage(f"unknown action {name!r}: expected one of {', '.join(ACTIONS)}")
+        usage_error(f"unknown action {name!r}: expected one of {', '.join(ACTIONS)}")
     return action
 
 
 def _check_source(action: Action, source: Path | None) -> None:
     """The CSV file an action needs (or refuses), checked before anything is stored."""
     if action.takes_input and source is None:
-        _usage(f"action {action.name} needs a CSV file: knm jobs submit {action.name} FILE.csv")
+        usage_error(
+            f"action {action.name} needs a CSV file: knm jobs submit {action.name} FILE.csv"
+        )
     if not action.takes_input and source is not None:
-        _usage(f"action {action.name} takes no CSV file")
+        usage_error(f"action {action.name} takes no CSV file")
     if source is not None:
         if not source.exists():
-            _usage(f"cannot read {source}: no such file")
+            usage_error(f"cannot read {source}: no such file")
         if not source.is_file():
-            _usage(f"cannot read {source}: not a regular file")
+            usage_error(f"cannot read {source}: not a regular file")
         if not os.access(source, os.R_OK):
-            _usage(f"cannot read {source}: permission denied")
+            usage_error(f"cannot read {source}: permission denied")
 
 
 def _check_job_accounts(knm: Knm, account: str, auth_by: str) -> None:
     if not is_account_id(account):
-        _usage(bad_account_id(account))
+        usage_error(bad_account_id(account))
     if auth_by != SYSTEM and not is_account_id(auth_by):
-        _usage(f"--auth-by must be 'system' or an account id: {auth_by!r}")
+        usage_error(f"--auth-by must be 'system' or an account id: {auth_by!r}")
     wanted = {account} | ({auth_by} - {SYSTEM})
     found = {a.id for a in knm.store.find_accounts(wanted)}
     if account not in found:
-        _usage(f"account {account} does not exist")
+        usage_error(f"account {account} does not exist")
     if auth_by != SYSTEM and auth_by not in found:
-        _usage(f"--auth-by account {auth_by} does not exist")
+        usage_error(f"--auth-by account {auth_by} does not exist")
 
 
 def _discard_job(knm: Knm, job_id: str) -> None:
@@ -758,10 +615,10 @@ def _publish_job(knm: Knm, job: Job) -> None:
     """Publish the job's chunks; if that fails the job is removed and the error is one line."""
     from workers import producer
 
-    settings = _settings()
-    with _broker_guard(settings):
+    settings = current_settings()
+    with broker_guard(settings):
         try:
-            producer.submit_job(job.id, job.chunks, app=_producer_app(settings))
+            producer.submit_job(job.id, job.chunks, app=producer_app(settings))
         except BaseException:
             _discard_job(knm, job.id)
             raise
@@ -776,7 +633,7 @@ def _wait_for_job(knm: Knm, job_id: str, timeout_s: float) -> Job:
     progress = job_progress.running(render.console(stderr=True))
     job = store.get(job_id)
     if job is None:
-        _die(f"job {job_id} does not exist (was it deleted?)", FAILED)
+        die(f"job {job_id} does not exist (was it deleted?)", FAILED)
     try:
         with progress:
             bar = progress.add_task(
@@ -795,16 +652,16 @@ def _wait_for_job(knm: Knm, job_id: str, timeout_s: float) -> Job:
                 time.sleep(JOB_POLL_S)
                 current = store.get(job_id)
                 if current is None:
-                    _die(f"job {job_id} disappeared while waiting for it", FAILED)
+                    die(f"job {job_id} disappeared while waiting for it", FAILED)
                 job = current
     except KeyboardInterrupt:
-        _die(
+        die(
             f"stopped waiting for job {job_id}: it goes on without this command "
             f"(knm jobs status {job_id})",
             FAILED,
         )
     hint = " (no worker took it: start one with 'knm worker')" if job.started is None else ""
-    _die(
+    die(
         f"job {job_id} not finished after {timeout_s:g} s: {job.status.value}, "
         f"{job.done} of {job.rows} rows done{hint}; it goes on without this command "
         f"(knm jobs status {job_id})",
@@ -863,9 +720,9 @@ def jobs_submit(
     """Submit a CSV job to the workers and print its id (--wait: until it finishes)."""
     action = _job_action(action_name)
     if account is None:
-        _usage("missing option '--account'")
+        usage_error("missing option '--account'")
     _check_source(action, source)
-    with _open() as knm:
+    with open_knm() as knm:
         _check_job_accounts(knm, account, auth_by)
         with contextlib.ExitStack() as shown:
             stored = None
@@ -886,7 +743,7 @@ def jobs_submit(
         _publish_job(knm, job)
         if not wait:
             if as_json:
-                _print_json(job.to_json())
+                print_json(job.to_json())
             else:
                 typer.echo(job.id)
             return
@@ -894,7 +751,7 @@ def jobs_submit(
             typer.echo(job.id)
         final = _wait_for_job(knm, job.id, timeout)
     if as_json:
-        _print_json(final.to_json())
+        print_json(final.to_json())
     else:
         _show_job_totals(final)
     if final.status != JobStatus.SUCCEEDED:
@@ -914,24 +771,24 @@ JobReader = Annotated[
 def _readable_job(knm: Knm, job_id: str, auth_by: str) -> Job:
     """The job, if it exists and ``auth_by`` may read it (else one line, exit 1)."""
     if auth_by != SYSTEM and not is_account_id(auth_by):
-        _usage(f"--auth-by must be 'system' or an account id: {auth_by!r}")
+        usage_error(f"--auth-by must be 'system' or an account id: {auth_by!r}")
     job = JobStore(knm).get(job_id)
     if job is None:
-        _die(f"job {job_id} does not exist", FAILED)
+        die(f"job {job_id} does not exist", FAILED)
     if (refusal := job_refusal(knm, job, auth_by)) is not None:
-        _die(render.error_text(refusal), FAILED)
+        die(render.error_text(refusal), FAILED)
     return job
 
 
 @jobs_app.command("status")
 def jobs_status(job_id: JobId, auth_by: JobReader = SYSTEM, as_json: JsonFlag = False) -> None:
     """Show a job's status (exit 1 if it does not exist or the requester may not read it)."""
-    with _open() as knm:
+    with open_knm() as knm:
         job = _readable_job(knm, job_id, auth_by)
     if as_json:
-        _print_json(job.to_json())
+        print_json(job.to_json())
     else:
-        _console().print(render.job_detail(job.to_json(), title="job"))
+        console().print(render.job_detail(job.to_json(), title="job"))
 
 
 @jobs_app.command("results")
@@ -946,7 +803,7 @@ def jobs_results(
     auth_by: JobReader = SYSTEM,
 ) -> None:
     """Write a job's result CSV: the listing of each row's number, or its input and error."""
-    with _open() as knm:
+    with open_knm() as knm:
         store = JobStore(knm)
         job = _readable_job(knm, job_id, auth_by)
         if output is None:
@@ -956,7 +813,7 @@ def jobs_results(
                 with output.open("w", encoding="utf-8", newline="") as out:
                     count = write_csv(out, RESULT_HEADER, store.result_rows(job_id))
             except OSError as exc:
-                _die(f"cannot write {output}: {exc.strerror or exc}", FAILED)
+                die(f"cannot write {output}: {exc.strerror or exc}", FAILED)
     if job.status not in FINAL_STATUSES:
         typer.echo(
             f"knm: note: job {job_id} is {job.status.value}: "
@@ -992,13 +849,13 @@ def jobs_list(
 ) -> None:
     """List the latest jobs (those the requester may read), newest first."""
     if auth_by != SYSTEM and not is_account_id(auth_by):
-        _usage(f"--auth-by must be 'system' or an account id: {auth_by!r}")
-    with _open() as knm:
+        usage_error(f"--auth-by must be 'system' or an account id: {auth_by!r}")
+    with open_knm() as knm:
         found = [job.to_json() for job in JobStore(knm).list(limit, auth_by)]
     if as_json:
-        _print_json(found)
+        print_json(found)
     else:
-        _console().print(render.jobs_table(found, title="jobs"))
+        console().print(render.jobs_table(found, title="jobs"))
 
 
 @jobs_app.command("delete")
@@ -1006,12 +863,12 @@ def jobs_delete(job_id: JobId, as_json: JsonFlag = False) -> None:
     """Delete a job, its rows and results now (finished jobs expire after KNM_JOB_RETENTION_D)."""
     from knm.store import job_retention
 
-    with _open() as knm:
+    with open_knm() as knm:
         existed, rows = job_retention.delete_job(knm.store.db, job_id)
     if not existed and not rows:
-        _die(f"job {job_id} does not exist", FAILED)
+        die(f"job {job_id} does not exist", FAILED)
     if as_json:
-        _print_json({"id": job_id, "deleted": existed, "rows_deleted": rows})
+        print_json({"id": job_id, "deleted": existed, "rows_deleted": rows})
     else:
         typer.echo(f"deleted job {job_id} and its {rows} rows")
 
@@ -1040,22 +897,8 @@ def _split_queues(values: list[str]) -> list[str]:
     """``-Q a,b -Q c`` → ``[a, b, c]`` (order kept, duplicates dropped)."""
     queues = [q.strip() for value in values for q in value.split(",")]
     if not all(queues):
-        _usage(f"empty queue name in --queues {','.join(values)!r}")
+        usage_error(f"empty queue name in --queues {','.join(values)!r}")
     return list(dict.fromkeys(queues))
-
-
-def _broker_lines(app: Celery, settings: Settings) -> list[str]:
-    """Which broker and result backend ``app`` uses, passwords redacted."""
-    from workers.celery_config import embedded_paths, is_embedded
-
-    broker = _redact(str(app.conf.broker_url))
-    backend = _redact(str(app.conf.result_backend))
-    if is_embedded(settings):
-        where = embedded_paths(settings)["queue"].parent
-        kind = f"the embedded broker: no KNM_BROKER_URL, files under {where}"
-    else:
-        kind = "KNM_BROKER_URL"
-    return [f"broker: {broker} ({kind})", f"results: {backend}"]
 
 
 def _celery_app(settings: Settings) -> Celery:
@@ -1093,12 +936,12 @@ def worker(
     """Run a Celery worker for knm's tasks (embedded broker unless KNM_BROKER_URL is set)."""
     from workers.app import all_queues
 
-    settings = _settings()
+    settings = current_settings()
     consumed = _split_queues(queues) if queues else all_queues()
     celery_app = _celery_app(settings)
-    for line in _broker_lines(celery_app, settings):
+    for line in broker_lines(celery_app, settings):
         typer.echo(f"knm worker: {line}")
-    typer.echo(f"knm worker: store: {_store_url(settings)}")
+    typer.echo(f"knm worker: store: {store_url(settings)}")
     typer.echo(f"knm worker: queues: {', '.join(consumed)}")
     argv = ["worker", "--queues", ",".join(consumed), "--loglevel", loglevel.value]
     if concurrency is not None:
@@ -1115,12 +958,12 @@ def worker(
 @app.command("beat")
 def beat(loglevel: LogLevelOption = LogLevel.INFO) -> None:
     """Run Celery beat for knm's periodic tasks (schedule file under KNM_DATA_DIR)."""
-    settings = _settings()
+    settings = current_settings()
     data_dir = settings.data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     schedule = data_dir / BEAT_SCHEDULE_FILE
     celery_app = _celery_app(settings)
-    for line in _broker_lines(celery_app, settings):
+    for line in broker_lines(celery_app, settings):
         typer.echo(f"knm beat: {line}")
     typer.echo(f"knm beat: schedule: {schedule}")
     code: object = celery_app.start(
@@ -1244,27 +1087,27 @@ def demo() -> None:
     """
     from workers import producer
 
-    out = _console()
-    settings = _settings()
+    out = console()
+    settings = current_settings()
     log_path = settings.data_dir.expanduser().resolve() / DEMO_WORKER_LOG
-    celery_app = _producer_app(settings)
+    celery_app = producer_app(settings)
     started = time.monotonic()
     out.rule("knm demo: the worker path")
-    for line in _broker_lines(celery_app, settings):
+    for line in broker_lines(celery_app, settings):
         out.print(line, markup=False, soft_wrap=True)
 
     try:
         with (
             _demo_sandbox() as sandbox,
             _worker_process(log_path) as proc,
-            _broker_guard(settings),
+            broker_guard(settings),
         ):
             out.print(f"started a worker: pid {proc.pid}, log {log_path}")
             if sandbox is not None:
                 out.print(f"carrier sandbox (fake providers over HTTP): {sandbox.url}")
 
             # accounts and leftovers in process, while the worker boots
-            with _open() as knm:
+            with open_knm() as knm:
                 accounts: list[Account] = []
                 for account_id, name, parent in (
                     (DEMO_RESELLER, "Demo Reseller", None),
@@ -1397,7 +1240,7 @@ def _demo_carrier_steps(
         out.print("Telnyx offered nothing (see the worker log): skipping the purchase")
         return []
     number = str(found.result[0]["number"])
-    with _open() as knm:  # a number an earlier demo run bought and released
+    with open_knm() as knm:  # a number an earlier demo run bought and released
         requests.execute(knm, Operation.DELETE, NumbersRequest(numbers=[number]))
     client = SandboxClient(sandbox.url) if sandbox is not None else None
     if client is not None:

@@ -23,6 +23,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from knm.cli.helpers import FAILED, console, die, open_knm, print_json, usage_error
+
 if TYPE_CHECKING:
     from knm.services.lookup import LookupResult
 
@@ -38,24 +40,23 @@ def numbers_lookup(
     as_json: JsonFlag = False,
 ) -> None:
     """Show the account a number routes to and its routing properties (exit 1 if none)."""
-    from knm.cli import main as cli
     from knm.services import lookup
 
-    with cli._open() as knm:
+    with open_knm() as knm:
         result = lookup.lookup_account(knm, number)
     if as_json:
-        cli._print_json(result.to_json())
+        print_json(result.to_json())
         if not result.ok:
-            raise typer.Exit(cli.FAILED)
+            raise typer.Exit(FAILED)
         return
     if not result.ok:
-        cli._die(_lookup_failure(number, result), cli.FAILED)
+        die(_lookup_failure(number, result), FAILED)
     table = Table(title=f"lookup {result.number}", show_header=False)
     table.add_column("property")
     table.add_column("value")
     for key, value in result.props.items():
         table.add_row(key, Text(_text(value)))  # a prepend name is no markup
-    cli._console().print(table)
+    console().print(table)
 
 
 def _lookup_failure(number: str, result: LookupResult) -> str:
@@ -71,16 +72,15 @@ def billing_quantities(
     as_json: JsonFlag = False,
 ) -> None:
     """Count an account's numbers per classification, carrier module and feature."""
-    from knm.cli import main as cli
     from knm.domain.accounts import bad_account_id, is_account_id
     from knm.services import billing
 
     if not is_account_id(account_id):
-        cli._usage(bad_account_id(account_id))
-    with cli._open() as knm:
+        usage_error(bad_account_id(account_id))
+    with open_knm() as knm:
         counted = billing.quantities(knm, account_id)
     if as_json:
-        cli._print_json(counted)
+        print_json(counted)
         return
     table = Table(title=f"billing quantities of {account_id}")
     for column in ("category", "item", "quantity"):
@@ -88,7 +88,7 @@ def billing_quantities(
     for category in ("phone_numbers", "number_carriers", "number_services"):
         for item, quantity in counted[category].items():
             table.add_row(category, item, str(quantity))
-    out = cli._console()
+    out = console()
     out.print(table)
     out.print(f"billable numbers: {counted['billable']}")
 
