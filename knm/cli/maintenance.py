@@ -1,6 +1,7 @@
 """knm's maintenance commands: a sweep now, and KAZOO's number maintenance (spec §7).
 
-``register(app)`` adds them to the ``knm`` app (``knm.cli.app``); registering twice is harmless:
+``register(cli)`` adds them to the ``knm`` command line (``knm.cli.root.cli``); registering twice
+is harmless:
 
 - ``knm sweep [age|purge-discovery|purge-deleted|all] [--now ISO-8601] [--dry-run] [--json]``
   runs sweeps in this process (the ones beat schedules as ``knm.sweeps.*``). ``--now`` pretends
@@ -69,16 +70,16 @@ GROUPS: dict[str, typer.Typer] = {
 }
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``sweep``, ``purge`` and the maintenance groups to ``app`` (a second call: no-op)."""
-    names = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+def register(cli: typer.Typer) -> None:
+    """Add ``sweep``, ``purge`` and the maintenance groups to ``cli`` (a second call: no-op)."""
+    names = {c.name for c in cli.registered_commands} | {g.name for g in cli.registered_groups}
     if "sweep" not in names:
-        app.command("sweep")(sweep)
+        cli.command("sweep")(sweep)
     if "purge" not in names:
-        app.command("purge")(purge)
+        cli.command("purge")(purge)
     for name, group in GROUPS.items():
         if name not in names:
-            app.add_typer(group, name=name)
+            cli.add_typer(group, name=name)
     from knm.cli.feature_policy import register as register_policy
 
     if "system" not in {g.name for g in features_app.registered_groups}:
@@ -433,7 +434,6 @@ def maintenance_fix_used_by(
     as_json: JsonFlag = False,
 ) -> None:
     """Set each number's used_by from FILE (an empty app clears it)."""
-
     with guard(lambda: None):
         apps = read_app_mapping(file)
     if not apps:

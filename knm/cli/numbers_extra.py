@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from knm.cli.helpers import FAILED, console, die, open_knm, print_json, usage_error
+from knm.cli.numbers import numbers_app
 
 if TYPE_CHECKING:
     from knm.services.lookup import LookupResult
@@ -99,11 +100,9 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def register(app: typer.Typer) -> None:
+def register(cli: typer.Typer) -> None:
     """Add ``knm numbers lookup`` and ``knm billing ...`` (idempotent: a second call is a no-op)."""
-    from knm.cli.main import numbers_app
-
     if not any(info.name == "lookup" for info in numbers_app.registered_commands):
         numbers_app.command("lookup")(numbers_lookup)
-    if not any(info.name == "billing" for info in app.registered_groups):
-        app.add_typer(billing_app, name="billing")
+    if not any(info.name == "billing" for info in cli.registered_groups):
+        cli.add_typer(billing_app, name="billing")

@@ -122,6 +122,6 @@ def retry(
             typer.echo(f"sent {value['task']} as task {value['task_id']}")
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``knm requests ...`` to the ``knm`` app."""
-    app.add_typer(requests_app, name="requests")
+def register(cli: typer.Typer) -> None:
+    """Add ``knm requests ...`` to the command line."""
+    cli.add_typer(requests_app, name="requests")

@@ -100,6 +100,6 @@ def _show(report: dict[str, Any]) -> None:
         )
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``knm status`` to the ``knm`` app."""
-    app.command("status")(status)
+def register(cli: typer.Typer) -> None:
+    """Add ``knm status`` to the command line."""
+    cli.command("status")(status)
