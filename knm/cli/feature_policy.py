@@ -1,6 +1,6 @@
 """Feature permissions above the number: ``knm features system ...`` and
-``knm features reseller ...`` (spec §8.3: the system and the reseller's allow/deny lists, and
-which CNAM/E911 provider they use).
+``knm features reseller ...`` (the system and the reseller's allow/deny lists, and which
+CNAM/E911 provider they use).
 
 - ``knm features system show [--json]``: the effective system lists and providers.
 - ``knm features system allow|deny add|remove FEATURE``, ``... allow|deny reset`` (back to the
@@ -8,7 +8,7 @@ which CNAM/E911 provider they use).
 - ``knm features reseller show ACCOUNT``, ``knm features reseller allow|deny add|remove ACCOUNT
   FEATURE``, ``... allow|deny reset ACCOUNT``, ``knm features reseller provider ACCOUNT
   cnam|e911 MODULE|default``. A reseller's lists apply to the numbers of its accounts; its deny
-  list replaces the local rule (spec §8.3).
+  list replaces the local rule.
 
 Changes take effect on the next save of a number (features are applied on save).
 """

@@ -1,4 +1,4 @@
-"""knm's maintenance commands: a sweep now, and KAZOO's number maintenance (spec §7).
+"""knm's maintenance commands: a sweep now, and KAZOO's number maintenance.
 
 ``register(cli)`` adds them to the ``knm`` command line (``knm.cli.root.cli``); registering twice
 is harmless:

@@ -1,8 +1,8 @@
 """``knm numbers lookup NUMBER`` and ``knm billing quantities ACCOUNT``: two read-only views.
 
-``numbers lookup`` answers what call routing asks for every call (``knm.lookup``): the account a
-number routes to and its routing properties. ``billing quantities`` counts an account's numbers
-the way KAZOO's billing does (``knm.billing``). ``--json`` output:
+``numbers lookup`` answers what call routing asks for every call (``knm.services.lookup``): the
+account a number routes to and its routing properties. ``billing quantities`` counts an account's
+numbers the way KAZOO's billing does (``knm.services.billing``). ``--json`` output:
 
 - ``knm numbers lookup NUMBER --json``: the properties ``{"account_id", "number",
   "pending_port", "local", "force_outbound", "inbound_cnam", "prepend"?, "ringback_media"?,
@@ -11,8 +11,8 @@ the way KAZOO's billing does (``knm.billing``). ``--json`` output:
 - ``knm billing quantities ACCOUNT --json``: ``{"account_id", "phone_numbers",
   "number_carriers", "number_services", "billable"}``.
 
-Exit codes follow ``knm.cli``: 0 fine, 1 the number does not route (or the store failed), 2 a
-usage error (e.g. an account id that is not 32 characters).
+Exit codes follow ``knm.cli.helpers``: 0 fine, 1 the number does not route (or the store
+failed), 2 a usage error (e.g. an account id that is not 32 characters).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 (``done``, ``dead_letter``: retries used up, ``in_progress``), merged result, outcome events,
 dead letters and the provider calls of the provisioning ledger. ``retry`` sends a request's
 dead-lettered shares again under the same request id (so nothing done is redone). Exit codes
-follow ``knm.cli``: 0 fine, 1 not found or failed, 2 usage error.
+follow ``knm.cli.helpers``: 0 fine, 1 not found or failed, 2 usage error.
 """
 
 from __future__ import annotations
