@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from knm.cli.main import main
+from knm.cli.root import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -60,6 +60,6 @@ def check(directory: DirArg = None) -> None:
     typer.echo(f"contract v{contract.CONTRACT_VERSION} in {target} is up to date")
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``knm contract ...`` to the ``knm`` app."""
-    app.add_typer(contract_app, name="contract")
+def register(cli: typer.Typer) -> None:
+    """Add ``knm contract ...`` to the command line."""
+    cli.add_typer(contract_app, name="contract")

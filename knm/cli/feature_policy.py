@@ -1,6 +1,6 @@
 """Feature permissions above the number: ``knm features system ...`` and
-``knm features reseller ...`` (spec §8.3: the system and the reseller's allow/deny lists, and
-which CNAM/E911 provider they use).
+``knm features reseller ...`` (the system and the reseller's allow/deny lists, and which
+CNAM/E911 provider they use).
 
 - ``knm features system show [--json]``: the effective system lists and providers.
 - ``knm features system allow|deny add|remove FEATURE``, ``... allow|deny reset`` (back to the
@@ -8,7 +8,7 @@ which CNAM/E911 provider they use).
 - ``knm features reseller show ACCOUNT``, ``knm features reseller allow|deny add|remove ACCOUNT
   FEATURE``, ``... allow|deny reset ACCOUNT``, ``knm features reseller provider ACCOUNT
   cnam|e911 MODULE|default``. A reseller's lists apply to the numbers of its accounts; its deny
-  list replaces the local rule (spec §8.3).
+  list replaces the local rule.
 
 Changes take effect on the next save of a number (features are applied on save).
 """
@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
+from knm.cli.helpers import FAILED, current_settings, die, open_knm, print_json, usage_error
 from knm.services import features as catalogue
 from knm.store import system_config
 
@@ -48,32 +49,29 @@ Module = Annotated[
 
 
 def _feature(name: str | None) -> str:
-    from knm.cli import main as cli
 
     if name is None:
-        cli._usage("FEATURE is required with add|remove")
+        usage_error("FEATURE is required with add|remove")
     canonical = catalogue.canonical_feature(name)
     if canonical not in catalogue.ALL_FEATURES:
-        cli._usage(f"unknown feature {name!r}: known are {', '.join(catalogue.ALL_FEATURES)}")
+        usage_error(f"unknown feature {name!r}: known are {', '.join(catalogue.ALL_FEATURES)}")
     return canonical
 
 
 def _verb(verb: str) -> str:
-    from knm.cli import main as cli
 
     if verb not in ("add", "remove", "reset"):
-        cli._usage(f"expected add, remove or reset, not {verb!r}")
+        usage_error(f"expected add, remove or reset, not {verb!r}")
     return verb
 
 
 def _provider(module: str) -> str | None:
-    from knm.cli import main as cli
     from knm.services.feature_providers import default_providers
 
     if module == "default":
         return None
     if module not in default_providers():
-        cli._usage(f"unknown provider module {module!r}")
+        usage_error(f"unknown provider module {module!r}")
     return module
 
 
@@ -81,10 +79,9 @@ def _provider(module: str) -> str | None:
 @system_app.command("show")
 def system_show(as_json: JsonFlag = False) -> None:
     """The effective system feature lists and providers (stored, else environment, else KAZOO)."""
-    from knm.cli import main as cli
 
-    settings = cli._settings()
-    with cli._open() as knm:
+    settings = current_settings()
+    with open_knm() as knm:
         config = system_config.load(knm.store.db, settings).to_json()
     _print(config, as_json)
 
@@ -93,11 +90,10 @@ def _system_list(which: ListName) -> Any:
     def command(
         verb: Verb, feature: Annotated[str | None, typer.Argument(metavar="[FEATURE]")] = None
     ) -> None:
-        from knm.cli import main as cli
 
-        settings = cli._settings()
+        settings = current_settings()
         action = _verb(verb)
-        with cli._open() as knm:
+        with open_knm() as knm:
             db = knm.store.db
             if action == "reset":
                 system_config.set_feature_list(db, which.value, None)
@@ -121,11 +117,10 @@ def _system_list(which: ListName) -> Any:
 @system_app.command("provider")
 def system_provider(kind: Kind, module: Module) -> None:
     """Which module provides CNAM or E911 by default ('default': KAZOO's / the carrier's)."""
-    from knm.cli import main as cli
 
-    settings = cli._settings()
+    settings = current_settings()
     value = _provider(module)
-    with cli._open() as knm:
+    with open_knm() as knm:
         system_config.set_value(knm.store.db, f"{kind.value}_provider", value)
         config = system_config.load(knm.store.db, settings).to_json()
     _print(config, False)
@@ -133,11 +128,10 @@ def system_provider(kind: Kind, module: Module) -> None:
 
 # ================================================================================ reseller
 def _reseller_config(knm: Any, account_id: str) -> dict[str, Any]:
-    from knm.cli import main as cli
 
     account = knm.get_account(account_id)
     if account is None:
-        cli._die(f"account {account_id} does not exist", cli.FAILED)
+        die(f"account {account_id} does not exist", FAILED)
     nm = account.number_manager
     return {
         "account_id": account.id,
@@ -152,9 +146,8 @@ def _reseller_config(knm: Any, account_id: str) -> dict[str, Any]:
 @reseller_app.command("show")
 def reseller_show(account: AccountArg, as_json: JsonFlag = False) -> None:
     """A reseller's feature lists and providers (unset: the system's)."""
-    from knm.cli import main as cli
 
-    with cli._open() as knm:
+    with open_knm() as knm:
         config = _reseller_config(knm, account)
     _print(config, as_json)
 
@@ -165,11 +158,10 @@ def _reseller_list(which: ListName) -> Any:
         account: AccountArg,
         feature: Annotated[str | None, typer.Argument(metavar="[FEATURE]")] = None,
     ) -> None:
-        from knm.cli import main as cli
 
         action = _verb(verb)
         key = f"number_manager.features.{which.value}"
-        with cli._open() as knm:
+        with open_knm() as knm:
             current = _reseller_config(knm, account)["features"][which.value]
             accounts = knm.store.accounts
             if action == "reset":
@@ -193,11 +185,10 @@ def _reseller_list(which: ListName) -> Any:
 @reseller_app.command("provider")
 def reseller_provider(account: AccountArg, kind: Kind, module: Module) -> None:
     """Which module provides CNAM or E911 for a reseller's numbers ('default': the system's)."""
-    from knm.cli import main as cli
 
     value = _provider(module)
     key = f"number_manager.{kind.value}_provider"
-    with cli._open() as knm:
+    with open_knm() as knm:
         _reseller_config(knm, account)
         if value is None:
             knm.store.accounts.update_one({"_id": account}, {"$unset": {key: ""}})
@@ -213,10 +204,9 @@ for _which in ListName:
 
 
 def _print(value: dict[str, Any], as_json: bool) -> None:
-    from knm.cli import main as cli
 
     if as_json:
-        cli._print_json(value)
+        print_json(value)
         return
     for key, item in value.items():
         typer.echo(f"{key}: {item if item is not None else '(default)'}")

@@ -1,6 +1,7 @@
-"""knm's maintenance commands: a sweep now, and KAZOO's number maintenance (spec §7).
+"""knm's maintenance commands: a sweep now, and KAZOO's number maintenance.
 
-``register(app)`` adds them to the ``knm`` app (``knm.cli.app``); registering twice is harmless:
+``register(cli)`` adds them to the ``knm`` command line (``knm.cli.root.cli``); registering twice
+is harmless:
 
 - ``knm sweep [age|purge-discovery|purge-deleted|all] [--now ISO-8601] [--dry-run] [--json]``
   runs sweeps in this process (the ones beat schedules as ``knm.sweeps.*``). ``--now`` pretends
@@ -16,9 +17,8 @@
   ``used_by`` from a CSV ``number,app`` or a JSON object ``{"number": "app"}``; an empty app or
   ``null`` clears it).
 
-The conventions are ``knm.cli``'s (imported lazily: ``knm.cli`` may import this module): exit 0
-when everything succeeded, 1 when a number or the store failed, 2 for a usage error; errors are
-one line on stderr.
+The conventions are ``knm.cli.helpers``': exit 0 when everything succeeded, 1 when a number or
+the store failed, 2 for a usage error; errors are one line on stderr.
 """
 
 from __future__ import annotations
@@ -31,13 +31,14 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from knm.cli import render
+from knm.cli.helpers import FAILED, JsonFlag, die, guard, open_knm, print_json, usage_error
 from knm.domain.errors import KnmError
 from knm.domain.number import NumberState
 from knm.services import maintenance
@@ -46,15 +47,9 @@ from knm.services.sweeps import COUNTER, Sweeper, SweepKind, SweepLockedError
 
 if TYPE_CHECKING:
     from knm.domain.batch import Batch
-    from knm.services.facade import Knm
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 NumberArg = Annotated[str, typer.Argument(metavar="NUMBER", help="A number, any dialable form.")]
 FeatureArg = Annotated[str, typer.Argument(metavar="FEATURE", help="A feature (features list).")]
-
-OK = 0
-FAILED = 1
-USAGE = 2
 
 carriers_app = typer.Typer(help="Carrier module usage and conversion.", no_args_is_help=True)
 features_app = typer.Typer(
@@ -75,16 +70,16 @@ GROUPS: dict[str, typer.Typer] = {
 }
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``sweep``, ``purge`` and the maintenance groups to ``app`` (a second call: no-op)."""
-    names = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+def register(cli: typer.Typer) -> None:
+    """Add ``sweep``, ``purge`` and the maintenance groups to ``cli`` (a second call: no-op)."""
+    names = {c.name for c in cli.registered_commands} | {g.name for g in cli.registered_groups}
     if "sweep" not in names:
-        app.command("sweep")(sweep)
+        cli.command("sweep")(sweep)
     if "purge" not in names:
-        app.command("purge")(purge)
+        cli.command("purge")(purge)
     for name, group in GROUPS.items():
         if name not in names:
-            app.add_typer(group, name=name)
+            cli.add_typer(group, name=name)
     from knm.cli.feature_policy import register as register_policy
 
     if "system" not in {g.name for g in features_app.registered_groups}:
@@ -92,30 +87,6 @@ def register(app: typer.Typer) -> None:
 
 
 # ================================================================================ helpers
-@contextlib.contextmanager
-def _open() -> Iterator[Knm]:
-    from knm.cli import main as cli
-
-    with cli._open() as knm:
-        yield knm
-
-
-def _die(message: str, code: int) -> NoReturn:
-    from knm.cli import main as cli
-
-    cli._die(message, code)
-
-
-def _usage(message: str) -> NoReturn:
-    from knm.cli import main as cli
-
-    cli._usage(message)
-
-
-def _print_json(value: Any) -> None:
-    typer.echo(render.dumps(value))
-
-
 @contextlib.contextmanager
 def _progress(label: str, enabled: bool) -> Iterator[Callable[[int, int], None]]:
     """A rich progress bar on stderr (only on a terminal); yields the callback to advance it."""
@@ -162,7 +133,7 @@ def _error_text(error: dict[str, Any]) -> str:
 def _bulk_out(report: maintenance.BulkReport, as_json: bool, what: str) -> None:
     """Print a bulk report; exit 1 when any number failed."""
     if as_json:
-        _print_json(report.to_json())
+        print_json(report.to_json())
     else:
         out = render.console()
         out.print(f"{what}: {len(report.succeeded)} succeeded, {len(report.failed)} failed")
@@ -199,7 +170,7 @@ def _parse_now(value: str | None) -> datetime | None:
     try:
         return datetime.fromisoformat(value)
     except ValueError:
-        _usage(f"--now must be an ISO 8601 time (2030-01-31T12:00:00Z), not {value!r}")
+        usage_error(f"--now must be an ISO 8601 time (2030-01-31T12:00:00Z), not {value!r}")
 
 
 def sweep(
@@ -225,7 +196,7 @@ def sweep(
     """Run sweeps now, in this process: aging -> available, purge discovery and deleted docs."""
     as_of = _parse_now(now)
     kinds = SWEEP_KINDS[what]
-    with _open() as knm:
+    with open_knm() as knm:
         settings = knm.settings
         sweeper = Sweeper(
             knm,
@@ -236,7 +207,7 @@ def sweep(
             report = sweeper.run(kinds, now=as_of, dry_run=dry_run)
         except SweepLockedError as exc:
             if exc.lost:
-                _die(str(exc), FAILED)
+                die(str(exc), FAILED)
             if as_json:
                 typer.echo(json.dumps({"locked": True, "message": str(exc)}))
             else:
@@ -244,7 +215,7 @@ def sweep(
             return
     result = report.to_json()
     if as_json:
-        _print_json(result)
+        print_json(result)
     else:
         title = f"sweep {what.value} as of {report.as_of.isoformat()}"
         table = Table(title=title + (" (dry run)" if dry_run else ""), title_justify="left")
@@ -274,11 +245,11 @@ def carriers_usage(
     as_json: JsonFlag = False,
 ) -> None:
     """Numbers per carrier module (all numbers, or those starting with PREFIX)."""
-    with _open() as knm:
+    with open_knm() as knm:
         usage = maintenance.carrier_usage(knm, prefix)
     total = sum(usage.values())
     if as_json:
-        _print_json({"prefix": prefix, "modules": usage, "total": total})
+        print_json({"prefix": prefix, "modules": usage, "total": total})
         return
     table = Table(title=f"carrier modules{f' of {prefix}' if prefix else ''}", title_justify="left")
     table.add_column("module", no_wrap=True)
@@ -303,8 +274,8 @@ def carriers_convert(
 ) -> None:
     """Set TARGET as the carrier module of the numbers whose module is SOURCE."""
     if prefix is not None and number is not None:
-        _usage("give --prefix or --number, not both")
-    with _open() as knm, _progress(f"{source} -> {target}", number is None) as advance:
+        usage_error("give --prefix or --number, not both")
+    with open_knm() as knm, _progress(f"{source} -> {target}", number is None) as advance:
         report = maintenance.convert_carrier_module(
             knm, source, target, prefix=prefix, number=number, progress=advance
         )
@@ -325,10 +296,10 @@ def purge(
     as_json: JsonFlag = False,
 ) -> None:
     """Delete every stored document in STATE (whatever its age), optionally by prefix."""
-    with _open() as knm, _progress(f"purge {state.value}", True) as advance:
+    with open_knm() as knm, _progress(f"purge {state.value}", True) as advance:
         removed = maintenance.purge(knm, NumberState(state.value), prefix, advance)
     if as_json:
-        _print_json({"state": state.value, "prefix": prefix, "purged": removed})
+        print_json({"state": state.value, "prefix": prefix, "purged": removed})
     else:
         render.console().print(f"purged {removed} {state.value} documents")
 
@@ -336,7 +307,7 @@ def purge(
 # ================================================================================ features
 def _show_permissions(permissions: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        _print_json(permissions)
+        print_json(permissions)
         return
     table = Table(title=f"feature permissions of {permissions['number']}", title_justify="left")
     table.add_column("list")
@@ -350,7 +321,7 @@ def _show_permissions(permissions: dict[str, Any], as_json: bool) -> None:
 def features_list(as_json: JsonFlag = False) -> None:
     """Every feature a permission may name."""
     if as_json:
-        _print_json(list(maintenance.ALL_FEATURES))
+        print_json(list(maintenance.ALL_FEATURES))
     else:
         typer.echo("\n".join(maintenance.ALL_FEATURES))
 
@@ -358,22 +329,22 @@ def features_list(as_json: JsonFlag = False) -> None:
 @features_app.command("show")
 def features_show(number: NumberArg, as_json: JsonFlag = False) -> None:
     """The number's allowed and denied features (pvt_features_allowed / _denied)."""
-    with _open() as knm:
+    with open_knm() as knm:
         try:
             permissions = maintenance.feature_permissions(knm, number)
         except InputError as exc:
-            _die(str(exc), FAILED)
+            die(str(exc), FAILED)
     _show_permissions(permissions, as_json)
 
 
 def _edit(number: str, feature: str, *, allow: bool, add: bool, as_json: bool) -> None:
-    with _open() as knm:
+    with open_knm() as knm:
         batch = maintenance.edit_feature_permission(
             knm, number, feature=feature, allow=allow, add=add
         )
         error = _batch_error(batch, number)
         if error is not None:
-            _die(error, FAILED)
+            die(error, FAILED)
         pn = next(iter(batch.succeeded.values()))
     permissions = {
         "number": pn.number,
@@ -406,13 +377,13 @@ for _allow, _group in ((True, allow_app), (False, deny_app)):
 @maintenance_app.command("delete")
 def maintenance_delete(number: NumberArg, as_json: JsonFlag = False) -> None:
     """Hard-delete a number with system authority (prints ``Removed NUMBER``)."""
-    with _open() as knm:
+    with open_knm() as knm:
         batch = maintenance.delete_number(knm, number)
     if as_json:
-        _print_json(render.batch_json(batch))
+        print_json(render.batch_json(batch))
     error = _batch_error(batch, number)
     if error is not None:
-        _die(error, FAILED)
+        die(error, FAILED)
     if not as_json:
         typer.echo(f"Removed {next(iter(batch.succeeded))}")
 
@@ -463,12 +434,10 @@ def maintenance_fix_used_by(
     as_json: JsonFlag = False,
 ) -> None:
     """Set each number's used_by from FILE (an empty app clears it)."""
-    from knm.cli import main as cli
-
-    with cli._guard(lambda: None):
+    with guard(lambda: None):
         apps = read_app_mapping(file)
     if not apps:
-        _usage(f"{file} lists no numbers")
-    with _open() as knm, _progress("fix used_by", len(apps) > maintenance.BATCH) as advance:
+        usage_error(f"{file} lists no numbers")
+    with open_knm() as knm, _progress("fix used_by", len(apps) > maintenance.BATCH) as advance:
         report = maintenance.fix_used_by(knm, apps, advance)
     _bulk_out(report, as_json, "fixed used_by")

@@ -4,7 +4,7 @@
 (``done``, ``dead_letter``: retries used up, ``in_progress``), merged result, outcome events,
 dead letters and the provider calls of the provisioning ledger. ``retry`` sends a request's
 dead-lettered shares again under the same request id (so nothing done is redone). Exit codes
-follow ``knm.cli``: 0 fine, 1 not found or failed, 2 usage error.
+follow ``knm.cli.helpers``: 0 fine, 1 not found or failed, 2 usage error.
 """
 
 from __future__ import annotations
@@ -12,6 +12,17 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+
+from knm.cli.helpers import (
+    FAILED,
+    broker_guard,
+    console,
+    current_settings,
+    die,
+    open_knm,
+    print_json,
+    producer_app,
+)
 
 requests_app = typer.Typer(help="Requests sent through the broker: outcomes, dead letters.")
 
@@ -22,28 +33,26 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a 
 @requests_app.command("show")
 def show(request_id: RequestId, as_json: JsonFlag = False) -> None:
     """Show a request's status, result, events, dead letters and provider calls."""
-    from knm.cli import main as cli
     from knm.services import request_status
 
-    with cli._open() as knm:
+    with open_knm() as knm:
         described = request_status.describe(knm, request_id)
     if described is None:
-        cli._die(
+        die(
             f"no request {request_id} is recorded (outcomes are kept for "
             "KNM_REQUEST_OUTCOME_TTL_S)",
-            cli.FAILED,
+            FAILED,
         )
     if as_json:
-        cli._print_json(described)
+        print_json(described)
         return
     _summary(described)
 
 
 def _summary(described: dict[str, Any]) -> None:
-    from knm.cli import main as cli
     from knm.cli import render
 
-    out = cli._console()
+    out = console()
     out.print(
         f"request {described['request_id']}: {described['status']} ({described['operation']})"
     )
@@ -75,20 +84,19 @@ def retry(
     as_json: JsonFlag = False,
 ) -> None:
     """Send a request's dead-lettered shares again (same request id: nothing done is redone)."""
-    from knm.cli import main as cli
     from knm.services import request_status
     from workers import producer
 
-    settings = cli._settings()
-    app = cli._producer_app(settings)
+    settings = current_settings()
+    app = producer_app(settings)
     results: list[Any] = []
     sent: list[tuple[str, Any]] = []
-    with cli._open() as knm, cli._broker_guard(settings):
+    with open_knm() as knm, broker_guard(settings):
         if request_status.describe(knm, request_id) is None:
-            cli._die(f"no request {request_id} is recorded", cli.FAILED)
+            die(f"no request {request_id} is recorded", FAILED)
         shares = request_status.dead_shares(knm, request_id)
         if not shares:
-            cli._die(f"request {request_id} has no dead letters to retry", cli.FAILED)
+            die(f"request {request_id} has no dead letters to retry", FAILED)
         for dead in shares:
             request_status.prepare_retry(knm, dead)
             try:
@@ -103,17 +111,17 @@ def retry(
             else:
                 results.append({"task_id": result.id, "task": name})
     if as_json:
-        cli._print_json({"request_id": request_id, "retried": results})
+        print_json({"request_id": request_id, "retried": results})
         return
     from knm.cli import render
 
     for value in results:
         if "succeeded" in value:
-            cli._console().print(render.result_table(value, title=f"retry of {request_id}"))
+            console().print(render.result_table(value, title=f"retry of {request_id}"))
         else:
             typer.echo(f"sent {value['task']} as task {value['task_id']}")
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``knm requests ...`` to the ``knm`` app."""
-    app.add_typer(requests_app, name="requests")
+def register(cli: typer.Typer) -> None:
+    """Add ``knm requests ...`` to the command line."""
+    cli.add_typer(requests_app, name="requests")

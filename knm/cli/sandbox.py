@@ -89,6 +89,6 @@ def serve(
         sandbox.stop()
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``knm sandbox ...`` to the ``knm`` app."""
-    app.add_typer(sandbox_app, name="sandbox")
+def register(cli: typer.Typer) -> None:
+    """Add ``knm sandbox ...`` to the command line."""
+    cli.add_typer(sandbox_app, name="sandbox")

@@ -12,33 +12,33 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from knm.cli.helpers import console, current_settings, open_knm, print_json
+
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
 
 def status(as_json: JsonFlag = False) -> None:
     """Show queue depths and consumers, carriers (in flight, breaker, failures), dead letters."""
-    from knm.cli import main as cli
     from knm.services import system_status
     from workers import producer, queue_depths
     from workers.app import all_queues
 
-    settings = cli._settings()
+    settings = current_settings()
 
     def consumers(queues: list[str]) -> dict[str, int | None]:
         return queue_depths.queue_consumers(settings, queues, producer.create_app(settings))
 
-    with cli._open() as knm:
+    with open_knm() as knm:
         report = system_status.gather(knm, settings, all_queues(), consumers)
     if as_json:
-        cli._print_json(report)
+        print_json(report)
         return
     _show(report)
 
 
 def _show(report: dict[str, Any]) -> None:
-    from knm.cli import main as cli
 
-    out = cli._console()
+    out = console()
     queues = Table(title="queues (messages waiting)")
     queues.add_column("queue")
     queues.add_column("waiting", justify="right")
@@ -100,6 +100,6 @@ def _show(report: dict[str, Any]) -> None:
         )
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``knm status`` to the ``knm`` app."""
-    app.command("status")(status)
+def register(cli: typer.Typer) -> None:
+    """Add ``knm status`` to the command line."""
+    cli.command("status")(status)

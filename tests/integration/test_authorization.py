@@ -1,7 +1,7 @@
 """Authorization at the in-process entrances: the carrier choice, unknown carrier modules, who
 may run or read a CSV job, and whose a request id is.
 
-The CLI runs in process (``knm.cli.app``) against this test's database; jobs run as a worker's
+The CLI runs in process (``knm.cli.root.cli``) against this test's database; jobs run as a worker's
 ``knm.jobs.chunk`` does (``run_chunk``); request ids are claimed as the ``knm.numbers.*`` tasks
 claim them. The accounts are KAZOO's fixtures: MASTER (superduper admin) > RESELLER (allowed
 additions) > CHILD > ACCOUNT_4, plus SIBLING beside CHILD (allowed additions). The broker
@@ -63,13 +63,13 @@ def knm(mongo_db: Database[Doc]) -> Knm:
 @pytest.fixture
 def cli(knm: Knm, mongo_url: str, mongo_db: Database[Doc]) -> Run:
     """``knm ARGS`` in process on this test's database; checks the exit code."""
-    from knm.cli.main import app
+    from knm.cli import root
 
     runner = CliRunner()
     env = {"KNM_MONGODB_URL": mongo_url, "KNM_MONGODB_DB": mongo_db.name}
 
     def run(*args: str, code: int = 0) -> Result:
-        result = runner.invoke(app, list(args), env=env)
+        result = runner.invoke(root.cli, list(args), env=env)
         assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
         assert result.exit_code == code, (result.stdout, result.stderr)
         assert "Traceback" not in result.stdout + result.stderr

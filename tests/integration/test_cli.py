@@ -15,7 +15,8 @@ import pytest
 from pymongo.database import Database
 from typer.testing import CliRunner, Result
 
-from knm.cli.main import app, numbers_request
+from knm.cli.numbers import numbers_request
+from knm.cli.root import cli
 from knm.services.numbers_requests import NumbersRequest, Operation
 from knm.store import embedded
 
@@ -35,7 +36,7 @@ def knm(mongo_url: str, mongo_db: Database[dict[str, Any]]) -> Run:
     env = {"KNM_MONGODB_URL": mongo_url, "KNM_MONGODB_DB": mongo_db.name}
 
     def run(*args: str, code: int | None = 0) -> Result:
-        result = runner.invoke(app, list(args), env=env)
+        result = runner.invoke(cli, list(args), env=env)
         assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
         if code is not None:
             assert result.exit_code == code, (result.stdout, result.stderr, result.exception)
@@ -272,7 +273,7 @@ def test_usage_errors_exit_2(knm: Run, args: list[str], expected: str) -> None:
 def test_unreachable_store_is_one_line(tmp_path: Path) -> None:
     url = "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=200&connectTimeoutMS=200"
     result = CliRunner().invoke(
-        app, ["numbers", "get", N1], env={"KNM_MONGODB_URL": url, "KNM_MONGODB_DB": "x"}
+        cli, ["numbers", "get", N1], env={"KNM_MONGODB_URL": url, "KNM_MONGODB_DB": "x"}
     )
     assert result.exit_code == 1
     line = one_line_error(result)

@@ -18,7 +18,7 @@ import pytest
 from celery import Celery
 
 from config.settings import get_settings, reset_settings
-from knm.cli.main import main
+from knm.cli.root import main
 from knm.services.numbers_requests import NumbersRequest, Operation
 from knm.store import embedded
 from tests import workers_rig as rig

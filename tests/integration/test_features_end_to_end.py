@@ -16,7 +16,7 @@ from pymongo.database import Database
 from typer.testing import CliRunner, Result
 
 from carriers.sandbox import SandboxClient
-from knm.cli import main as cli
+from knm.cli.root import cli
 from knm.domain.options import Options
 from knm.services.facade import Knm
 from knm.services.search import SearchQuery
@@ -43,7 +43,7 @@ def run(mongo_url: str, mongo_db: Database[Doc], sandbox_env: dict[str, str]) ->
     env = {**sandbox_env, "KNM_MONGODB_URL": mongo_url, "KNM_MONGODB_DB": mongo_db.name}
 
     def invoke(*args: str, code: int = 0, **extra: str) -> Result:
-        result = runner.invoke(cli.app, list(args), env={**env, **extra})
+        result = runner.invoke(cli, list(args), env={**env, **extra})
         assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
         assert result.exit_code == code, (result.stdout, result.stderr)
         return result

@@ -25,7 +25,7 @@ from pymongo.database import Database
 from typer.testing import CliRunner, Result
 
 from config.settings import Settings
-from knm.cli.main import app
+from knm.cli.root import cli
 from knm.domain.number import MAX_PUBLIC_BYTES
 from knm.services.csv_files import MAX_CELL_BYTES, MAX_ROW_BYTES
 from knm.services.facade import Knm
@@ -50,7 +50,7 @@ def knm_cli(mongo_url: str, mongo_db: Database[Doc]) -> Run:
     env = {"KNM_MONGODB_URL": mongo_url, "KNM_MONGODB_DB": mongo_db.name}
 
     def run(*args: str, code: int | None = 0) -> Result:
-        result = runner.invoke(app, list(args), env=env)
+        result = runner.invoke(cli, list(args), env=env)
         assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
         if code is not None:
             assert result.exit_code == code, (result.stdout, result.stderr)
@@ -282,7 +282,7 @@ def test_chunks_are_cut_by_bytes_so_no_read_exceeds_what_a_reply_carries(knm: Kn
 # ================================================================================ streaming
 _PEAK = """
 import resource, sys
-from knm.cli.main import main
+from knm.cli.root import main
 code = main(sys.argv[1:])
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
 sys.exit(code)

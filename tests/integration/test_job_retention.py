@@ -16,7 +16,7 @@ from pymongo.database import Database
 from typer.testing import CliRunner
 
 from config.settings import Settings
-from knm.cli.main import app
+from knm.cli.root import cli
 from knm.services import jobs
 from knm.services.facade import Knm
 from knm.store import job_retention
@@ -114,11 +114,11 @@ def test_jobs_delete_removes_the_job_and_its_rows(
     monkeypatch.setenv("KNM_MONGODB_URL", mongo_url)
     monkeypatch.setenv("KNM_MONGODB_DB", mongo_db.name)
     runner = CliRunner()
-    result = runner.invoke(app, ["jobs", "delete", done.id, "--json"])
+    result = runner.invoke(cli, ["jobs", "delete", done.id, "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"id": done.id, "deleted": True, "rows_deleted": 3}
     assert mongo_db["jobs"].find_one({"_id": done.id}) is None
     assert mongo_db["job_rows"].count_documents({"job_id": done.id}) == 0
-    again = runner.invoke(app, ["jobs", "delete", done.id])
+    again = runner.invoke(cli, ["jobs", "delete", done.id])
     assert again.exit_code == 1
     assert f"job {done.id} does not exist" in again.stderr

@@ -30,7 +30,7 @@ import pytest
 import redis
 from typer.testing import CliRunner, Result
 
-from knm.cli.main import app
+from knm.cli.root import cli
 from knm.services.jobs import RESULT_HEADER
 from knm.store import embedded
 from tests import workers_rig as rig
@@ -60,7 +60,7 @@ def _runner(env: dict[str, str | None]) -> Run:
     runner = CliRunner()
 
     def run(*args: str, code: int | None = 0) -> Result:
-        result = runner.invoke(app, list(args), env=env)
+        result = runner.invoke(cli, list(args), env=env)
         assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
         if code is not None:
             assert result.exit_code == code, (result.stdout, result.stderr)

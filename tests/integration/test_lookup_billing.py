@@ -2,7 +2,7 @@
 
 Reproduces the lookup facts of spec §4.4 ("lookup_account", "is_force_outbound") and §9.12, the
 billing rules of §8.1/§8.5 (``kz_services_quantities``), and the two CLI commands
-(``knm numbers lookup``, ``knm billing quantities``) of knm/cli_numbers_extra.py.
+(``knm numbers lookup``, ``knm billing quantities``) of knm/cli/numbers_extra.py.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pymongo.database import Database
 from typer.testing import CliRunner, Result
 
 from config.settings import Settings
-from knm.cli import main as cli
 from knm.cli.numbers_extra import register
+from knm.cli.root import cli
 from knm.services import billing
 from knm.services.facade import Knm
 from knm.services.lookup import lookup_account
@@ -498,12 +498,12 @@ Run = Callable[..., Result]
 @pytest.fixture
 def run(mongo_url: str, mongo_db: Database[Doc]) -> Run:
     """``knm ARGS`` in-process against this test's database; checks the exit code."""
-    register(cli.app)  # idempotent: knm.cli may register the commands itself
+    register(cli)  # idempotent: knm.cli may register the commands itself
     runner = CliRunner()
     env = {"KNM_MONGODB_URL": mongo_url, "KNM_MONGODB_DB": mongo_db.name}
 
     def invoke(*args: str, code: int = 0) -> Result:
-        result = runner.invoke(cli.app, list(args), env=env)
+        result = runner.invoke(cli, list(args), env=env)
         assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
         assert result.exit_code == code, (result.stdout, result.stderr, result.exception)
         assert "Traceback" not in result.stdout + result.stderr
@@ -520,12 +520,12 @@ def one_line(result: Result) -> str:
 
 class TestCli:
     def test_register_is_idempotent(self) -> None:
-        register(cli.app)
-        register(cli.app)
-        from knm.cli.main import numbers_app
+        register(cli)
+        register(cli)
+        from knm.cli.numbers import numbers_app
 
         assert [c.name for c in numbers_app.registered_commands].count("lookup") == 1
-        assert [g.name for g in cli.app.registered_groups].count("billing") == 1
+        assert [g.name for g in cli.registered_groups].count("billing") == 1
 
     def test_lookup_json(self, run: Run, mongo_db: Database[Doc]) -> None:
         load_kazoo(mongo_db, [TEST_VITELITY_NUM, TEST_TELNYX_NUM], port_request=True)

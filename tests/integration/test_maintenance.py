@@ -1,6 +1,6 @@
 """KAZOO's number maintenance (spec §7) on the command line: carriers, purge, features, repairs.
 
-Runs ``knm`` in process (``knm.cli.app`` with ``knm.cli_maintenance.register``) against this
+Runs ``knm`` in process (``knm.cli.root.cli`` with ``knm.cli.maintenance.register``) against this
 test's database and checks the exit-code and one-line-error conventions of ``knm.cli``.
 """
 
@@ -29,16 +29,16 @@ ACCOUNT = "d7" * 16
 
 @pytest.fixture
 def knm(mongo_url: str, mongo_db: Database[Doc], monkeypatch: pytest.MonkeyPatch) -> Run:
-    from knm.cli.main import app
     from knm.cli.maintenance import register
+    from knm.cli.root import cli
 
-    register(app)
-    register(app)  # harmless twice
+    register(cli)
+    register(cli)  # harmless twice
     runner = CliRunner()
     env = {"KNM_MONGODB_URL": mongo_url, "KNM_MONGODB_DB": mongo_db.name}
 
     def run(*args: str, code: int = 0, extra: dict[str, str] | None = None) -> Result:
-        result = runner.invoke(app, list(args), env={**env, **(extra or {})})
+        result = runner.invoke(cli, list(args), env={**env, **(extra or {})})
         assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
         assert result.exit_code == code, (result.stdout, result.stderr)
         assert "Traceback" not in result.stdout + result.stderr

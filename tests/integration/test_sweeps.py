@@ -466,15 +466,15 @@ def test_commands_follow_the_due_numbers_not_the_collection(
 # ================================================================================ the CLI
 @pytest.fixture
 def cli(mongo_url: str, mongo_db: Database[Doc]) -> Callable[..., Result]:
-    from knm.cli.main import app
+    from knm.cli import root
     from knm.cli.maintenance import register
 
-    register(app)
+    register(root.cli)
     runner = CliRunner()
     env = {"KNM_MONGODB_URL": mongo_url, "KNM_MONGODB_DB": mongo_db.name}
 
     def run(*args: str, code: int = 0) -> Result:
-        result = runner.invoke(app, list(args), env=env)
+        result = runner.invoke(root.cli, list(args), env=env)
         assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
         assert result.exit_code == code, (result.stdout, result.stderr)
         assert "Traceback" not in result.stdout + result.stderr

@@ -100,12 +100,12 @@ def _carrier_keys(url: str) -> list[str]:
 
 
 def _cli(env: dict[str, str]) -> Any:
-    from knm.cli.main import app
+    from knm.cli.root import cli
 
     runner = CliRunner()
 
     def run(*args: str, code: int = 0) -> Result:
-        result = runner.invoke(app, list(args), env=env)
+        result = runner.invoke(cli, list(args), env=env)
         assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
         assert result.exit_code == code, (result.stdout, result.stderr)
         assert "Traceback" not in result.stdout + result.stderr

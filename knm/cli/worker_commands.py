@@ -1,0 +1,74 @@
+"""``knm worker`` and ``knm beat``: run Celery for knm's tasks and periodic sweeps.
+
+Thin commands over ``workers.start``, which builds the worker or beat (queues, pool, argv,
+schedule file); these print what it will use (broker, results, store or schedule) and run it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from knm.cli.helpers import broker_lines, current_settings, store_url, usage_error
+from workers import start
+
+LogLevelOption = Annotated[
+    start.LogLevel, typer.Option("--loglevel", "-l", case_sensitive=False, help="Logging level.")
+]
+
+
+def worker(
+    queues: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--queues",
+            "-Q",
+            metavar="Q1,Q2",
+            help="Queues to consume (comma-separated or repeated); default: all of knm's.",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            "--concurrency", "-c", min=1, help="Pool size (default: KNM_WORKER_CONCURRENCY)."
+        ),
+    ] = None,
+    pool: Annotated[
+        start.Pool | None,
+        typer.Option("--pool", "-P", help="Pool implementation (Celery: prefork)."),
+    ] = None,
+    hostname: Annotated[
+        str | None, typer.Option("--hostname", "-n", metavar="NAME", help="Node name.")
+    ] = None,
+    loglevel: LogLevelOption = start.LogLevel.INFO,
+) -> None:
+    """Run a Celery worker for knm's tasks (embedded broker unless KNM_BROKER_URL is set)."""
+    settings = current_settings()
+    try:
+        started = start.worker(
+            queues, loglevel=loglevel, concurrency=concurrency, pool=pool, hostname=hostname
+        )
+    except start.QueueNameError as exc:
+        usage_error(str(exc))
+    for line in broker_lines(started.app, settings):
+        typer.echo(f"knm worker: {line}")
+    typer.echo(f"knm worker: store: {store_url(settings)}")
+    typer.echo(f"knm worker: queues: {', '.join(started.queues)}")
+    raise typer.Exit(start.run(started))
+
+
+def beat(loglevel: LogLevelOption = start.LogLevel.INFO) -> None:
+    """Run Celery beat for knm's periodic tasks (schedule file under KNM_DATA_DIR)."""
+    settings = current_settings()
+    started = start.beat(settings, loglevel=loglevel)
+    for line in broker_lines(started.app, settings):
+        typer.echo(f"knm beat: {line}")
+    typer.echo(f"knm beat: schedule: {started.schedule}")
+    raise typer.Exit(start.run(started))
+
+
+def register(cli: typer.Typer) -> None:
+    """Add ``knm worker`` and ``knm beat`` to the command line."""
+    cli.command("worker")(worker)
+    cli.command("beat")(beat)
