@@ -30,16 +30,19 @@ from typing import Any, ClassVar
 
 from carriers.base import Carrier, CarrierContext, each_number
 from carriers.coordination import Admission, coordinator_for
-from carriers.http import (
+from carriers.http import CarrierHttp
+from carriers.ledger import Action, LeaseLostError, ProvisioningLedger, Settled, Ticket
+from carriers.retry import (
     AmbiguousCallError,
     CarrierCallError,
-    CarrierHttp,
     CircuitOpenError,
+    FailureKind,
     PermanentCallError,
     TransientCallError,
 )
-from carriers.ledger import Action, LeaseLostError, ProvisioningLedger, Settled, Ticket
-from carriers.retry import FailureKind
+from carriers.retry import MalformedAnswerError as MalformedAnswerError
+from carriers.retry import ProviderRefusalError as ProviderRefusalError
+from carriers.retry import UnresolvedOutcomeError as UnresolvedOutcomeError
 from knm.domain import errors
 from knm.domain.errors import KnmError
 from knm.domain.number import PhoneNumber
@@ -48,28 +51,6 @@ log = logging.getLogger(__name__)
 
 Send = Callable[[PhoneNumber, Ticket], dict[str, Any]]
 Confirm = Callable[[PhoneNumber, Ticket], dict[str, Any] | None]
-
-
-class ProviderRefusalError(PermanentCallError):
-    """The provider answered and said no (its own error message is the reason)."""
-
-    def __init__(self, carrier: str, reason: str, status: int | None = None) -> None:
-        super().__init__(carrier, reason, FailureKind.PERMANENT, status)
-
-
-class MalformedAnswerError(PermanentCallError):
-    """The provider's answer could not be read. After an order or a release its effect is
-    unknown: the provider is asked, as after a timeout (a search simply finds nothing)."""
-
-    def __init__(self, carrier: str, reason: str, status: int | None = None) -> None:
-        super().__init__(carrier, reason, FailureKind.PERMANENT, status)
-
-
-class UnresolvedOutcomeError(CarrierCallError):
-    """The provider could not say whether an earlier attempt took effect."""
-
-    def __init__(self, carrier: str, reason: str) -> None:
-        super().__init__(carrier, reason, FailureKind.AMBIGUOUS)
 
 
 class Integration(Carrier):

@@ -27,21 +27,19 @@ from typing import Any, ClassVar
 
 from carriers.base import CarrierContext
 from carriers.features import FeatureContext, FeatureProvider
-from carriers.http import (
+from carriers.http import CarrierHttp
+from carriers.integration import Integration
+from carriers.ledger import Action, LeaseLostError, ProvisioningLedger, Settled, Ticket
+from carriers.retry import (
     AmbiguousCallError,
     CarrierCallError,
-    CarrierHttp,
-    PermanentCallError,
-    TransientCallError,
-)
-from carriers.integration import (
-    Integration,
+    FailureKind,
     MalformedAnswerError,
+    PermanentCallError,
     ProviderRefusalError,
+    TransientCallError,
     UnresolvedOutcomeError,
 )
-from carriers.ledger import Action, LeaseLostError, ProvisioningLedger, Settled, Ticket
-from carriers.retry import FailureKind
 from knm.domain import errors
 from knm.domain.errors import KnmError
 from knm.domain.number import NumberState, PhoneNumber
