@@ -29,13 +29,12 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from carriers.base import Carrier, CarrierContext, each_number
-from carriers.coordination import Admission, coordinator_for
+from carriers.coordination import BreakerGate, coordinator_for
 from carriers.http import CarrierHttp
 from carriers.ledger import Action, LeaseLostError, ProvisioningLedger, Settled, Ticket
 from carriers.retry import (
     AmbiguousCallError,
     CarrierCallError,
-    CircuitOpenError,
     FailureKind,
     PermanentCallError,
     TransientCallError,
@@ -160,43 +159,13 @@ class Integration(Carrier):
         send: Send,
         confirm: Confirm,
     ) -> dict[str, Any]:
-        admission = self._admit()
-        try:
+        with self.breaker.admitted():
             return self._provision_flow(pn, action, request_id, send, confirm)
-        finally:
-            if admission.probe_token is not None:
-                self.coordinator.release_probe(self.name, admission.probe_token)
 
-    def _admit(self) -> Admission:
-        """Pass the carrier's circuit breaker, or raise ``CircuitOpenError`` (nothing sent)."""
-        admission = self.coordinator.admit(self.name, self.ctx.settings.carrier_http.order_lease_s)
-        if not admission.allowed:
-            raise CircuitOpenError(self.name, admission.retry_in_s)
-        if admission.probe_token is not None:
-            log.info("%s: circuit breaker half-open, this call probes the provider", self.name)
-        return admission
-
-    def _answered(self) -> None:
-        """The provider answered (a success or a refusal): a half-open breaker closes."""
-        self.coordinator.record_success(self.name)
-
-    def _failed(self, pn: PhoneNumber, action: Action, reason: str, *, transient: bool) -> None:
-        """Keep the failure for ``knm status``; a transient one counts against the breaker."""
-        self.coordinator.note_failure(self.name, f"{action} {pn.number}: {reason}")
-        if not transient:
-            self._answered()
-            return
-        http = self.ctx.settings.carrier_http
-        state = self.coordinator.record_failure(
-            self.name, http.breaker_window_s, http.breaker_failures, http.breaker_open_s
-        )
-        if state.open_until is not None and state.retry_in_s > 0:
-            log.warning(
-                "%s: circuit breaker open for %.0f s after repeated failures (last: %s)",
-                self.name,
-                state.retry_in_s,
-                reason,
-            )
+    @property
+    def breaker(self) -> BreakerGate:
+        """The gate of this carrier's circuit breaker (its feature providers pass it too)."""
+        return BreakerGate(self.coordinator, self.name, self.ctx.settings.carrier_http)
 
     def _provision_flow(
         self,
@@ -242,7 +211,7 @@ class Integration(Carrier):
             if uncertain and (found := self._confirm_quietly(confirm, pn, ticket)) is not None:
                 return self._finish(ticket, found, "reconciled")
             self.ledger.fail(ticket, exc.reason)
-            self._failed(pn, action, exc.reason, transient=False)
+            self.breaker.failed(f"{action} {pn.number}", exc.reason, transient=False)
             raise errors.by_carrier(pn.number, exc.reason, self.name) from None
         except CarrierCallError as exc:
             untouched = (
@@ -255,11 +224,11 @@ class Integration(Carrier):
                 self.ledger.fail(ticket, exc.reason)
             else:
                 self.ledger.abandon(ticket, exc.reason)
-            self._failed(pn, action, exc.reason, transient=True)
+            self.breaker.failed(f"{action} {pn.number}", exc.reason, transient=True)
             raise errors.by_carrier(pn.number, exc.reason, self.name, retryable=True) from None
         except KnmError as exc:
             self.ledger.fail(ticket, str(exc))
-            self._failed(pn, action, str(exc), transient=False)
+            self.breaker.failed(f"{action} {pn.number}", str(exc), transient=False)
             raise
         except BaseException:
             self.ledger.abandon(ticket, "interrupted")
@@ -303,5 +272,5 @@ class Integration(Carrier):
                 ticket.action,
                 ticket.number,
             )
-        self._answered()
+        self.breaker.answered()
         return data

@@ -175,19 +175,18 @@ class UpstreamFeatureProvider(FeatureProvider):
     # ------------------------------------------------------------------------- guards
     def guarded[T](self, pn: PhoneNumber, action: Action, work: Callable[[], T]) -> T:
         """Run ``work`` (upstream calls) past the carrier's breaker, failures as knm errors."""
-        admission = self.carrier._admit()
-        try:
-            result = work()
-        except PermanentCallError as exc:  # a refusal, an unreadable answer
-            self.carrier._failed(pn, action, exc.reason, transient=False)
-            raise errors.unspecified(exc.reason, pn.number) from None
-        except CarrierCallError as exc:  # transient failures outlived the retries, or unknown
-            self.carrier._failed(pn, action, exc.reason, transient=True)
-            raise errors.by_carrier(pn.number, exc.reason, self.name, retryable=True) from None
-        finally:
-            if admission.probe_token is not None:
-                self.carrier.coordinator.release_probe(self.carrier.name, admission.probe_token)
-        self.carrier._answered()
+        breaker = self.carrier.breaker
+        what = f"{action} {pn.number}"
+        with breaker.admitted():
+            try:
+                result = work()
+            except PermanentCallError as exc:  # a refusal, an unreadable answer
+                breaker.failed(what, exc.reason, transient=False)
+                raise errors.unspecified(exc.reason, pn.number) from None
+            except CarrierCallError as exc:  # transient failures outlived the retries, or unknown
+                breaker.failed(what, exc.reason, transient=True)
+                raise errors.by_carrier(pn.number, exc.reason, self.name, retryable=True) from None
+        breaker.answered()
         return result
 
     def ledgered(

@@ -16,7 +16,7 @@ keys (``<carrier>`` is the module name, e.g. ``knm_telnyx``): ``knm:rate:<carrie
 ``knm:failures:<carrier>`` (each module says what it holds).
 """
 
-from carriers.coordination.breaker import Admission, BreakerState, BreakerStatus
+from carriers.coordination.breaker import Admission, BreakerGate, BreakerState, BreakerStatus
 from carriers.coordination.coordinator import (
     Coordinator,
     LocalCoordinator,
@@ -34,6 +34,7 @@ __all__ = [
     "FAILURES_KEPT",
     "REDIS_RETRY_S",
     "Admission",
+    "BreakerGate",
     "BreakerState",
     "BreakerStatus",
     "Coordinator",

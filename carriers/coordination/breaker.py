@@ -1,4 +1,4 @@
-"""The per-carrier circuit breaker.
+"""The per-carrier circuit breaker, and the gate every provider call passes.
 
 ``record_failure`` counts failed provider calls in a sliding window; at the threshold the
 breaker opens for ``open_s``. ``admit`` answers whether a call may go: closed, yes; open, no
@@ -17,18 +17,27 @@ name, e.g. ``knm_telnyx``):
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
 from carriers.coordination.redis_link import RedisLink
 from carriers.coordination.times import LUA_PRELUDE
+from carriers.retry import CircuitOpenError
+from config.carrier_settings import CarrierHttpSettings
+
+if TYPE_CHECKING:
+    from carriers.coordination.coordinator import Coordinator
+
+log = logging.getLogger(__name__)
 
 
 class BreakerStatus(StrEnum):
@@ -321,3 +330,58 @@ class RedisBreakers:
 
     def keys(self, carrier: str) -> list[str]:
         return breaker_keys(carrier)
+
+
+# ====================================================================================== gate
+class BreakerGate:
+    """How one carrier's provider calls pass its breaker (the integrations and their feature
+    providers share it): ``admitted`` lets a call through or raises ``CircuitOpenError``
+    (nothing sent); ``answered`` and ``failed`` report how the call went. A call whose
+    transient failures outlived every retry counts against the breaker; any answer from the
+    provider (a success or a refusal) closes a half-open one. Failures are kept for
+    ``knm status``."""
+
+    def __init__(
+        self, coordinator: Coordinator, carrier: str, settings: CarrierHttpSettings
+    ) -> None:
+        self.coordinator = coordinator
+        self.carrier = carrier
+        self.settings = settings
+
+    @contextmanager
+    def admitted(self) -> Iterator[Admission]:
+        """Pass the breaker for the block, or raise ``CircuitOpenError`` (nothing sent); a
+        half-open breaker's probe claim is handed back when the block ends, whatever happens."""
+        admission = self.coordinator.admit(self.carrier, self.settings.order_lease_s)
+        if not admission.allowed:
+            raise CircuitOpenError(self.carrier, admission.retry_in_s)
+        if admission.probe_token is not None:
+            log.info("%s: circuit breaker half-open, this call probes the provider", self.carrier)
+        try:
+            yield admission
+        finally:
+            if admission.probe_token is not None:
+                self.coordinator.release_probe(self.carrier, admission.probe_token)
+
+    def answered(self) -> None:
+        """The provider answered (a success or a refusal): a half-open breaker closes."""
+        self.coordinator.record_success(self.carrier)
+
+    def failed(self, what: str, reason: str, *, transient: bool) -> None:
+        """Keep ``what`` failed (``"<action> <number>"``) for ``knm status``; a transient
+        failure counts against the breaker, any other is an answer."""
+        self.coordinator.note_failure(self.carrier, f"{what}: {reason}")
+        if not transient:
+            self.answered()
+            return
+        http = self.settings
+        state = self.coordinator.record_failure(
+            self.carrier, http.breaker_window_s, http.breaker_failures, http.breaker_open_s
+        )
+        if state.open_until is not None and state.retry_in_s > 0:
+            log.warning(
+                "%s: circuit breaker open for %.0f s after repeated failures (last: %s)",
+                self.carrier,
+                state.retry_in_s,
+                reason,
+            )
