@@ -35,7 +35,7 @@ from carriers.retry import AmbiguousCallError as AmbiguousCallError
 from carriers.retry import CarrierCallError as CarrierCallError
 from carriers.retry import CircuitOpenError as CircuitOpenError
 from carriers.retry import PermanentCallError as PermanentCallError
-from carriers.retry import RetryPolicy, call_with_retries, describe_failure
+from carriers.retry import RetryPolicy, SendThenConfirm, call_with_retries, describe_failure
 from carriers.retry import TransientCallError as TransientCallError
 from config.carrier_settings import CarrierHttpSettings
 
@@ -192,6 +192,13 @@ class CarrierHttp:
             policy=self.policy,
             sleep=self.sleep,
             mask=self.safe,
+        )
+
+    def send_then_confirm(self, label: str, *, ask_first: bool = False) -> SendThenConfirm:
+        """The send-then-confirm loop for one non-idempotent change to this provider, with this
+        client's retry policy and sleep (``label`` names the change in the log)."""
+        return SendThenConfirm(
+            self.carrier, self.policy, self.sleep, label=label, ask_first=ask_first
         )
 
     def _pace(self) -> None:

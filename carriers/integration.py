@@ -2,20 +2,21 @@
 
 A subclass says how to talk to its provider (``_order``, ``_owned``, and for providers that
 release upstream ``_release``/``_released``); this class makes each order or release safe to
-retry (DECISIONS 7):
+retry:
 
 1. the provisioning ledger records the intent before anything is sent (``carriers.ledger``);
 2. if an earlier attempt's outcome is unknown, the provider is asked first (``_owned`` /
    ``_released``) and nothing is sent when the earlier attempt took effect;
 3. a call that fails ambiguously (timeout or lost connection after sending, 500/502/504, an
    answer that cannot be read: the request was sent, its effect is unknown) is followed by the
-   same question before any new attempt or any report, with backoff in between;
+   same question before any new attempt or any report, with backoff in between (steps 2 and 3
+   are ``carriers.retry.SendThenConfirm``, the loop the feature providers use too);
 4. the outcome is recorded: ``done`` with the carrier data, ``failed`` on the provider's refusal,
    or left for reconciliation when retries ran out with the outcome still unknown.
 
 Errors reach the caller as KAZOO's ``by_carrier`` fault carrying the provider's message.
 
-Every order or release first passes the carrier's circuit breaker (``carriers.coordination``):
+Every order or release first passes the carrier's circuit breaker (``Integration.breaker``):
 while it is open nothing is sent and ``CircuitOpenError`` leaves the operation (the task layer
 re-queues the request); once half-open, one call probes the provider. A call whose transient
 failures outlived every retry counts against the breaker; any answer from the provider (a
@@ -33,7 +34,6 @@ from carriers.coordination import BreakerGate, coordinator_for
 from carriers.http import CarrierHttp
 from carriers.ledger import Action, LeaseLostError, ProvisioningLedger, Settled, Ticket
 from carriers.retry import (
-    AmbiguousCallError,
     CarrierCallError,
     FailureKind,
     PermanentCallError,
@@ -179,37 +179,13 @@ class Integration(Carrier):
         if isinstance(begun, Settled):
             return begun.carrier_data
         ticket = begun
-        attempt = 0
-        uncertain = False  # an attempt of ours may have taken effect
-        sent: str | None = None  # what became of the last attempt of ours that was sent
+        loop = self.http.send_then_confirm(
+            f"{self.name} {action} {pn.number}", ask_first=ticket.reconcile
+        )
         try:
-            while True:
-                attempt += 1
-                if ticket.reconcile:
-                    found = self._ask(confirm, pn, ticket, sent)
-                    if found is not None:
-                        return self._finish(ticket, found, "reconciled")
-                    ticket.reconcile = False
-                try:
-                    data = send(pn, ticket)
-                except (AmbiguousCallError, MalformedAnswerError) as exc:
-                    uncertain = True
-                    delay = self.http.policy.delay(attempt)
-                    if delay is None:
-                        raise TransientCallError(
-                            self.name,
-                            f"{exc.reason} (after {attempt} attempts)",
-                            FailureKind.AMBIGUOUS,
-                        ) from None
-                    log.info("%s %s %s: %s; asking the provider", self.name, action, pn.number, exc)
-                    self.http.sleep(delay)
-                    ticket.reconcile = True
-                    sent = exc.reason
-                    continue
-                return self._finish(ticket, data, "done")
+            data = loop.run(lambda: send(pn, ticket), lambda: confirm(pn, ticket))
+            return self._finish(ticket, data, "reconciled" if loop.reconciled else "done")
         except PermanentCallError as exc:
-            if uncertain and (found := self._confirm_quietly(confirm, pn, ticket)) is not None:
-                return self._finish(ticket, found, "reconciled")
             self.ledger.fail(ticket, exc.reason)
             self.breaker.failed(f"{action} {pn.number}", exc.reason, transient=False)
             raise errors.by_carrier(pn.number, exc.reason, self.name) from None
@@ -217,7 +193,7 @@ class Integration(Carrier):
             untouched = (
                 isinstance(exc, TransientCallError)
                 and exc.kind in (FailureKind.NOT_SENT, FailureKind.REFUSED)
-                and not uncertain
+                and not loop.uncertain
                 and not ticket.refs
             )
             if untouched:  # never reached the provider, or it refused to act: nothing happened
@@ -233,33 +209,6 @@ class Integration(Carrier):
         except BaseException:
             self.ledger.abandon(ticket, "interrupted")
             raise
-
-    def _ask(
-        self, confirm: Confirm, pn: PhoneNumber, ticket: Ticket, sent: str | None = None
-    ) -> dict[str, Any] | None:
-        """Ask the provider whether an earlier attempt took effect.
-
-        Any failure to get an answer (even a permanent one, say a 404 from the ownership call)
-        leaves the outcome unknown: the ledger must not record a refusal, or the next attempt
-        would re-send without asking. ``sent``: what became of our own last attempt.
-        """
-        try:
-            return confirm(pn, ticket)
-        except CarrierCallError as exc:
-            earlier = f" (the attempt sent: {sent})" if sent else ""
-            raise UnresolvedOutcomeError(
-                self.name,
-                f"cannot tell whether an earlier attempt took effect{earlier}: {exc.reason}",
-            ) from None
-
-    def _confirm_quietly(
-        self, confirm: Confirm, pn: PhoneNumber, ticket: Ticket
-    ) -> dict[str, Any] | None:
-        """After a refusal that followed an ambiguous attempt: did that attempt succeed?"""
-        try:
-            return confirm(pn, ticket)
-        except CarrierCallError:
-            return None
 
     def _finish(self, ticket: Ticket, data: dict[str, Any], how: str) -> dict[str, Any]:
         try:

@@ -1,5 +1,6 @@
 """Retrying provider calls: how a failure is classified, how long to wait before the next
-try, and the loop that repeats one HTTP request while that is safe.
+try, the loop that repeats one HTTP request while that is safe, and the send-then-confirm loop
+of non-idempotent calls.
 
 Four kinds of failure:
 
@@ -17,12 +18,15 @@ provider's ``Retry-After`` wins (``RetryPolicy``). The task layer re-queues whol
 the same formula. ``call_with_retries`` repeats one request: a read (``idempotent=True``) on any
 transient failure; an order or a release only when the provider cannot have acted on it (not
 sent, 429/503). A failure after which an order may have taken effect raises
-``AmbiguousCallError`` at once, so the caller asks the provider before trying again.
+``AmbiguousCallError`` at once, so the caller asks the provider before trying again:
+``SendThenConfirm`` is that caller, for the integrations' orders and releases and the upstream
+feature providers' changes alike.
 """
 
 from __future__ import annotations
 
 import email.utils
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +34,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 import httpx
+
+log = logging.getLogger(__name__)
 
 
 class FailureKind(StrEnum):
@@ -261,3 +267,99 @@ def _wait_or_give_up(
         raise TransientCallError(carrier, f"{reason} (after {attempt} attempts)", kind, status)
     if delay > 0:
         sleep(delay)
+
+
+# ======================================================================= send, then confirm
+def ask[T](confirm: Callable[[], T], carrier: str, sent: str | None = None) -> T:
+    """The provider's answer to a reconciliation question (did an earlier attempt take effect?).
+
+    Any failure to get an answer (even a permanent one, say a 404 from the ownership call)
+    leaves the outcome unknown: ``UnresolvedOutcomeError``, never a refusal, so whoever retries
+    asks again before sending. ``sent``: what became of our own last attempt, for the reason.
+    """
+    try:
+        return confirm()
+    except CarrierCallError as exc:
+        earlier = f" (the attempt sent: {sent})" if sent else ""
+        raise UnresolvedOutcomeError(
+            carrier, f"cannot tell whether an earlier attempt took effect{earlier}: {exc.reason}"
+        ) from None
+
+
+class SendThenConfirm:
+    """The loop that makes a non-idempotent call (an order, a release, a feature change) safe
+    to repeat: nothing is sent again before the provider has said the last send did not work.
+
+    ``run(send, confirm)`` sends; after an ambiguous failure (the request was sent, its effect
+    is unknown; an answer that cannot be read counts too) it backs off (``policy``), then asks
+    ``confirm`` (the provider's answer when the change took effect, ``None`` when it did not)
+    before sending again. Without a ``confirm`` the change sets an absolute state and is simply
+    sent again. A refusal after an ambiguous attempt is checked the same way: the earlier
+    attempt may have worked. ``ask_first``: an earlier attempt's outcome is unknown already (the
+    provisioning ledger says so), so the first step is the question. Used up attempts raise
+    ``TransientCallError`` (kind ``AMBIGUOUS``); a question without an answer raises
+    ``UnresolvedOutcomeError``.
+
+    After ``run``: ``reconciled`` says the result is ``confirm``'s, and ``uncertain`` (after a
+    failure too) that an attempt of this run may have taken effect.
+    """
+
+    def __init__(
+        self,
+        carrier: str,
+        policy: RetryPolicy,
+        sleep: Callable[[float], None],
+        *,
+        label: str | None = None,
+        ask_first: bool = False,
+    ) -> None:
+        self.carrier = carrier
+        self.policy = policy
+        self.sleep = sleep
+        self.label = label or carrier
+        self.ask_first = ask_first
+        self.uncertain = False
+        self.reconciled = False
+
+    def run[T](self, send: Callable[[], T], confirm: Callable[[], T | None] | None = None) -> T:
+        attempt = 0
+        pending = self.ask_first  # an attempt's outcome is unknown: ask before sending
+        sent: str | None = None  # what became of the last attempt of this run
+        while True:
+            attempt += 1
+            if pending and confirm is not None:
+                found = ask(confirm, self.carrier, sent)
+                if found is not None:
+                    self.reconciled = True
+                    return found
+            pending = False
+            try:
+                return send()
+            except (AmbiguousCallError, MalformedAnswerError) as exc:
+                self.uncertain = True
+                delay = self.policy.delay(attempt)
+                if delay is None:
+                    raise TransientCallError(
+                        self.carrier,
+                        f"{exc.reason} (after {attempt} attempts)",
+                        FailureKind.AMBIGUOUS,
+                    ) from None
+                log.info("%s: %s; asking the provider before sending again", self.label, exc)
+                self.sleep(delay)
+                pending = True
+                sent = exc.reason
+            except PermanentCallError:
+                if self.uncertain and confirm is not None:
+                    found = self._confirm_quietly(confirm)
+                    if found is not None:
+                        self.reconciled = True
+                        return found
+                raise
+
+    @staticmethod
+    def _confirm_quietly[T](confirm: Callable[[], T | None]) -> T | None:
+        """After a refusal that followed an ambiguous attempt: did that attempt succeed?"""
+        try:
+            return confirm()
+        except CarrierCallError:
+            return None
