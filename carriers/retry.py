@@ -170,17 +170,18 @@ def backoff_delay(
     max_s: float,
     *,
     min_s: float = 0.0,
-    rng: Callable[[], float] = random.random,
+    rng: Callable[[], float] | None = None,
 ) -> float:
     """The wait after failed try number ``attempt`` (1-based): exponential backoff with full
-    jitter, a random share (``rng()`` in [0, 1)) of ``base_s`` doubled per earlier try and
-    capped at ``max_s``; never below ``min_s``.
+    jitter, a random share (``rng()`` in [0, 1), by default ``random.random``) of ``base_s``
+    doubled per earlier try and capped at ``max_s``; never below ``min_s``.
 
     The one backoff formula of knm: provider calls, re-queued carrier shares and task retries
     after a store failure all wait this long.
     """
     ceiling = min(max_s, base_s * (2 ** (attempt - 1)))
-    return float(max(min_s, ceiling * rng()))
+    share = rng() if rng is not None else random.random()  # noqa: S311  (jitter, not security)
+    return float(max(min_s, ceiling * share))
 
 
 @dataclass(frozen=True)
