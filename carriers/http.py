@@ -1,11 +1,12 @@
 """The HTTP layer every integration shares: one pooled httpx client per carrier per process.
 
-``CarrierHttp.call`` sends one request and retries what is safe to retry (``carriers.retry``):
-a read (``idempotent=True``) on any transient failure; an order or a release only when the
-provider cannot have acted on it (not sent, 429/503). A failure after which an order may have
-taken effect raises ``AmbiguousCallError`` at once, so the caller asks the provider before
-trying again (``carriers.integration``). Every other answer is returned for the carrier's own
-parser to judge.
+``CarrierHttp.call`` sends one request through ``carriers.retry.call_with_retries``, which
+retries what is safe to retry: a read (``idempotent=True``) on any transient failure; an order
+or a release only when the provider cannot have acted on it (not sent, 429/503). A failure after
+which an order may have taken effect raises ``AmbiguousCallError`` at once, so the caller asks
+the provider before trying again (``carriers.integration``). Every other answer is returned for
+the carrier's own parser to judge. The failure classes live in ``carriers.retry`` and are
+importable from here too.
 
 Credentials never reach a log line or an error: URLs are logged without their query string,
 here and in httpx's own request log (Vitelity sends its password there), and every configured
@@ -30,13 +31,12 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from carriers.retry import (
-    FailureKind,
-    RetryPolicy,
-    classify_exception,
-    classify_status,
-    parse_retry_after,
-)
+from carriers.retry import AmbiguousCallError as AmbiguousCallError
+from carriers.retry import CarrierCallError as CarrierCallError
+from carriers.retry import CircuitOpenError as CircuitOpenError
+from carriers.retry import PermanentCallError as PermanentCallError
+from carriers.retry import RetryPolicy, SendThenConfirm, call_with_retries, describe_failure
+from carriers.retry import TransientCallError as TransientCallError
 from config.carrier_settings import CarrierHttpSettings
 
 if TYPE_CHECKING:
@@ -74,43 +74,6 @@ def _install_log_filter() -> None:
 
 
 _install_log_filter()
-
-
-class CarrierCallError(Exception):
-    """A provider call failed; ``reason`` is safe to show (no credentials)."""
-
-    def __init__(self, carrier: str, reason: str, kind: FailureKind, status: int | None = None):
-        super().__init__(f"{carrier}: {reason}")
-        self.carrier = carrier
-        self.reason = reason
-        self.kind = kind
-        self.status = status
-
-
-class AmbiguousCallError(CarrierCallError):
-    """A non-idempotent call may have taken effect: ask the provider before sending it again."""
-
-
-class TransientCallError(CarrierCallError):
-    """Transient failures used up every attempt (or the provider asked for too long a wait)."""
-
-
-class PermanentCallError(CarrierCallError):
-    """Repeating the call cannot help."""
-
-
-class CircuitOpenError(Exception):
-    """The carrier's circuit breaker holds calls back: nothing was sent; retry the request in
-    ``retry_in_s`` seconds.
-
-    Deliberately neither a ``CarrierCallError`` nor a ``KnmError``: it leaves the operation
-    untouched so the task layer can re-queue the whole request with a countdown.
-    """
-
-    def __init__(self, carrier: str, retry_in_s: float) -> None:
-        super().__init__(f"{carrier}: circuit breaker open, retry in {retry_in_s:.1f} s")
-        self.carrier = carrier
-        self.retry_in_s = retry_in_s
 
 
 @dataclass(frozen=True)
@@ -201,9 +164,8 @@ class CarrierHttp:
         auth: httpx.BasicAuth | None = None,
     ) -> httpx.Response:
         """Send one request, retrying what is safe to retry; return the provider's answer."""
-        attempt = 0
-        while True:
-            attempt += 1
+
+        def attempt(number: int) -> httpx.Response:
             self._pace()
             started = time.monotonic()
             try:
@@ -218,26 +180,26 @@ class CarrierHttp:
                         auth=auth,
                     )
             except httpx.HTTPError as exc:
-                kind = classify_exception(exc)
-                reason = self.safe(f"{type(exc).__name__}: {exc}".rstrip(": "))
-                self._log(method, url, attempt, started, reason)
-                if kind is FailureKind.PERMANENT:
-                    raise PermanentCallError(self.carrier, reason, kind) from None
-                if kind is FailureKind.AMBIGUOUS and not idempotent:
-                    raise AmbiguousCallError(self.carrier, reason, kind) from None
-                self._wait_or_give_up(attempt, None, reason, kind, None)
-                continue
-            self._log(method, url, attempt, started, str(response.status_code))
-            kind_of_status = classify_status(response.status_code)
-            if kind_of_status is None:
-                return response
-            reason = f"HTTP {response.status_code}"
-            if kind_of_status is FailureKind.AMBIGUOUS and not idempotent:
-                raise AmbiguousCallError(self.carrier, reason, kind_of_status, response.status_code)
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            self._wait_or_give_up(
-                attempt, retry_after, reason, kind_of_status, response.status_code
-            )
+                self._log(method, url, number, started, self.safe(describe_failure(exc)))
+                raise
+            self._log(method, url, number, started, str(response.status_code))
+            return response
+
+        return call_with_retries(
+            attempt,
+            carrier=self.carrier,
+            idempotent=idempotent,
+            policy=self.policy,
+            sleep=self.sleep,
+            mask=self.safe,
+        )
+
+    def send_then_confirm(self, label: str, *, ask_first: bool = False) -> SendThenConfirm:
+        """The send-then-confirm loop for one non-idempotent change to this provider, with this
+        client's retry policy and sleep (``label`` names the change in the log)."""
+        return SendThenConfirm(
+            self.carrier, self.policy, self.sleep, label=label, ask_first=ask_first
+        )
 
     def _pace(self) -> None:
         """Wait for this carrier's next send slot (the rate limit shared by every worker)."""
@@ -251,22 +213,6 @@ class CarrierHttp:
         if self.coordinator is None:
             return contextlib.nullcontext()
         return self.coordinator.calling(self.carrier, self.flight_ttl_s)
-
-    def _wait_or_give_up(
-        self,
-        attempt: int,
-        retry_after: float | None,
-        reason: str,
-        kind: FailureKind,
-        status: int | None,
-    ) -> None:
-        delay = self.policy.delay(attempt, retry_after)
-        if delay is None:
-            raise TransientCallError(
-                self.carrier, f"{reason} (after {attempt} attempts)", kind, status
-            )
-        if delay > 0:
-            self.sleep(delay)
 
     def _log(self, method: str, url: str, attempt: int, started: float, outcome: str) -> None:
         if log.isEnabledFor(logging.DEBUG):

@@ -2,20 +2,21 @@
 
 A subclass says how to talk to its provider (``_order``, ``_owned``, and for providers that
 release upstream ``_release``/``_released``); this class makes each order or release safe to
-retry (DECISIONS 7):
+retry:
 
 1. the provisioning ledger records the intent before anything is sent (``carriers.ledger``);
 2. if an earlier attempt's outcome is unknown, the provider is asked first (``_owned`` /
    ``_released``) and nothing is sent when the earlier attempt took effect;
 3. a call that fails ambiguously (timeout or lost connection after sending, 500/502/504, an
    answer that cannot be read: the request was sent, its effect is unknown) is followed by the
-   same question before any new attempt or any report, with backoff in between;
+   same question before any new attempt or any report, with backoff in between (steps 2 and 3
+   are ``carriers.retry.SendThenConfirm``, the loop the feature providers use too);
 4. the outcome is recorded: ``done`` with the carrier data, ``failed`` on the provider's refusal,
    or left for reconciliation when retries ran out with the outcome still unknown.
 
 Errors reach the caller as KAZOO's ``by_carrier`` fault carrying the provider's message.
 
-Every order or release first passes the carrier's circuit breaker (``carriers.coordination``):
+Every order or release first passes the carrier's circuit breaker (``Integration.breaker``):
 while it is open nothing is sent and ``CircuitOpenError`` leaves the operation (the task layer
 re-queues the request); once half-open, one call probes the provider. A call whose transient
 failures outlived every retry counts against the breaker; any answer from the provider (a
@@ -29,17 +30,18 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from carriers.base import Carrier, CarrierContext, each_number
-from carriers.coordination import Admission, coordinator_for
-from carriers.http import (
-    AmbiguousCallError,
+from carriers.coordination import BreakerGate, coordinator_for
+from carriers.http import CarrierHttp
+from carriers.ledger import Action, LeaseLostError, ProvisioningLedger, Settled, Ticket
+from carriers.retry import (
     CarrierCallError,
-    CarrierHttp,
-    CircuitOpenError,
+    FailureKind,
     PermanentCallError,
     TransientCallError,
 )
-from carriers.ledger import Action, LeaseLostError, ProvisioningLedger, Settled, Ticket
-from carriers.retry import FailureKind
+from carriers.retry import MalformedAnswerError as MalformedAnswerError
+from carriers.retry import ProviderRefusalError as ProviderRefusalError
+from carriers.retry import UnresolvedOutcomeError as UnresolvedOutcomeError
 from knm.domain import errors
 from knm.domain.errors import KnmError
 from knm.domain.number import PhoneNumber
@@ -48,28 +50,6 @@ log = logging.getLogger(__name__)
 
 Send = Callable[[PhoneNumber, Ticket], dict[str, Any]]
 Confirm = Callable[[PhoneNumber, Ticket], dict[str, Any] | None]
-
-
-class ProviderRefusalError(PermanentCallError):
-    """The provider answered and said no (its own error message is the reason)."""
-
-    def __init__(self, carrier: str, reason: str, status: int | None = None) -> None:
-        super().__init__(carrier, reason, FailureKind.PERMANENT, status)
-
-
-class MalformedAnswerError(PermanentCallError):
-    """The provider's answer could not be read. After an order or a release its effect is
-    unknown: the provider is asked, as after a timeout (a search simply finds nothing)."""
-
-    def __init__(self, carrier: str, reason: str, status: int | None = None) -> None:
-        super().__init__(carrier, reason, FailureKind.PERMANENT, status)
-
-
-class UnresolvedOutcomeError(CarrierCallError):
-    """The provider could not say whether an earlier attempt took effect."""
-
-    def __init__(self, carrier: str, reason: str) -> None:
-        super().__init__(carrier, reason, FailureKind.AMBIGUOUS)
 
 
 class Integration(Carrier):
@@ -179,43 +159,13 @@ class Integration(Carrier):
         send: Send,
         confirm: Confirm,
     ) -> dict[str, Any]:
-        admission = self._admit()
-        try:
+        with self.breaker.admitted():
             return self._provision_flow(pn, action, request_id, send, confirm)
-        finally:
-            if admission.probe_token is not None:
-                self.coordinator.release_probe(self.name, admission.probe_token)
 
-    def _admit(self) -> Admission:
-        """Pass the carrier's circuit breaker, or raise ``CircuitOpenError`` (nothing sent)."""
-        admission = self.coordinator.admit(self.name, self.ctx.settings.carrier_http.order_lease_s)
-        if not admission.allowed:
-            raise CircuitOpenError(self.name, admission.retry_in_s)
-        if admission.probe_token is not None:
-            log.info("%s: circuit breaker half-open, this call probes the provider", self.name)
-        return admission
-
-    def _answered(self) -> None:
-        """The provider answered (a success or a refusal): a half-open breaker closes."""
-        self.coordinator.record_success(self.name)
-
-    def _failed(self, pn: PhoneNumber, action: Action, reason: str, *, transient: bool) -> None:
-        """Keep the failure for ``knm status``; a transient one counts against the breaker."""
-        self.coordinator.note_failure(self.name, f"{action} {pn.number}: {reason}")
-        if not transient:
-            self._answered()
-            return
-        http = self.ctx.settings.carrier_http
-        state = self.coordinator.record_failure(
-            self.name, http.breaker_window_s, http.breaker_failures, http.breaker_open_s
-        )
-        if state.open_until is not None and state.retry_in_s > 0:
-            log.warning(
-                "%s: circuit breaker open for %.0f s after repeated failures (last: %s)",
-                self.name,
-                state.retry_in_s,
-                reason,
-            )
+    @property
+    def breaker(self) -> BreakerGate:
+        """The gate of this carrier's circuit breaker (its feature providers pass it too)."""
+        return BreakerGate(self.coordinator, self.name, self.ctx.settings.carrier_http)
 
     def _provision_flow(
         self,
@@ -229,87 +179,36 @@ class Integration(Carrier):
         if isinstance(begun, Settled):
             return begun.carrier_data
         ticket = begun
-        attempt = 0
-        uncertain = False  # an attempt of ours may have taken effect
-        sent: str | None = None  # what became of the last attempt of ours that was sent
+        loop = self.http.send_then_confirm(
+            f"{self.name} {action} {pn.number}", ask_first=ticket.reconcile
+        )
         try:
-            while True:
-                attempt += 1
-                if ticket.reconcile:
-                    found = self._ask(confirm, pn, ticket, sent)
-                    if found is not None:
-                        return self._finish(ticket, found, "reconciled")
-                    ticket.reconcile = False
-                try:
-                    data = send(pn, ticket)
-                except (AmbiguousCallError, MalformedAnswerError) as exc:
-                    uncertain = True
-                    delay = self.http.policy.delay(attempt)
-                    if delay is None:
-                        raise TransientCallError(
-                            self.name,
-                            f"{exc.reason} (after {attempt} attempts)",
-                            FailureKind.AMBIGUOUS,
-                        ) from None
-                    log.info("%s %s %s: %s; asking the provider", self.name, action, pn.number, exc)
-                    self.http.sleep(delay)
-                    ticket.reconcile = True
-                    sent = exc.reason
-                    continue
-                return self._finish(ticket, data, "done")
+            data = loop.run(lambda: send(pn, ticket), lambda: confirm(pn, ticket))
+            return self._finish(ticket, data, "reconciled" if loop.reconciled else "done")
         except PermanentCallError as exc:
-            if uncertain and (found := self._confirm_quietly(confirm, pn, ticket)) is not None:
-                return self._finish(ticket, found, "reconciled")
             self.ledger.fail(ticket, exc.reason)
-            self._failed(pn, action, exc.reason, transient=False)
+            self.breaker.failed(f"{action} {pn.number}", exc.reason, transient=False)
             raise errors.by_carrier(pn.number, exc.reason, self.name) from None
         except CarrierCallError as exc:
             untouched = (
                 isinstance(exc, TransientCallError)
                 and exc.kind in (FailureKind.NOT_SENT, FailureKind.REFUSED)
-                and not uncertain
+                and not loop.uncertain
                 and not ticket.refs
             )
             if untouched:  # never reached the provider, or it refused to act: nothing happened
                 self.ledger.fail(ticket, exc.reason)
             else:
                 self.ledger.abandon(ticket, exc.reason)
-            self._failed(pn, action, exc.reason, transient=True)
+            self.breaker.failed(f"{action} {pn.number}", exc.reason, transient=True)
             raise errors.by_carrier(pn.number, exc.reason, self.name, retryable=True) from None
         except KnmError as exc:
             self.ledger.fail(ticket, str(exc))
-            self._failed(pn, action, str(exc), transient=False)
+            self.breaker.failed(f"{action} {pn.number}", str(exc), transient=False)
             raise
         except BaseException:
             self.ledger.abandon(ticket, "interrupted")
             raise
-
-    def _ask(
-        self, confirm: Confirm, pn: PhoneNumber, ticket: Ticket, sent: str | None = None
-    ) -> dict[str, Any] | None:
-        """Ask the provider whether an earlier attempt took effect.
-
-        Any failure to get an answer (even a permanent one, say a 404 from the ownership call)
-        leaves the outcome unknown: the ledger must not record a refusal, or the next attempt
-        would re-send without asking. ``sent``: what became of our own last attempt.
-        """
-        try:
-            return confirm(pn, ticket)
-        except CarrierCallError as exc:
-            earlier = f" (the attempt sent: {sent})" if sent else ""
-            raise UnresolvedOutcomeError(
-                self.name,
-                f"cannot tell whether an earlier attempt took effect{earlier}: {exc.reason}",
-            ) from None
-
-    def _confirm_quietly(
-        self, confirm: Confirm, pn: PhoneNumber, ticket: Ticket
-    ) -> dict[str, Any] | None:
-        """After a refusal that followed an ambiguous attempt: did that attempt succeed?"""
-        try:
-            return confirm(pn, ticket)
-        except CarrierCallError:
-            return None
 
     def _finish(self, ticket: Ticket, data: dict[str, Any], how: str) -> dict[str, Any]:
         try:
@@ -322,5 +221,5 @@ class Integration(Carrier):
                 ticket.action,
                 ticket.number,
             )
-        self._answered()
+        self.breaker.answered()
         return data

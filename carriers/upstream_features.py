@@ -1,12 +1,13 @@
 """What the upstream feature providers share (``knm_telnyx_e911``, ``knm_telnyx_cnam``,
 ``knm_vitelity_e911``, ``knm_vitelity_cnam``): their carrier's HTTP client, circuit breaker and
-provisioning ledger, and one way to make a change safe to retry (DECISIONS 7).
+provisioning ledger, and the carrier's way to make a change safe to retry.
 
 A provider calls the API of the carrier it belongs to through that carrier's ``CarrierHttp``
 (the pooled client, the carrier's shared rate limit, knm's retry policy), once the carrier's
 circuit breaker lets calls through. Every change is sent with ``idempotent=False``: after an
 ambiguous failure (a timeout once the request was sent, a 500/502/504) the provider is asked,
-after a backoff, whether the change took effect (``confirm``) before it is sent again. A change
+after a backoff, whether the change took effect (``confirm``) before it is sent again: the same
+send-then-confirm loop as the carrier's orders (``carriers.retry.SendThenConfirm``). A change
 with no such question sets an absolute state (a CNAM name, caller-ID lookup on or off), so
 sending it again is harmless. The E911 providers also record their intent in the provisioning
 ledger (module ``knm_<carrier>_e911``, actions ``activate``/``deactivate``), so a save that is
@@ -27,21 +28,10 @@ from typing import Any, ClassVar
 
 from carriers.base import CarrierContext
 from carriers.features import FeatureContext, FeatureProvider
-from carriers.http import (
-    AmbiguousCallError,
-    CarrierCallError,
-    CarrierHttp,
-    PermanentCallError,
-    TransientCallError,
-)
-from carriers.integration import (
-    Integration,
-    MalformedAnswerError,
-    ProviderRefusalError,
-    UnresolvedOutcomeError,
-)
+from carriers.http import CarrierHttp
+from carriers.integration import Integration
 from carriers.ledger import Action, LeaseLostError, ProvisioningLedger, Settled, Ticket
-from carriers.retry import FailureKind
+from carriers.retry import CarrierCallError, PermanentCallError, ProviderRefusalError, ask
 from knm.domain import errors
 from knm.domain.errors import KnmError
 from knm.domain.number import NumberState, PhoneNumber
@@ -131,65 +121,32 @@ class UpstreamFeatureProvider(FeatureProvider):
 
     # ------------------------------------------------------------------------- one change
     def change[T](self, send: Callable[[], T], confirm: Callable[[], T | None] | None = None) -> T:
-        """``send`` one change; after an ambiguous failure (an answer that cannot be read
-        included: the change was sent), back off and ``confirm`` (the provider's answer when
-        the change took effect, ``None`` to send it again)."""
-        attempt = 0
-        uncertain = False
-        while True:
-            attempt += 1
-            try:
-                return send()
-            except (AmbiguousCallError, MalformedAnswerError) as exc:
-                uncertain = True
-                delay = self.http.policy.delay(attempt)
-                if delay is None:
-                    raise TransientCallError(
-                        self.carrier.name,
-                        f"{exc.reason} (after {attempt} attempts)",
-                        FailureKind.AMBIGUOUS,
-                    ) from None
-                log.info("%s: %s; asking the provider before sending again", self.name, exc)
-                self.http.sleep(delay)
-                if confirm is not None and (found := self.ask(confirm)) is not None:
-                    return found
-            except PermanentCallError:
-                if uncertain and confirm is not None:
-                    try:
-                        found = confirm()  # a refusal after an ambiguous attempt: did it work?
-                    except CarrierCallError:
-                        found = None
-                    if found is not None:
-                        return found
-                raise
+        """``send`` one change through the carrier's send-then-confirm loop: after an ambiguous
+        failure (an answer that cannot be read included: the change was sent), back off and
+        ``confirm`` (the provider's answer when the change took effect, ``None`` to send it
+        again) before anything is sent again."""
+        return self.http.send_then_confirm(self.name).run(send, confirm)
 
     def ask[T](self, confirm: Callable[[], T]) -> T:
         """The provider's answer to a reconciliation question; no answer leaves the outcome
         unknown (never a refusal: the next attempt must ask again)."""
-        try:
-            return confirm()
-        except CarrierCallError as exc:
-            raise UnresolvedOutcomeError(
-                self.carrier.name,
-                f"cannot tell whether an earlier attempt took effect: {exc.reason}",
-            ) from None
+        return ask(confirm, self.carrier.name)
 
     # ------------------------------------------------------------------------- guards
     def guarded[T](self, pn: PhoneNumber, action: Action, work: Callable[[], T]) -> T:
         """Run ``work`` (upstream calls) past the carrier's breaker, failures as knm errors."""
-        admission = self.carrier._admit()
-        try:
-            result = work()
-        except PermanentCallError as exc:  # a refusal, an unreadable answer
-            self.carrier._failed(pn, action, exc.reason, transient=False)
-            raise errors.unspecified(exc.reason, pn.number) from None
-        except CarrierCallError as exc:  # transient failures outlived the retries, or unknown
-            self.carrier._failed(pn, action, exc.reason, transient=True)
-            raise errors.by_carrier(pn.number, exc.reason, self.name, retryable=True) from None
-        finally:
-            if admission.probe_token is not None:
-                self.carrier.coordinator.release_probe(self.carrier.name, admission.probe_token)
-        self.carrier._answered()
+        breaker = self.carrier.breaker
+        what = f"{action} {pn.number}"
+        with breaker.admitted():
+            try:
+                result = work()
+            except PermanentCallError as exc:  # a refusal, an unreadable answer
+                breaker.failed(what, exc.reason, transient=False)
+                raise errors.unspecified(exc.reason, pn.number) from None
+            except CarrierCallError as exc:  # transient failures outlived the retries, or unknown
+                breaker.failed(what, exc.reason, transient=True)
+                raise errors.by_carrier(pn.number, exc.reason, self.name, retryable=True) from None
+        breaker.answered()
         return result
 
     def ledgered(

@@ -14,14 +14,14 @@ to the queue of a module no registered carrier owns.
 
 from __future__ import annotations
 
-import random
+from datetime import datetime
 from typing import Any
 
 from celery import Signature, Task, chain
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Retry
 from pymongo.errors import ConnectionFailure
 
-from carriers.http import CircuitOpenError
+from carriers.retry import CircuitOpenError, backoff_delay
 from config.settings import get_settings
 from knm.domain import convert, errors
 from knm.domain.errors import KnmError
@@ -38,6 +38,10 @@ from workers.celery_config import carrier_queue
 
 #: Failures of the store or the network that a retry can cure.
 TRANSIENT = (ConnectionFailure,)
+#: Celery's automatic retries after a ``TRANSIENT`` failure wait ``carriers.retry``'s backoff
+#: from 1 s, doubling, capped at 60 s.
+STORE_RETRY_BASE_S = 1.0
+STORE_RETRY_MAX_S = 60.0
 
 
 def _payload(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -58,14 +62,30 @@ class KnmTask(Task[Any, Any]):
 
     Strategy = "tasks.strategy:guarded"
     autoretry_for = TRANSIENT
-    retry_backoff = True
-    retry_backoff_max = 60
-    retry_jitter = True
     throws = (InvalidRequestError,)
 
     @property
     def max_retries(self) -> int:  # type: ignore[override]
         return get_settings().task_max_retries
+
+    def retry(
+        self,
+        args: tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        exc: Exception | None = None,
+        throw: bool = True,
+        eta: datetime | None = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Retry:
+        """A retry that names no time (Celery's automatic one after a ``TRANSIENT`` failure)
+        waits ``carriers.retry``'s backoff for this retry number."""
+        if countdown is None and eta is None:
+            countdown = backoff_delay(
+                self.request.retries + 1, STORE_RETRY_BASE_S, STORE_RETRY_MAX_S
+            )
+        return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
 
     def on_retry(
         self,
@@ -169,7 +189,7 @@ def run_on_carrier(
             settings = get_settings()
             if transient_attempts < settings.task_max_retries:
                 raise self.retry(
-                    countdown=_backoff(transient_attempts),
+                    countdown=_requeue_delay(transient_attempts),
                     max_retries=UNBOUNDED_RETRIES,
                     kwargs={"transient_attempts": transient_attempts + 1},
                 ) from None
@@ -233,11 +253,16 @@ def _refused(knm: Knm, request: NumbersRequest, error: KnmError) -> dict[str, An
 UNBOUNDED_RETRIES = 1_000_000
 
 
-def _backoff(attempt: int) -> float:
-    """Exponential backoff with full jitter for re-queued shares."""
+def _requeue_delay(transient_attempts: int) -> float:
+    """How long a share re-queued after transient failures waits: ``carriers.retry``'s backoff
+    from ``carrier_retry_base_s``, capped at ``carrier_retry_max_s``, at least 0.1 s."""
     settings = get_settings()
-    ceiling = min(settings.carrier_retry_max_s, settings.carrier_retry_base_s * 2**attempt)
-    return float(max(0.1, ceiling * random.random()))  # noqa: S311  (jitter, not security)
+    return backoff_delay(
+        transient_attempts + 1,
+        settings.carrier_retry_base_s,
+        settings.carrier_retry_max_s,
+        min_s=0.1,
+    )
 
 
 def _stored_before(knm: Knm, request: NumbersRequest) -> dict[str, dict[str, Any]]:
