@@ -156,6 +156,7 @@ class TelnyxCarrier(Integration):
 
     name: ClassVar[str] = NAME
     config_key: ClassVar[str] = "telnyx"
+    config_model: ClassVar[type[TelnyxSettings]] = TelnyxSettings
     gated_disconnect: ClassVar[bool] = True
     max_prefix_length: ClassVar[int] = 3
     config: TelnyxSettings

@@ -247,6 +247,7 @@ class VitelityCarrier(Integration):
 
     name: ClassVar[str] = NAME
     config_key: ClassVar[str] = "vitelity"
+    config_model: ClassVar[type[VitelitySettings]] = VitelitySettings
     releases_upstream: ClassVar[bool] = True
     max_prefix_length: ClassVar[int] = 3
     should_lookup_cnam: ClassVar[bool] = False  # config use_stepswitch_cnam, default false

@@ -4,8 +4,10 @@
 the public fields of §1.3, and a ``dirty`` flag. Every setter that *changes* a value marks the
 record dirty and bumps ``modified`` (§1.5), because only dirty records are written and the aging
 sweep reads ``pvt_modified`` as its clock. Public fields that could not be stored (keys MongoDB
-refuses or misreads, more than ``MAX_PUBLIC_BYTES``) are refused with 400 ``invalid_field``. This
-module is a leaf: it imports nothing from knm but its errors.
+refuses or misreads, more than ``MAX_PUBLIC_BYTES``) are refused with 400 ``invalid_field``.
+
+What the record's carrier module means (its ``local`` marker, MDN) comes from the
+``CarrierModules`` it is built with (``knm.domain.carrier_modules``); this module names no carrier.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, ClassVar, Final
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from knm.domain import errors
+from knm.domain.carrier_modules import UNKNOWN_MODULE, CarrierModules, ModuleTraits
 
 
 class NumberState(StrEnum):
@@ -37,9 +40,8 @@ class NumberState(StrEnum):
     DELETED = "deleted"
 
 
-LOCAL_MODULES: Final[frozenset[str]] = frozenset({"knm_local", "knm_mdn"})
-MDN_MODULE: Final[str] = "knm_mdn"
-DEFAULT_MODULE: Final[str] = "knm_local"
+#: The ``pvt_features`` key marking a number of a local module (billing and features read it).
+LOCAL_MARKER: Final[str] = "local"
 NUMBER_TYPE: Final[str] = "number"
 
 #: Seconds between year 0 (KAZOO's Gregorian seconds) and the Unix epoch.
@@ -74,22 +76,6 @@ def to_gregorian_seconds(moment: datetime) -> int:
 def is_public_key(key: str) -> bool:
     """Public fields are every key not starting with ``_`` or ``pvt_`` (spec §1.3)."""
     return not (key.startswith("_") or key.startswith("pvt_"))
-
-
-def migrate_module_name(name: str, *, kazoo: bool = True) -> str:
-    """KAZOO's module migrations: ``wnm_X`` -> ``knm_X``, bandwidth -> bandwidth2, undefined.
-
-    ``kazoo=False`` is for knm's own ``pvt_carrier_module``: a number knm bought through the
-    deprecated ``knm_bandwidth`` stays with it (only KAZOO documents move to bandwidth2,
-    DECISIONS 1; ``knm carriers convert`` moves the others).
-    """
-    if name == "undefined":
-        return DEFAULT_MODULE
-    if name.startswith("wnm_"):
-        name = "knm_" + name[4:]
-    if name == "knm_bandwidth" and kazoo:
-        return "knm_bandwidth2"
-    return name
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -226,7 +212,7 @@ class PhoneNumber(BaseModel):
     previously_assigned_to: str | None = None
     reserve_history: list[str] = Field(default_factory=list)
     used_by: str | None = None
-    carrier_module: str = DEFAULT_MODULE
+    carrier_module: str = Field(default="", description="pvt_carrier_module; new() sets it.")
     carrier_data: dict[str, Any] = Field(default_factory=dict)
     ported_in: bool = False
     features: dict[str, Any] = Field(default_factory=dict)
@@ -250,20 +236,22 @@ class PhoneNumber(BaseModel):
     _deleted: bool = PrivateAttr(default=False)
     _loaded_doc: dict[str, Any] | None = PrivateAttr(default=None)
     _available_features: list[str] | None = PrivateAttr(default=None)
+    #: What carrier modules mean (None: a record built directly, which knows no module).
+    _modules: CarrierModules | None = PrivateAttr(default=None)
 
     # ----------------------------------------------------------------------------- construction
     @classmethod
-    def new(cls, number: str, module: str = DEFAULT_MODULE) -> PhoneNumber:
-        """A number not in the store yet: always dirty (§1.5)."""
+    def new(cls, number: str, module: str | None = None, *, modules: CarrierModules) -> PhoneNumber:
+        """A number not in the store yet, on ``module`` (default: the default module); always
+        dirty (§1.5)."""
         pn = cls(number=number)
+        pn._modules = modules
         pn._dirty = True
-        pn._set_module(module)
+        pn._set_module(module or modules.default)
         return pn
 
     @classmethod
-    def from_document(
-        cls, doc: Mapping[str, Any], *, default_module: str = DEFAULT_MODULE
-    ) -> PhoneNumber:
+    def from_document(cls, doc: Mapping[str, Any], modules: CarrierModules) -> PhoneNumber:
         """Load a stored document, knm or KAZOO format, applying the migrations of §1.5.
 
         The record is dirty exactly when KAZOO's loader would mark it so: missing or non-integer
@@ -315,10 +303,10 @@ class PhoneNumber(BaseModel):
 
         module_raw = doc.get("pvt_carrier_module", doc.get("pvt_module_name"))
         if isinstance(module_raw, str) and module_raw:
-            module = migrate_module_name(module_raw, kazoo="pvt_carrier_module" not in doc)
+            module = modules.migrate(module_raw, kazoo="pvt_carrier_module" not in doc)
             dirty = dirty or module != module_raw
         else:
-            module = default_module
+            module = modules.default
 
         rev = doc.get("pvt_rev")
         pn = cls(
@@ -342,6 +330,7 @@ class PhoneNumber(BaseModel):
             recent_requests=[r for r in doc.get("pvt_request_ids") or [] if isinstance(r, str)],
             public=public,
         )
+        pn._modules = modules
         loaded_features = copy.deepcopy(pn.features)
         pn._sync_local_marker()
         # Adding/removing the ``local`` marker only initialises an empty feature set silently.
@@ -395,13 +384,19 @@ class PhoneNumber(BaseModel):
         return self._deleted
 
     @property
+    def module_traits(self) -> ModuleTraits:
+        """What the record's carrier module is (nothing special when knm does not know it)."""
+        return self._modules.of(self.carrier_module) if self._modules else UNKNOWN_MODULE
+
+    @property
     def is_mdn(self) -> bool:
-        return self.carrier_module == MDN_MODULE
+        """A mobile number: its module holds MDNs."""
+        return self.module_traits.mobile
 
     @property
     def is_local(self) -> bool:
-        """Local for features and billing: knm_local/knm_mdn, or carrying the ``local`` marker."""
-        return self.carrier_module in LOCAL_MODULES or "local" in self.features
+        """Local for features and billing: a local module, or carrying the ``local`` marker."""
+        return self.module_traits.local or LOCAL_MARKER in self.features
 
     @property
     def available_features(self) -> list[str] | None:
@@ -444,7 +439,9 @@ class PhoneNumber(BaseModel):
 
     def set_carrier_module(self, module: str) -> None:
         """Setting the module also adds or removes the ``local`` feature marker (§1.5)."""
-        module = migrate_module_name(module)
+        if self._modules is None:
+            raise ValueError(f"{self.number}: a record built without its carrier modules")
+        module = self._modules.migrate(module)
         before = (self.carrier_module, copy.deepcopy(self.features))
         self._set_module(module)
         if before != (self.carrier_module, self.features):
@@ -455,10 +452,10 @@ class PhoneNumber(BaseModel):
         self._sync_local_marker()
 
     def _sync_local_marker(self) -> None:
-        if self.carrier_module in LOCAL_MODULES:
-            self.features.setdefault("local", {})
+        if self.module_traits.local:
+            self.features.setdefault(LOCAL_MARKER, {})
         else:
-            self.features.pop("local", None)
+            self.features.pop(LOCAL_MARKER, None)
 
     def set_ported_in(self, ported_in: bool) -> None:
         if self.ported_in != ported_in:

@@ -31,7 +31,8 @@ from carriers.base import CarrierContext
 from carriers.features import FeatureContext, FeatureProvider
 from carriers.registry import CarrierRegistry, default_registry
 from knm.domain import errors
-from knm.domain.number import NumberState, PhoneNumber, migrate_module_name
+from knm.domain.carrier_modules import CarrierModules
+from knm.domain.number import NumberState, PhoneNumber
 
 log = logging.getLogger(__name__)
 
@@ -254,8 +255,9 @@ class RenameCarrierProvider(FeatureProvider):
             raise errors.unauthorized(
                 "only system or a superduper admin may rename the carrier (carrier_name)"
             )
-        module = carrier_module_for(value) if isinstance(value, str) else None
         known = self.carriers if self.carriers is not None else default_registry()
+        modules = known.modules(self.ctx.settings.available_module_name)
+        module = carrier_module_for(value, modules) if isinstance(value, str) else None
         if module is None or module not in known:
             raise errors.invalid(f"'{value}' is not known by the system")
         pn.set_carrier_module(module)
@@ -265,12 +267,13 @@ class RenameCarrierProvider(FeatureProvider):
         return None
 
 
-def carrier_module_for(value: str) -> str:
-    """``telnyx``, ``knm_telnyx``, ``wnm_telnyx`` -> ``knm_telnyx``; ``bandwidth`` -> bandwidth2."""
+def carrier_module_for(value: str, modules: CarrierModules) -> str:
+    """``telnyx``, ``knm_telnyx``, ``wnm_telnyx`` -> ``knm_telnyx``; a retired module -> the one
+    that replaces it (``bandwidth`` -> ``knm_bandwidth2``)."""
     name = value
     while name.startswith(("knm_", "wnm_")):
         name = name[4:]
-    return migrate_module_name("knm_" + name)
+    return modules.migrate("knm_" + name)
 
 
 # ================================================================================ registry

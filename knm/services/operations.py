@@ -25,6 +25,7 @@ from config.settings import Settings
 from knm.domain import convert, errors
 from knm.domain.accounts import SYSTEM, AccountDirectory, is_account_id
 from knm.domain.batch import Batch
+from knm.domain.carrier_modules import CarrierModules
 from knm.domain.errors import KnmError
 from knm.domain.number import NumberState, PhoneNumber
 from knm.domain.options import Options
@@ -41,7 +42,7 @@ Setter = Callable[[PhoneNumber], None]
 
 #: Existing numbers ``create`` may take over (spec §4.2).
 CREATABLE_EXISTING_STATES = frozenset({S.AGING, S.AVAILABLE, S.PORT_IN})
-#: States ``release`` accepts (any state for knm_local), spec §2.5.
+#: States ``release`` accepts (any state for the home module), spec §2.5.
 RELEASABLE_STATES = frozenset({S.RELEASED, S.RESERVED, S.PORT_IN, S.IN_SERVICE})
 
 
@@ -75,13 +76,18 @@ class NumberManager:
     ) -> None:
         self.store = store
         self.settings = settings
-        self.carriers = carriers or default_registry()
+        self.carriers = carriers or default_registry(settings)
         #: Feature provider modules; a carrier rename accepts this manager's carriers.
         self.providers = providers or ProviderRegistry(carriers=self.carriers)
         self.carrier_ctx = CarrierContext(store.db, settings)
         self.search_cache = SearchCache(
             store.search_cache, settings.search_cache_ttl_s, store.max_in
         )
+
+    @property
+    def modules(self) -> CarrierModules:
+        """What the registered carrier modules are to the number rules."""
+        return self.carriers.modules(self.settings.available_module_name)
 
     # ================================================================== public operations
     def get(self, numbers: Iterable[str], options: Options | None = None) -> Batch:
@@ -320,9 +326,7 @@ class NumberManager:
                 absent.append(number)
                 continue
             try:
-                pn = PhoneNumber.from_document(
-                    doc, default_module=self.settings.available_module_name
-                )
+                pn = PhoneNumber.from_document(doc, self.modules)
             except (ValueError, TypeError) as exc:  # a stored document knm cannot read
                 batch.fail(number, errors.unspecified("invalid_document", str(exc)))
                 continue
@@ -341,9 +345,7 @@ class NumberManager:
         if deletes and absent and request_id is not None:
             # numbers this very request already deleted (a rerun): report that deletion again
             for number, doc in self.store.find_tombstones(absent, request_id).items():
-                pn = PhoneNumber.from_document(
-                    doc, default_module=self.settings.available_module_name
-                )
+                pn = PhoneNumber.from_document(doc, self.modules)
                 pn.mark_deleted()
                 pn._stored = False  # already gone: nothing left to delete
                 batch.succeed(pn)
@@ -471,7 +473,7 @@ class NumberManager:
             return S.PORT_IN
         if options.ported_in:
             return S.IN_SERVICE
-        if options.module_name == "knm_mdn":
+        if self.modules.of(options.module_name).mobile:
             return S.IN_SERVICE
         return options.state or S.IN_SERVICE
 
@@ -479,7 +481,11 @@ class NumberManager:
         """KAZOO's ``ensure_can_create``, checked for the whole batch first (§4.2)."""
         options = ctx.options
         state = self._creation_state(options)
-        exempt = options.state == S.PORT_IN or options.ported_in or options.module_name == "knm_mdn"
+        exempt = (
+            options.state == S.PORT_IN
+            or options.ported_in
+            or self.modules.of(options.module_name).mobile
+        )
         if not exempt and state not in ctx.accounts.allowed_creation_states(options.auth_by):
             return errors.unauthorized(f"creating number in state '{state.value}' is not allowed")
         if not is_account_id(options.assign_to):
@@ -503,7 +509,7 @@ class NumberManager:
     def creation_module(self, options: Options) -> str:
         """The carrier module a new number gets (port_in and ported_in override the option)."""
         if self._creation_state(options) == S.PORT_IN:
-            return "knm_local"
+            return self.modules.home or self.modules.default
         if options.ported_in:
             return self.settings.port_in_module_name
         return options.module_name or self.settings.available_module_name
@@ -519,7 +525,7 @@ class NumberManager:
             if number in porting:
                 batch.fail(number, errors.number_is_porting(number))
                 continue
-            pn = PhoneNumber.new(number, module)
+            pn = PhoneNumber.new(number, module, modules=self.modules)
             pn.state = state
             pn.ported_in = options.ported_in
             if options.public_fields:
@@ -566,7 +572,7 @@ class NumberManager:
             if hit is None:
                 batch.fail(number, errors.not_found())
                 continue
-            pn = PhoneNumber.new(number, hit.carrier_module)
+            pn = PhoneNumber.new(number, hit.carrier_module, modules=self.modules)
             pn.state = S.DISCOVERY
             pn.carrier_data = dict(hit.carrier_data)
             try:
@@ -583,7 +589,7 @@ class NumberManager:
         released_state = S(self.settings.released_state)
 
         def can_release(pn: PhoneNumber) -> None:
-            if pn.state not in RELEASABLE_STATES and pn.carrier_module != "knm_local":
+            if pn.state not in RELEASABLE_STATES and not pn.module_traits.home:
                 raise errors.invalid_state_transition(
                     pn.state.value if pn.state else None, released_state.value
                 )
@@ -618,10 +624,7 @@ class NumberManager:
         def settle(pn: PhoneNumber) -> None:
             if pn.assigned_to is not None:
                 return
-            if self.settings.should_permanently_delete or pn.carrier_module in (
-                "knm_local",
-                "knm_mdn",
-            ):
+            if self.settings.should_permanently_delete or pn.module_traits.deleted_on_release:
                 pn.mark_deleted()
             elif self.settings.should_age and pn.state == S.AVAILABLE:
                 transition(pn, S.AGING, aging)

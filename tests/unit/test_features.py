@@ -35,7 +35,7 @@ from knm.services.feature_providers import (
 )
 from knm.services.features import FeatureEnv
 from knm.store.system_config import SystemConfig
-from tests.fixtures_kazoo import CHILD, MASTER, RESELLER, account_docs, number_doc
+from tests.fixtures_kazoo import CHILD, MASTER, MODULES, RESELLER, account_docs, number_doc
 
 S = NumberState
 NUM = "+15551233322"
@@ -100,7 +100,7 @@ def pn(
         public=public,
         **extra,
     )
-    record = PhoneNumber.from_document(doc)
+    record = PhoneNumber.from_document(doc, MODULES)
     assert not record.dirty
     return record
 
@@ -398,7 +398,7 @@ def test_cnam_notifier_logs_no_request_on_a_dry_run(caplog: pytest.LogCaptureFix
     ],
 )
 def test_carrier_module_names(value: str, module: str) -> None:
-    assert carrier_module_for(value) == module
+    assert carrier_module_for(value, MODULES) == module
 
 
 def test_rename_carrier() -> None:
