@@ -16,7 +16,8 @@ from typing import Any, Final
 from carriers.registry import default_registry
 from knm.domain import errors
 from knm.domain.accounts import is_account_id
-from knm.domain.number import NumberState, key_problem
+from knm.domain.number import NumberState
+from knm.domain.public_fields import key_problem
 from knm.services.listing import LISTING_COLUMNS
 
 

@@ -21,13 +21,11 @@ from knm.domain.number import (
     GREGORIAN_UNIX_OFFSET,
     NumberState,
     PhoneNumber,
-    deep_merge,
     from_gregorian_seconds,
-    is_public_key,
-    sanitize_public,
     to_gregorian_seconds,
     utcnow,
 )
+from knm.domain.public_fields import deep_merge, is_public_key, sanitize_public
 from tests.fixtures_kazoo import MODULES
 
 MASTER = "account0000000000000000000000001"
