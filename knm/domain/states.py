@@ -28,7 +28,7 @@ Which operation raises which event, and with which target:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -264,11 +264,6 @@ _OWN_TARGET: Final[dict[Event, NumberState | None]] = {
 }
 
 
-def rows(event: Event) -> Iterator[Transition]:
-    """The rows of ``event``, in table order."""
-    return (row for row in TABLE if row.event == event)
-
-
 def refusal(
     event: Event,
     source: NumberState | None,
@@ -307,13 +302,13 @@ def find(
 
 
 # ====================================================================================== guards
-def _authorize(pn: PhoneNumber, ctx: TransitionContext) -> bool:
+def _authorize(pn: PhoneNumber, ctx: TransitionContext, row: Transition) -> bool:
     if not ctx.accounts.is_authorized(pn, ctx.auth_by, ctx.assign_to):
         raise errors.unauthorized(ctx.accounts.refusal(pn, ctx.auth_by, ctx.assign_to))
     return True
 
 
-def _authorize_subaccount(pn: PhoneNumber, ctx: TransitionContext) -> bool:
+def _authorize_subaccount(pn: PhoneNumber, ctx: TransitionContext, row: Transition) -> bool:
     if not (
         ctx.accounts.is_authorized(pn, ctx.auth_by, ctx.assign_to)
         or ctx.accounts.is_reserved_from_parent(pn, ctx.auth_by)
@@ -325,7 +320,7 @@ def _authorize_subaccount(pn: PhoneNumber, ctx: TransitionContext) -> bool:
     return True
 
 
-def _not_to_self(pn: PhoneNumber, ctx: TransitionContext) -> bool:
+def _not_to_self(pn: PhoneNumber, ctx: TransitionContext, row: Transition) -> bool:
     if ctx.assign_to is None:
         raise errors.unauthorized("can not assign to self")
     if ctx.assign_to == pn.assigned_to:
@@ -339,7 +334,7 @@ def _not_mdn(pn: PhoneNumber, ctx: TransitionContext, row: Transition) -> bool:
     return True
 
 
-def _unless_owned(pn: PhoneNumber, ctx: TransitionContext) -> bool:
+def _unless_owned(pn: PhoneNumber, ctx: TransitionContext, row: Transition) -> bool:
     return pn.assigned_to is None or pn.assigned_to != ctx.assign_to
 
 
@@ -349,21 +344,20 @@ def _home_module(pn: PhoneNumber, ctx: TransitionContext, row: Transition) -> bo
     return True
 
 
-def _due(pn: PhoneNumber, ctx: TransitionContext) -> bool:
+def _due(pn: PhoneNumber, ctx: TransitionContext, row: Transition) -> bool:
     return ctx.cutoff is not None and pn.modified < ctx.cutoff
 
 
-_Check = Callable[[PhoneNumber, TransitionContext], bool]
+#: A guard raises the refusal, or answers whether there is anything to do.
+_Check = Callable[[PhoneNumber, TransitionContext, Transition], bool]
 _GUARDS: Final[dict[Guard, _Check]] = {
     G.AUTHORIZE: _authorize,
     G.AUTHORIZE_SUBACCOUNT: _authorize_subaccount,
     G.NOT_TO_SELF: _not_to_self,
-    G.UNLESS_OWNED: _unless_owned,
-    G.DUE: _due,
-}
-_ROW_GUARDS: Final[dict[Guard, Callable[[PhoneNumber, TransitionContext, Transition], bool]]] = {
     G.NOT_MDN: _not_mdn,
+    G.UNLESS_OWNED: _unless_owned,
     G.HOME_MODULE: _home_module,
+    G.DUE: _due,
 }
 
 
@@ -386,11 +380,9 @@ def admit(
         if target in MDN_FORBIDDEN_TARGETS and pn.is_mdn:
             raise errors.invalid_state_transition("'MDN'", target.value)
     row = find(event, source_of(event, pn), target, number=pn.number, policy=ctx.policy)
-    for guard in row.guards:
-        check = _ROW_GUARDS.get(guard)
-        if not (check(pn, ctx, row) if check is not None else _GUARDS[guard](pn, ctx)):
-            return None
-    return row
+    if all(_GUARDS[guard](pn, ctx, row) for guard in row.guards):
+        return row
+    return None
 
 
 # ====================================================================================== effects
