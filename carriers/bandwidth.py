@@ -229,6 +229,7 @@ class BandwidthCarrier(Integration):
 
     name: ClassVar[str] = NAME
     config_key: ClassVar[str] = "bandwidth"
+    config_model: ClassVar[type[BandwidthSettings]] = BandwidthSettings
     max_prefix_length: ClassVar[int] = 3
     config: BandwidthSettings
 

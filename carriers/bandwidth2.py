@@ -318,6 +318,9 @@ class Bandwidth2Carrier(Integration):
 
     name: ClassVar[str] = NAME
     config_key: ClassVar[str] = "bandwidth2"
+    config_model: ClassVar[type[Bandwidth2Settings]] = Bandwidth2Settings
+    #: KAZOO documents of the retired Bandwidth API move here when loaded.
+    replaces: ClassVar[tuple[str, ...]] = ("knm_bandwidth",)
     max_prefix_length: ClassVar[int] = 3
     config: Bandwidth2Settings
 

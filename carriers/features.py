@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from carriers.base import CarrierContext
+from carriers.context import CarrierContext
 from knm.domain.number import PhoneNumber
 
 

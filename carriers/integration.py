@@ -64,7 +64,7 @@ class Integration(Carrier):
 
     def __init__(self, ctx: CarrierContext) -> None:
         super().__init__(ctx)
-        self.config: Any = getattr(ctx.settings.carriers, self.config_key)
+        self.config: Any = self.read_config(ctx.settings)
         self.coordinator = coordinator_for(ctx.settings)
         self.http = CarrierHttp(
             self.name,

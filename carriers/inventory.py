@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, PyMongoError
 
-from carriers.base import Carrier, SearchRequest, SearchResult, prefix_range
+from carriers.base import Carrier, CarrierKind, SearchRequest, SearchResult, prefix_range
 from knm.domain import errors
 from knm.domain.errors import KnmError
 from knm.domain.number import NumberState, PhoneNumber, utcnow
@@ -25,6 +25,7 @@ class InventoryBackedCarrier(Carrier):
     """Shared search, acquire, disconnect and ``generate_numbers`` over one inventory collection."""
 
     collection: ClassVar[str]
+    kind: ClassVar[CarrierKind] = CarrierKind.INVENTORY
     is_local: ClassVar[bool] = True
     max_prefix_length: ClassVar[int] = 15
 

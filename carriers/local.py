@@ -9,19 +9,27 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from carriers.base import Carrier, SearchRequest, SearchResult, prefix_range
+from carriers.base import Carrier, CarrierKind, SearchRequest, SearchResult, prefix_range
 from knm.domain.number import NumberState
 
 NUMBERS_COLLECTION = "numbers"
 
 
 class LocalCarrier(Carrier):
-    """Numbers owned by the system: available local numbers are offered to searching accounts."""
+    """Numbers owned by the system: available local numbers are offered to searching accounts.
+
+    Its numbers carry the ``local`` marker and are deleted when released; it is the home module
+    (released from any state, where port-ins are created).
+    """
 
     name: ClassVar[str] = "knm_local"
+    kind: ClassVar[CarrierKind] = CarrierKind.LOCAL
     is_local: ClassVar[bool] = True
     billable: ClassVar[bool] = False
     max_prefix_length: ClassVar[int] = 10
+    marks_numbers_local: ClassVar[bool] = True
+    deletes_on_release: ClassVar[bool] = True
+    home: ClassVar[bool] = True
 
     def find_numbers(self, request: SearchRequest) -> list[SearchResult]:
         if request.account_id is None or not request.prefix.startswith("+"):
@@ -54,20 +62,29 @@ class InventoryCarrier(LocalCarrier):
 
     name: ClassVar[str] = "knm_inventory"
     is_local: ClassVar[bool] = False
+    marks_numbers_local: ClassVar[bool] = False
+    deletes_on_release: ClassVar[bool] = False
+    home: ClassVar[bool] = False
 
 
 class MdnCarrier(Carrier):
-    """Mobile numbers: created by mobile provisioning, never searchable."""
+    """Mobile numbers: created by mobile provisioning, never searchable; local, deleted when
+    released."""
 
     name: ClassVar[str] = "knm_mdn"
+    kind: ClassVar[CarrierKind] = CarrierKind.LOCAL
     billable: ClassVar[bool] = False
     max_prefix_length: ClassVar[int] = 0
+    marks_numbers_local: ClassVar[bool] = True
+    mobile: ClassVar[bool] = True
+    deletes_on_release: ClassVar[bool] = True
 
 
 class ReservedCarrier(Carrier):
     """Numbers reserved for the searching account, so it can activate them."""
 
     name: ClassVar[str] = "knm_reserved"
+    kind: ClassVar[CarrierKind] = CarrierKind.LOCAL
     is_local: ClassVar[bool] = True
     billable: ClassVar[bool] = False
     max_prefix_length: ClassVar[int] = 10

@@ -203,6 +203,7 @@ class OtherCarrier(Integration):
 
     name: ClassVar[str] = NAME
     config_key: ClassVar[str] = "other"
+    config_model: ClassVar[type[OtherSettings]] = OtherSettings
     max_prefix_length: ClassVar[int] = 10
     config: OtherSettings
 

@@ -1,5 +1,9 @@
 """knm_telnyx: Telnyx's "origination" v1 API (spec carriers.md §1).
 
+The calls, answers and credentials shared with the feature providers are in
+``carriers.telnyx_api``; the E911 and CNAM providers the carrier offers in
+``carriers.telnyx_features``.
+
 Search ``POST number_searches``; order ``POST number_orders``; disconnect calls nothing upstream
 (KAZOO's behaviour: only the provisioning gates apply). Ownership, asked after an ambiguous
 order: ``GET numbers/<%2B-encoded number>`` answers 200 with the number when it is on the
@@ -8,27 +12,17 @@ account, 404 when not.
 
 from __future__ import annotations
 
-import json
 from typing import Any, ClassVar
-from urllib.parse import quote
-
-import httpx
 
 from carriers.base import SearchRequest, SearchResult
-from carriers.integration import Integration, MalformedAnswerError, ProviderRefusalError
+from carriers.features import FeatureProvider
+from carriers.integration import ProviderRefusalError
 from carriers.ledger import Ticket
 from carriers.numbering import US_TOLLFREE_NPAS
+from carriers.telnyx_api import NAME, TelnyxApi, decode, number_path
+from carriers.telnyx_features import TelnyxCnamProvider, TelnyxE911Provider
 from config.carrier_settings import TelnyxSettings
 from knm.domain.number import NumberState, PhoneNumber
-
-NAME = "knm_telnyx"
-
-_STATUS_REASONS = {
-    400: "bad_request",
-    401: "unauthenticated",
-    403: "unauthorized",
-    404: "not_found",
-}
 
 
 # ================================================================================ pure parts
@@ -97,74 +91,21 @@ def parse_search(doc: dict[str, Any], kind: str, dialcode: str) -> list[SearchRe
     ]
 
 
-def decode(response: httpx.Response) -> dict[str, Any]:
-    """A 200 JSON object, else the reason of §1.2 with the provider's message when it has one."""
-    body = response.content.lstrip()
-    if response.status_code == 200:
-        if not body.startswith(b"{"):
-            raise MalformedAnswerError(NAME, "empty_response: the answer is not a JSON object", 200)
-        try:
-            doc = json.loads(body)
-        except ValueError:
-            raise MalformedAnswerError(NAME, "empty_response: malformed JSON", 200) from None
-        if not isinstance(doc, dict):
-            raise MalformedAnswerError(NAME, "empty_response: the answer is not a JSON object", 200)
-        return doc
-    status = response.status_code
-    reason = _STATUS_REASONS.get(status, "server_error" if status >= 500 else "empty_response")
-    message = _message(body)
-    raise ProviderRefusalError(NAME, f"{reason}: {message}" if message else reason, status)
-
-
-def _message(body: bytes) -> str | None:
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return None
-    if isinstance(doc, dict) and isinstance(doc.get("message"), str):
-        return str(doc["message"])
-    return None
-
-
 def merge_carrier_data(existing: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """KAZOO's ``update`` (§0.7): new keys are added, existing keys win."""
     return {**new, **existing}
 
 
-def number_path(number: str) -> str:
-    """``+13129677542`` -> ``numbers/%2B13129677542``."""
-    return "numbers/" + quote(number, safe="")
-
-
-def api_url(config: TelnyxSettings, path: str) -> str:
-    """The URL of ``path`` under the configured base (§1.1)."""
-    return config.base_url.rstrip("/") + "/" + path
-
-
-def api_headers(config: TelnyxSettings) -> dict[str, str]:
-    """Every call's headers: JSON answers and the credentials (§1.1)."""
-    return {
-        "Accept": "application/json",
-        "x-api-user": config.user.get_secret_value(),
-        "x-api-token": config.token.get_secret_value(),
-    }
-
-
 # ================================================================================ the module
-class TelnyxCarrier(Integration):
-    """Telnyx numbers: discovery by NPA/NXX, toll-free prefix or country; orders by number."""
+class TelnyxCarrier(TelnyxApi):
+    """Telnyx numbers: discovery by NPA/NXX, toll-free prefix or country; orders by number;
+    E911 and CNAM at Telnyx."""
 
-    name: ClassVar[str] = NAME
-    config_key: ClassVar[str] = "telnyx"
-    gated_disconnect: ClassVar[bool] = True
     max_prefix_length: ClassVar[int] = 3
-    config: TelnyxSettings
-
-    def _url(self, path: str) -> str:
-        return api_url(self.config, path)
-
-    def _headers(self) -> dict[str, str]:
-        return api_headers(self.config)
+    feature_providers: ClassVar[tuple[type[FeatureProvider], ...]] = (
+        TelnyxE911Provider,
+        TelnyxCnamProvider,
+    )
 
     def find_numbers(self, request: SearchRequest) -> list[SearchResult]:
         kind, body = search_body(request)

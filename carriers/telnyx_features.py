@@ -1,5 +1,5 @@
 """Telnyx's number features: E911 (``knm_telnyx_e911``) and CNAM (``knm_telnyx_cnam``), spec
-carriers.md §1.6-1.7, over the origination v1 API of ``carriers.telnyx``.
+carriers.md §1.6-1.7, over the origination v1 API of ``carriers.telnyx_api``.
 
 E911: an address is an object of the Telnyx account (``POST e911_addresses``) that a number
 points at (``PUT numbers/<n>/e911_settings``); the number keeps the address id in its carrier
@@ -32,12 +32,12 @@ from typing import Any, ClassVar
 
 import httpx
 
-from carriers import telnyx
+from carriers import telnyx_api
 from carriers.features import FeatureContext
 from carriers.http import CarrierCallError
 from carriers.integration import MalformedAnswerError, ProviderRefusalError
 from carriers.ledger import Action, Ticket
-from carriers.telnyx import TelnyxCarrier, api_headers, api_url, number_path
+from carriers.telnyx_api import TelnyxApi, api_headers, api_url, number_path
 from carriers.upstream_features import (
     UpstreamCnamProvider,
     UpstreamE911Provider,
@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 E911_NAME = "knm_telnyx_e911"
 CNAM_NAME = "knm_telnyx_cnam"
-CARRIER = telnyx.NAME
+CARRIER = telnyx_api.NAME
 
 #: The carrier-data key naming the number's E911 address upstream.
 ADDRESS_ID = "address_id"
@@ -134,7 +134,7 @@ def check_echo(doc: Mapping[str, Any], key: str, wanted: Any) -> None:
 def decode_list(response: httpx.Response) -> list[dict[str, Any]]:
     """A list answer (``GET e911_addresses``): a JSON array, or an object's ``data`` array."""
     if response.status_code != 200:
-        telnyx.decode(response)  # raises the reason of §1.2
+        telnyx_api.decode(response)  # raises the reason of §1.2
     try:
         doc = json.loads(response.content)
     except ValueError:
@@ -164,7 +164,7 @@ def address_id_of(pn: PhoneNumber) -> str | None:
 class _TelnyxFeature(UpstreamFeatureProvider):
     """The Telnyx calls both providers make."""
 
-    carrier_class: ClassVar[type[TelnyxCarrier]] = TelnyxCarrier
+    carrier_class: ClassVar[type[TelnyxApi]] = TelnyxApi
 
     def _call(self, method: str, path: str, json_body: Any = None) -> httpx.Response:
         config = self.carrier.config
@@ -178,11 +178,13 @@ class _TelnyxFeature(UpstreamFeatureProvider):
 
     def _number(self, pn: PhoneNumber) -> dict[str, Any]:
         """``GET numbers/<n>``: the number's settings upstream (the reconciliation question)."""
-        return telnyx.decode(self._call("GET", number_path(pn.number)))
+        return telnyx_api.decode(self._call("GET", number_path(pn.number)))
 
     def _update_number(self, pn: PhoneNumber, body: dict[str, Any], key: str) -> bool:
         """``PUT numbers/<n>`` with ``body``; the answer must echo ``body[key]``."""
-        check_echo(telnyx.decode(self._call("PUT", number_path(pn.number), body)), key, body[key])
+        check_echo(
+            telnyx_api.decode(self._call("PUT", number_path(pn.number), body)), key, body[key]
+        )
         return True
 
     def _number_has(self, pn: PhoneNumber, key: str, wanted: Any) -> bool | None:
@@ -279,7 +281,7 @@ class TelnyxE911Provider(UpstreamE911Provider, _TelnyxFeature):
 
     # ------------------------------------------------------------------ the calls
     def _create(self, body: dict[str, str]) -> str:
-        return created_id(telnyx.decode(self._call("POST", "e911_addresses", body)))
+        return created_id(telnyx_api.decode(self._call("POST", "e911_addresses", body)))
 
     def _assign(self, pn: PhoneNumber, address_id: str | None) -> bool:
         response = self._call(
@@ -290,7 +292,7 @@ class TelnyxE911Provider(UpstreamE911Provider, _TelnyxFeature):
                 "%s %s: not on the account any more, nothing to unassign", self.name, pn.number
             )
             return True
-        check_assigned(telnyx.decode(response))
+        check_assigned(telnyx_api.decode(response))
         return True
 
     def _assigned(self, pn: PhoneNumber, address_id: str | None) -> bool | None:
@@ -341,7 +343,7 @@ class TelnyxE911Provider(UpstreamE911Provider, _TelnyxFeature):
         try:
             response = self.change(lambda: self._call("DELETE", f"e911_addresses/{address_id}"))
             if response.status_code != 404:  # 404: gone already (an earlier attempt)
-                check_assigned(telnyx.decode(response))
+                check_assigned(telnyx_api.decode(response))
         except CarrierCallError as exc:
             log.warning(
                 "%s %s: address %s not deleted, it stays unused upstream: %s",

@@ -13,42 +13,44 @@ found, so its shape is assumed to be the search's: ``<content><status>ok</status
 <did><number>NPANXXXXXX</number>...</did>...</numbers></content>`` (a text-only ``<did>`` is read
 too). An account without DIDs may answer ``<status>fail</status><error>none</error>`` (the plain
 API's ``none`` code), no ``<numbers>`` or a ``<numbers><response>`` text: all read as "none".
+
+The query parameters, credentials and answers shared with the feature providers are in
+``carriers.vitelity_api``; the CNAM and E911 providers the carrier offers in
+``carriers.vitelity_features``.
 """
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import httpx
 
 from carriers import xmltext
 from carriers.base import SearchRequest, SearchResult
-from carriers.integration import Integration, MalformedAnswerError, ProviderRefusalError
+from carriers.features import FeatureProvider
+from carriers.integration import MalformedAnswerError, ProviderRefusalError
 from carriers.ledger import Ticket
 from carriers.numbering import classify, normalize, to_npan
+from carriers.vitelity_api import (
+    NAME,
+    VitelityApi,
+    item_object,
+    put_param,
+    read_answer,
+    status_of,
+    with_credentials,
+)
+from carriers.vitelity_features import VitelityCnamProvider, VitelityE911Provider
 from config.carrier_settings import VitelitySettings
 from knm.domain import errors
 from knm.domain.number import NumberState, PhoneNumber
-
-NAME = "knm_vitelity"
 
 #: Classifications that make a search or an order toll-free (§2.3, §2.4).
 TOLLFREE_CLASSES = frozenset({"tollfree_us", "tollfree"})
 
 #: ``listdids`` error texts that mean "no DIDs on this account", not a failure.
 NO_DIDS = frozenset({"none", "no dids", "no numbers", "no dids found"})
-
-#: Query parameters that carry credentials (masked in httpx's own request log).
-CREDENTIAL_PARAMS = frozenset({"login", "pass"})
-
-_STATUS_REASONS = {
-    400: "bad_request",
-    401: "unauthenticated",
-    403: "unauthorized",
-    404: "not_found",
-}
 
 
 # ================================================================================ pure parts
@@ -57,29 +59,6 @@ def strip_country(prefix: str) -> str:
     while prefix.startswith("+1"):
         prefix = prefix[2:]
     return prefix
-
-
-def _put(params: dict[str, str], key: str, value: str | None) -> None:
-    """Unset parameters are omitted (§2.1)."""
-    if value is not None and value != "":
-        params[key] = value
-
-
-def _credentials(params: dict[str, str], config: VitelitySettings) -> dict[str, str]:
-    _put(params, "login", config.login.get_secret_value())
-    _put(params, "pass", config.password.get_secret_value())
-    return params
-
-
-def command_params(
-    items: Iterable[tuple[str, str | None]], config: VitelitySettings
-) -> dict[str, str]:
-    """Any command's query parameters in the given order, unset values omitted, the credentials
-    last (§2.1)."""
-    params: dict[str, str] = {}
-    for key, value in items:
-        _put(params, key, value)
-    return _credentials(params, config)
 
 
 def search_params(
@@ -94,57 +73,36 @@ def search_params(
     params: dict[str, str] = {}
     if tollfree or classify(rest) in TOLLFREE_CLASSES:
         params = {"cmd": "listtollfree", "limit": str(quantity), "xml": "yes"}
-        return rest, _credentials(params, config)
+        return rest, with_credentials(params, config)
     if len(rest) <= 3:
         params["npa"] = rest
         params["cmd"] = "listnpa"
     else:
         params["npanxx"] = rest  # the whole remaining prefix, not truncated to six digits
         params["cmd"] = "listnpanxx"
-    _put(params, "withrates", config.withrates)
-    _put(params, "type", config.type)
-    _put(params, "provider", config.provider)
+    put_param(params, "withrates", config.withrates)
+    put_param(params, "type", config.type)
+    put_param(params, "provider", config.provider)
     params["xml"] = "yes"
-    _put(params, "cnam", config.cnam)
-    return rest, _credentials(params, config)
+    put_param(params, "cnam", config.cnam)
+    return rest, with_credentials(params, config)
 
 
 def order_params(number: str, config: VitelitySettings) -> dict[str, str]:
     """``getlocaldid`` or ``gettollfree`` for an E.164 number (§2.4); ``routesip`` must be set."""
     cmd = "gettollfree" if classify(number) in TOLLFREE_CLASSES else "getlocaldid"
     params = {"cmd": cmd, "did": to_npan(number), "xml": "yes", "routesip": config.routesip[0]}
-    return _credentials(params, config)
+    return with_credentials(params, config)
 
 
 def release_params(number: str, config: VitelitySettings) -> dict[str, str]:
     """``removedid`` for an E.164 number (§2.4)."""
-    return _credentials({"cmd": "removedid", "did": to_npan(number), "xml": "yes"}, config)
+    return with_credentials({"cmd": "removedid", "did": to_npan(number), "xml": "yes"}, config)
 
 
 def listdids_params(config: VitelitySettings) -> dict[str, str]:
     """``listdids``: every DID on the account (reconciliation)."""
-    return _credentials({"cmd": "listdids", "xml": "yes"}, config)
-
-
-def status_of(root: ET.Element) -> str | None:
-    """The envelope's ``<status>`` (``ok`` / ``fail``), ``None`` when absent."""
-    return xmltext.text(root, "status")
-
-
-def read_answer(response: httpx.Response, decode_error: str) -> ET.Element:
-    """The answer's root element, whatever its ``<status>``.
-
-    A body that is not XML is ``decode_error`` (KAZOO's reason) after a 2xx, and the provider's
-    refusal after any other status (KAZOO ignores the status; a 4xx means nothing was done).
-    """
-    status = response.status_code
-    try:
-        return xmltext.parse(response.content)
-    except xmltext.XmlError as exc:
-        if 200 <= status < 300:
-            raise MalformedAnswerError(NAME, f"{decode_error}: {exc}", status) from None
-        reason = _STATUS_REASONS.get(status, "http_error")
-        raise ProviderRefusalError(NAME, f"{reason} (HTTP {status})", status) from None
+    return with_credentials({"cmd": "listdids", "xml": "yes"}, config)
 
 
 def decode(response: httpx.Response, decode_error: str) -> ET.Element:
@@ -155,29 +113,6 @@ def decode(response: httpx.Response, decode_error: str) -> ET.Element:
             NAME, xmltext.text(root, "error") or "fail", response.status_code
         )
     return root
-
-
-def item_object(element: ET.Element) -> dict[str, Any]:
-    """An object of ``element``'s children: ``did``/``number`` become the E.164 ``number``,
-    leaves their trimmed text, nested elements nested objects; empty children are dropped."""
-    out: dict[str, Any] = {}
-    for child in element:
-        if not isinstance(child.tag, str):
-            continue  # comments, processing instructions
-        name = xmltext.local(child.tag)
-        if xmltext.children(child):
-            nested = item_object(child)
-            if nested:
-                out[name] = nested
-            continue
-        value = xmltext.clean(child.text)
-        if value is None:
-            continue
-        if name in ("did", "number"):
-            out["number"] = normalize(value)
-        else:
-            out[name] = value
-    return out
 
 
 def read_item(element: ET.Element) -> dict[str, Any] | None:
@@ -242,15 +177,17 @@ def confirm_ok(root: ET.Element) -> None:
 
 
 # ================================================================================ the module
-class VitelityCarrier(Integration):
-    """Vitelity numbers: discovery by NPA, NPA-NXX or toll-free; orders and releases by DID."""
+class VitelityCarrier(VitelityApi):
+    """Vitelity numbers: discovery by NPA, NPA-NXX or toll-free; orders and releases by DID;
+    CNAM and E911 at Vitelity."""
 
-    name: ClassVar[str] = NAME
-    config_key: ClassVar[str] = "vitelity"
     releases_upstream: ClassVar[bool] = True
     max_prefix_length: ClassVar[int] = 3
     should_lookup_cnam: ClassVar[bool] = False  # config use_stepswitch_cnam, default false
-    config: VitelitySettings
+    feature_providers: ClassVar[tuple[type[FeatureProvider], ...]] = (
+        VitelityE911Provider,
+        VitelityCnamProvider,
+    )
 
     def provisioning_enabled(self, pn: PhoneNumber) -> bool:
         """Vitelity has no provisioning gates (§2.4): every order reaches the API."""

@@ -1,5 +1,5 @@
 """Vitelity's number features: CNAM (``knm_vitelity_cnam``) and E911 (``knm_vitelity_e911``),
-spec carriers.md §2.5-2.6, over the ``api.php`` query-string API of ``carriers.vitelity``.
+spec carriers.md §2.5-2.6, over the ``api.php`` query-string API of ``carriers.vitelity_api``.
 
 CNAM: ``cmd=lidb`` sets the outbound name (the answer must say ``<response>ok</response>``);
 ``cmd=cnamenable`` / ``cnamdisable`` switch inbound lookup. KAZOO sent ``cnamenable`` on every
@@ -45,9 +45,10 @@ from carriers.upstream_features import (
     e911_caller_name,
     text_value,
 )
-from carriers.vitelity import (
+from carriers.vitelity_api import (
     CREDENTIAL_PARAMS,
-    VitelityCarrier,
+    NAME,
+    VitelityApi,
     command_params,
     item_object,
     read_answer,
@@ -60,7 +61,7 @@ log = logging.getLogger(__name__)
 
 E911_NAME = "knm_vitelity_e911"
 CNAM_NAME = "knm_vitelity_cnam"
-CARRIER = "knm_vitelity"
+CARRIER = NAME
 
 #: ``e911getinfo`` error texts that mean "no E911 record for this DID", not a failure.
 NO_LOCATION = frozenset({"none", "no e911 record", "no e911 information", "not found"})
@@ -276,7 +277,7 @@ def same_location(record: Mapping[str, Any], sent: Mapping[str, str]) -> bool:
 class _VitelityFeature(UpstreamFeatureProvider):
     """The Vitelity calls both providers make."""
 
-    carrier_class: ClassVar[type[VitelityCarrier]] = VitelityCarrier
+    carrier_class: ClassVar[type[VitelityApi]] = VitelityApi
 
     def _post[T](
         self,

@@ -242,6 +242,7 @@ class VoipInnovationsCarrier(Integration):
 
     name: ClassVar[str] = NAME
     config_key: ClassVar[str] = "voip_innovations"
+    config_model: ClassVar[type[VoipInnovationsSettings]] = VoipInnovationsSettings
     gated_disconnect: ClassVar[bool] = True
     releases_upstream: ClassVar[bool] = True
     max_prefix_length: ClassVar[int] = 3

@@ -122,9 +122,13 @@ class OtherSettings(_CarrierSettings):
 
 
 class CarriersSettings(BaseModel):
-    """One section per integration: ``KNM_CARRIERS__TELNYX__TOKEN=...``."""
+    """One section per integration: ``KNM_CARRIERS__TELNYX__TOKEN=...``.
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    A section with no field here (a carrier plugin's) is kept as given; the carrier validates
+    it with its own ``config_model``.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     telnyx: TelnyxSettings = Field(default_factory=TelnyxSettings)
     vitelity: VitelitySettings = Field(default_factory=VitelitySettings)

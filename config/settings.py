@@ -111,6 +111,11 @@ class Settings(BaseSettings):
 
     # --- carrier integrations (KNM_CARRIERS__<NAME>__<KEY>, KNM_CARRIER_HTTP__<KEY>) -----------
     carriers: CarriersSettings = Field(default_factory=CarriersSettings)
+    carrier_plugins: StrList = Field(
+        default_factory=list,
+        description="Modules whose CARRIERS are registered after the built-in carriers "
+        "(comma-separated or JSON list): a carrier shipped outside knm.",
+    )
     coordination_url: str | None = Field(
         default=None,
         description="Redis shared by every worker for carrier rate limits, circuit breakers and "

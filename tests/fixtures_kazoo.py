@@ -18,9 +18,15 @@ from typing import Any, Final
 
 from pymongo.database import Database
 
+from carriers.registry import CarrierRegistry
 from knm.domain.accounts import Account, NumberManagerConfig
+from knm.domain.carrier_modules import CarrierModules
 
 Doc = dict[str, Any]
+
+#: What the built-in carrier modules are to the number rules, with KAZOO's default module
+#: (records a test builds itself use it, as the services do with the registry's).
+MODULES: Final[CarrierModules] = CarrierRegistry().modules("knm_local")
 
 # ------------------------------------------------------------------------------------ accounts
 MASTER: Final = "account0000000000000000000000001"

@@ -15,19 +15,16 @@ from celery.signals import worker_process_init
 from carriers.registry import default_registry
 from config.settings import Settings, get_settings
 from workers import filesystem_transport
-from workers.celery_config import CELERY_DEFAULT_QUEUE, DEFAULT_QUEUE, carrier_queue, celery_config
+from workers.celery_config import CELERY_DEFAULT_QUEUE, DEFAULT_QUEUE, celery_config
 from workers.messages import register_bounded_decoders
 
 TASK_MODULES = ["tasks.numbers", "tasks.jobs", "tasks.sweeps", "tasks.health"]
 
 
-def all_queues() -> list[str]:
-    """knm's queue, plain Celery's default queue, and one queue per carrier module."""
-    return [
-        DEFAULT_QUEUE,
-        CELERY_DEFAULT_QUEUE,
-        *(carrier_queue(m) for m in default_registry().names()),
-    ]
+def all_queues(settings: Settings | None = None) -> list[str]:
+    """knm's queue, plain Celery's default queue, and the queue of every registered carrier
+    (the built-in ones and the plugins ``KNM_CARRIER_PLUGINS`` names)."""
+    return [DEFAULT_QUEUE, CELERY_DEFAULT_QUEUE, *default_registry(settings).queues()]
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -36,7 +33,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     register_bounded_decoders(settings.message_max_bytes)
     app = Celery("knm", include=TASK_MODULES)
-    app.conf.update(celery_config(settings, all_queues()))
+    app.conf.update(celery_config(settings, all_queues(settings)))
     # a message that cannot be built (a refused compressed body) fails the task it names
     app.conf.worker_consumer = "workers.messages:KnmConsumer"
     return app

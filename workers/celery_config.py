@@ -14,18 +14,20 @@ from urllib.parse import urlsplit, urlunsplit
 
 from kombu import Exchange, Queue
 
+from carriers.base import CARRIER_QUEUE_PREFIX as CARRIER_QUEUE_PREFIX  # re-exported
+from carriers.base import queue_name
 from config.settings import Settings
 
 DEFAULT_QUEUE: Final[str] = "knm"
 #: Where a plain ``Celery(broker=...).send_task(...)`` publishes when it names no queue; knm
 #: workers consume it too, so other services need no knm configuration to call knm.
 CELERY_DEFAULT_QUEUE: Final[str] = "celery"
-CARRIER_QUEUE_PREFIX: Final[str] = "carrier."
 
 
 def carrier_queue(module: str | None) -> str:
-    """The queue of a carrier module's work (``carrier.knm_telnyx``); no module: the default."""
-    return f"{CARRIER_QUEUE_PREFIX}{module}" if module else DEFAULT_QUEUE
+    """The queue of a carrier module's work (``carrier.knm_telnyx``, as the carrier's class
+    says); no module: the default."""
+    return queue_name(module) if module else DEFAULT_QUEUE
 
 
 def is_embedded(settings: Settings) -> bool:

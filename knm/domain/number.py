@@ -3,16 +3,16 @@
 ``PhoneNumber`` is what operations work on: the stored fields of spec §1.2 (under DECISIONS 1-4),
 the public fields of §1.3, and a ``dirty`` flag. Every setter that *changes* a value marks the
 record dirty and bumps ``modified`` (§1.5), because only dirty records are written and the aging
-sweep reads ``pvt_modified`` as its clock. Public fields that could not be stored (keys MongoDB
-refuses or misreads, more than ``MAX_PUBLIC_BYTES``) are refused with 400 ``invalid_field``. This
-module is a leaf: it imports nothing from knm but its errors.
+sweep reads ``pvt_modified`` as its clock. Public fields that could not be stored are refused
+with 400 ``invalid_field`` (``knm.domain.public_fields``).
+
+What the record's carrier module means (its ``local`` marker, MDN) comes from the
+``CarrierModules`` it is built with (``knm.domain.carrier_modules``); this module names no carrier.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -20,7 +20,16 @@ from typing import Any, ClassVar, Final
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from knm.domain import errors
+from knm.domain.carrier_modules import UNKNOWN_MODULE, CarrierModules, ModuleTraits
+from knm.domain.public_fields import (
+    LEGACY_E911_KEYS,
+    STRIPPED_PUBLIC_KEYS,
+    check_public,
+    deep_merge,
+    is_non_empty,
+    is_public_key,
+    sanitize_public,
+)
 
 
 class NumberState(StrEnum):
@@ -37,22 +46,12 @@ class NumberState(StrEnum):
     DELETED = "deleted"
 
 
-LOCAL_MODULES: Final[frozenset[str]] = frozenset({"knm_local", "knm_mdn"})
-MDN_MODULE: Final[str] = "knm_mdn"
-DEFAULT_MODULE: Final[str] = "knm_local"
+#: The ``pvt_features`` key marking a number of a local module (billing and features read it).
+LOCAL_MARKER: Final[str] = "local"
 NUMBER_TYPE: Final[str] = "number"
 
 #: Seconds between year 0 (KAZOO's Gregorian seconds) and the Unix epoch.
 GREGORIAN_UNIX_OFFSET: Final[int] = 62167219200
-
-#: Public keys dropped on load: ``id`` is the API's, ``used_by`` is private (``pvt_used_by``).
-_STRIPPED_PUBLIC_KEYS: Final[frozenset[str]] = frozenset({"id", "used_by"})
-_LEGACY_E911_KEYS: Final[tuple[str, ...]] = ("dash_e911", "vitelity_e911")  # vitelity wins
-
-#: The largest public part of one number, JSON-encoded in UTF-8 (64 KiB).
-MAX_PUBLIC_BYTES: Final[int] = 64 * 1024
-#: A key shown as is in a field path; any other is shown as a JSON string.
-_PLAIN_KEY: Final[re.Pattern[str]] = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def utcnow() -> datetime:
@@ -71,116 +70,6 @@ def to_gregorian_seconds(moment: datetime) -> int:
     return int(moment.timestamp()) + GREGORIAN_UNIX_OFFSET
 
 
-def is_public_key(key: str) -> bool:
-    """Public fields are every key not starting with ``_`` or ``pvt_`` (spec §1.3)."""
-    return not (key.startswith("_") or key.startswith("pvt_"))
-
-
-def migrate_module_name(name: str, *, kazoo: bool = True) -> str:
-    """KAZOO's module migrations: ``wnm_X`` -> ``knm_X``, bandwidth -> bandwidth2, undefined.
-
-    ``kazoo=False`` is for knm's own ``pvt_carrier_module``: a number knm bought through the
-    deprecated ``knm_bandwidth`` stays with it (only KAZOO documents move to bandwidth2,
-    DECISIONS 1; ``knm carriers convert`` moves the others).
-    """
-    if name == "undefined":
-        return DEFAULT_MODULE
-    if name.startswith("wnm_"):
-        name = "knm_" + name[4:]
-    if name == "knm_bandwidth" and kazoo:
-        return "knm_bandwidth2"
-    return name
-
-
-def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """Recursive merge where ``update`` wins; nested objects are merged, not replaced."""
-    merged: dict[str, Any] = copy.deepcopy(dict(base))
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def sanitize_public(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Keep public keys, drop ``id``/``used_by``, and copy legacy E911 keys to ``e911``."""
-    public = {
-        k: copy.deepcopy(v)
-        for k, v in fields.items()
-        if is_public_key(k) and k not in _STRIPPED_PUBLIC_KEYS
-    }
-    for legacy in _LEGACY_E911_KEYS:
-        if _is_non_empty(public.get(legacy)):
-            public["e911"] = copy.deepcopy(public[legacy])
-    return public
-
-
-def field_path(path: tuple[str | int, ...]) -> str:
-    """A path into public fields, unambiguous: ``e911.street_address``, ``a."b.c"``, ``x[0]``."""
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-            continue
-        shown = part if _PLAIN_KEY.match(part) else json.dumps(part)
-        out += f".{shown}" if out else shown
-    return out
-
-
-def key_problem(key: object) -> str | None:
-    """Why ``key`` cannot name a stored field (MongoDB reads ``$`` as an operator and ``.`` as a
-    path; NUL ends a BSON key), or None."""
-    if not isinstance(key, str):
-        return "a key must be a string"
-    if not key:
-        return "a key must not be empty"
-    if key.startswith("$"):
-        return "a key must not start with '$'"
-    if "." in key:
-        return "a key must not contain '.'"
-    if "\x00" in key:
-        return "a key must not contain a NUL character"
-    return None
-
-
-def _bad_key(value: Any, path: tuple[str | int, ...]) -> tuple[tuple[str | int, ...], str] | None:
-    """The first key at any depth of ``value`` that cannot be stored, with the reason."""
-    if isinstance(value, Mapping):
-        for key, child in value.items():
-            problem = key_problem(key)
-            if problem is not None:
-                return (*path, str(key)), problem
-            found = _bad_key(child, (*path, key))
-            if found is not None:
-                return found
-    elif isinstance(value, list | tuple):
-        for index, child in enumerate(value):
-            found = _bad_key(child, (*path, index))
-            if found is not None:
-                return found
-    return None
-
-
-def check_public(public: Mapping[str, Any]) -> None:
-    """Raise 400 ``invalid_field`` unless ``public`` can be stored: every key, at every depth,
-    non-empty and free of a leading ``$``, of ``.`` and of NUL; at most ``MAX_PUBLIC_BYTES``."""
-    found = _bad_key(public, ())
-    if found is not None:
-        path, problem = found
-        raise errors.invalid_field(field_path(path), problem)
-    size = len(json.dumps(public, ensure_ascii=False, separators=(",", ":"), default=str).encode())
-    if size > MAX_PUBLIC_BYTES:
-        raise errors.invalid_field(
-            "public_fields", f"{size} bytes encoded, more than the {MAX_PUBLIC_BYTES} allowed"
-        )
-
-
-def _is_non_empty(value: Any) -> bool:
-    """KAZOO's ``get_ne_value``: null, empty string, empty list and empty object are absent."""
-    return value is not None and value != "" and value != [] and value != {}
-
-
 def _is_true(value: Any) -> bool:
     """KAZOO's ``kz_term:is_true``: ``true`` or the string ``"true"``."""
     return value is True or value == "true"
@@ -194,7 +83,7 @@ def _legacy_feature_value(name: str, public: Mapping[str, Any]) -> tuple[str, An
     if name in ("ringback", "failover"):
         keys = ("early", "transfer") if name == "ringback" else ("e164", "sip")
         data = _object(public.get(name))
-        return name, {k: copy.deepcopy(data[k]) for k in keys if _is_non_empty(data.get(k))}
+        return name, {k: copy.deepcopy(data[k]) for k in keys if is_non_empty(data.get(k))}
     if name == "prepend":
         value = copy.deepcopy(_object(public.get("prepend")))
         value["enabled"] = _is_true(value.get("enabled"))
@@ -208,7 +97,7 @@ def _legacy_feature_value(name: str, public: Mapping[str, Any]) -> tuple[str, An
     if name in ("dash_e911", "vitelity_e911", "telnyx_e911"):
         return "e911", copy.deepcopy(public.get(name) or {})
     value = public.get(name)
-    return name, copy.deepcopy(value) if _is_non_empty(value) else {}
+    return name, copy.deepcopy(value) if is_non_empty(value) else {}
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -226,7 +115,7 @@ class PhoneNumber(BaseModel):
     previously_assigned_to: str | None = None
     reserve_history: list[str] = Field(default_factory=list)
     used_by: str | None = None
-    carrier_module: str = DEFAULT_MODULE
+    carrier_module: str = Field(default="", description="pvt_carrier_module; new() sets it.")
     carrier_data: dict[str, Any] = Field(default_factory=dict)
     ported_in: bool = False
     features: dict[str, Any] = Field(default_factory=dict)
@@ -250,20 +139,22 @@ class PhoneNumber(BaseModel):
     _deleted: bool = PrivateAttr(default=False)
     _loaded_doc: dict[str, Any] | None = PrivateAttr(default=None)
     _available_features: list[str] | None = PrivateAttr(default=None)
+    #: What carrier modules mean (None: a record built directly, which knows no module).
+    _modules: CarrierModules | None = PrivateAttr(default=None)
 
     # ----------------------------------------------------------------------------- construction
     @classmethod
-    def new(cls, number: str, module: str = DEFAULT_MODULE) -> PhoneNumber:
-        """A number not in the store yet: always dirty (§1.5)."""
+    def new(cls, number: str, module: str | None = None, *, modules: CarrierModules) -> PhoneNumber:
+        """A number not in the store yet, on ``module`` (default: the default module); always
+        dirty (§1.5)."""
         pn = cls(number=number)
+        pn._modules = modules
         pn._dirty = True
-        pn._set_module(module)
+        pn._set_module(module or modules.default)
         return pn
 
     @classmethod
-    def from_document(
-        cls, doc: Mapping[str, Any], *, default_module: str = DEFAULT_MODULE
-    ) -> PhoneNumber:
+    def from_document(cls, doc: Mapping[str, Any], modules: CarrierModules) -> PhoneNumber:
         """Load a stored document, knm or KAZOO format, applying the migrations of §1.5.
 
         The record is dirty exactly when KAZOO's loader would mark it so: missing or non-integer
@@ -278,7 +169,7 @@ class PhoneNumber(BaseModel):
         raw_public = {k: v for k, v in doc.items() if is_public_key(k)}
         public = sanitize_public(raw_public)
         if {k: v for k, v in public.items()} != {
-            k: v for k, v in raw_public.items() if k not in _STRIPPED_PUBLIC_KEYS
+            k: v for k, v in raw_public.items() if k not in STRIPPED_PUBLIC_KEYS
         }:
             dirty = True  # the legacy E911 renaming added or changed "e911"
 
@@ -297,9 +188,9 @@ class PhoneNumber(BaseModel):
             dirty = True
         elif isinstance(raw_features, Mapping):
             features = copy.deepcopy(dict(raw_features))
-            legacy_e911 = [features[k] for k in _LEGACY_E911_KEYS if _is_non_empty(features.get(k))]
+            legacy_e911 = [features[k] for k in LEGACY_E911_KEYS if is_non_empty(features.get(k))]
             if legacy_e911:  # both legacy keys go; vitelity (listed last) wins
-                for legacy in _LEGACY_E911_KEYS:
+                for legacy in LEGACY_E911_KEYS:
                     features.pop(legacy, None)
                 features["e911"] = legacy_e911[-1]
                 dirty = True
@@ -315,10 +206,10 @@ class PhoneNumber(BaseModel):
 
         module_raw = doc.get("pvt_carrier_module", doc.get("pvt_module_name"))
         if isinstance(module_raw, str) and module_raw:
-            module = migrate_module_name(module_raw, kazoo="pvt_carrier_module" not in doc)
+            module = modules.migrate(module_raw, kazoo="pvt_carrier_module" not in doc)
             dirty = dirty or module != module_raw
         else:
-            module = default_module
+            module = modules.default
 
         rev = doc.get("pvt_rev")
         pn = cls(
@@ -342,6 +233,7 @@ class PhoneNumber(BaseModel):
             recent_requests=[r for r in doc.get("pvt_request_ids") or [] if isinstance(r, str)],
             public=public,
         )
+        pn._modules = modules
         loaded_features = copy.deepcopy(pn.features)
         pn._sync_local_marker()
         # Adding/removing the ``local`` marker only initialises an empty feature set silently.
@@ -395,13 +287,19 @@ class PhoneNumber(BaseModel):
         return self._deleted
 
     @property
+    def module_traits(self) -> ModuleTraits:
+        """What the record's carrier module is (nothing special when knm does not know it)."""
+        return self._modules.of(self.carrier_module) if self._modules else UNKNOWN_MODULE
+
+    @property
     def is_mdn(self) -> bool:
-        return self.carrier_module == MDN_MODULE
+        """A mobile number: its module holds MDNs."""
+        return self.module_traits.mobile
 
     @property
     def is_local(self) -> bool:
-        """Local for features and billing: knm_local/knm_mdn, or carrying the ``local`` marker."""
-        return self.carrier_module in LOCAL_MODULES or "local" in self.features
+        """Local for features and billing: a local module, or carrying the ``local`` marker."""
+        return self.module_traits.local or LOCAL_MARKER in self.features
 
     @property
     def available_features(self) -> list[str] | None:
@@ -444,7 +342,9 @@ class PhoneNumber(BaseModel):
 
     def set_carrier_module(self, module: str) -> None:
         """Setting the module also adds or removes the ``local`` feature marker (§1.5)."""
-        module = migrate_module_name(module)
+        if self._modules is None:
+            raise ValueError(f"{self.number}: a record built without its carrier modules")
+        module = self._modules.migrate(module)
         before = (self.carrier_module, copy.deepcopy(self.features))
         self._set_module(module)
         if before != (self.carrier_module, self.features):
@@ -455,10 +355,10 @@ class PhoneNumber(BaseModel):
         self._sync_local_marker()
 
     def _sync_local_marker(self) -> None:
-        if self.carrier_module in LOCAL_MODULES:
-            self.features.setdefault("local", {})
+        if self.module_traits.local:
+            self.features.setdefault(LOCAL_MARKER, {})
         else:
-            self.features.pop("local", None)
+            self.features.pop(LOCAL_MARKER, None)
 
     def set_ported_in(self, ported_in: bool) -> None:
         if self.ported_in != ported_in:

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from knm.domain import convert
-from knm.domain.number import NumberState, PhoneNumber
+from knm.domain.number import LOCAL_MARKER, NumberState, PhoneNumber
 
 if TYPE_CHECKING:
     from knm.services.facade import Knm
@@ -39,7 +39,6 @@ BILLED_STATES: Final[tuple[NumberState, ...]] = (
     NumberState.RESERVED,
 )
 UNCLASSIFIED: Final[str] = "unknown"
-LOCAL_MARKER: Final[str] = "local"
 
 _PROJECTION: Final[dict[str, int]] = {
     "_id": 1,
@@ -56,11 +55,9 @@ def quantities(knm: Knm, account_id: str) -> dict[str, Any]:
         {"pvt_assigned_to": account_id, "pvt_state": {"$in": [s.value for s in BILLED_STATES]}},
         _PROJECTION,
     )
-    settings = knm.settings
-    pns = (
-        PhoneNumber.from_document(d, default_module=settings.available_module_name) for d in docs
-    )
-    return {"account_id": account_id, **count(pns, settings.classifiers)}
+    modules = knm.numbers.modules
+    pns = (PhoneNumber.from_document(d, modules) for d in docs)
+    return {"account_id": account_id, **count(pns, knm.settings.classifiers)}
 
 
 def count(

@@ -10,12 +10,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Final
 
 from carriers.registry import default_registry
 from knm.domain import errors
 from knm.domain.accounts import is_account_id
-from knm.domain.number import NumberState, key_problem
+from knm.domain.number import NumberState
+from knm.domain.public_fields import key_problem
 from knm.services.listing import LISTING_COLUMNS
 
 
@@ -74,9 +76,16 @@ ACTIONS: Final[dict[str, Action]] = {
 }
 
 _BOOL_VALUES: Final[frozenset[str]] = frozenset({"true", "false"})
-#: The carrier modules a ``carrier_module`` cell may name: the registered ones (a module no
-#: carrier owns would leave its numbers' work on a queue nobody consumes).
-_CARRIER_MODULES: Final[frozenset[str]] = frozenset(default_registry().names())
+
+
+@cache
+def _carrier_modules() -> frozenset[str]:
+    """The carrier modules a ``carrier_module`` cell may name: the registered ones, plugins
+    included (a module no carrier owns would leave its numbers' work on a queue nobody
+    consumes). Read once, when the first cell is checked."""
+    return frozenset(default_registry().names())
+
+
 _E164_RE: Final[re.Pattern[str]] = re.compile(r"^\+[1-9]\d{1,14}$")
 
 
@@ -94,7 +103,7 @@ Verifier = Callable[[str], bool]
 #: always pass; ``e164`` is checked separately because numbers come in any reconcilable form.
 VERIFIERS: Final[dict[str, Verifier]] = {
     "account_id": is_account_id,
-    "carrier_module": lambda v: v in _CARRIER_MODULES,
+    "carrier_module": lambda v: v in _carrier_modules(),
     "ported_in": _is_bool,
     "state": _is_state,
     "cnam.inbound": _is_bool,

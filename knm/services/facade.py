@@ -37,7 +37,7 @@ class Knm:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.numbers = NumberManager(store, settings, carriers or default_registry())
+        self.numbers = NumberManager(store, settings, carriers or default_registry(settings))
         self.outcomes = OutcomeStore(store.db["request_outcomes"], settings.request_outcome_ttl_s)
         self.request_keys = RequestKeys(store.db["request_keys"], settings.request_outcome_ttl_s)
         self.dead_letters = DeadLetterStore(store.db["dead_letters"])

@@ -2,21 +2,22 @@
 
 A feature is *requested* by a public field (``e911``, ``cnam``, ``prepend`` ...) and *active*
 when it is in ``pvt_features``. Each feature belongs to a provider module (§8.1): knm's own in
-``knm.providers``, the upstream E911/CNAM ones with their carriers. On every save of a changed
-number (``apply_on_save``) the requested features are checked against the *available* ones
-(number, reseller and system allow/deny lists, the local-number rule, failover outside
-trunkstore, admin-only ``carrier_name``); a requested feature that is not available fails the
-number 403 ``forbidden`` and nothing is saved; otherwise each provider brings its feature in
-line with the public fields. Release and hard delete call ``deprovision`` *before* the features
-are wiped, so upstream E911/CNAM are removed (DECISIONS 8, gap 4).
+``carriers.local_features``, the upstream E911/CNAM ones named by their carriers. On every save
+of a changed number (``apply_on_save``) the requested features are checked against the
+*available* ones (number, reseller and system allow/deny lists, the local-number rule, failover
+outside trunkstore, admin-only ``carrier_name``); a requested feature that is not available
+fails the number 403 ``forbidden`` and nothing is saved; otherwise each provider brings its
+feature in line with the public fields. Release and hard delete call ``deprovision`` *before*
+the features are wiped, so upstream E911/CNAM are removed (KAZOO wiped them first and left them
+upstream).
 
 Where knm decides differently from KAZOO:
 
 * The CNAM provider is the reseller's ``number_manager.cnam_provider``, else the system's
   (``system_config`` document, ``KNM_CNAM_PROVIDER``), default ``knm_cnam_notifier``. The E911
   provider is the reseller's ``e911_provider``, else the system's (``KNM_E911_PROVIDER``), else
-  the number's carrier's own (``knm_telnyx`` -> ``knm_telnyx_e911``, ``knm_vitelity`` ->
-  ``knm_vitelity_e911``). Otherwise there is no E911 provider (KAZOO's default ``knm_dash_e911``
+  the one the number's carrier offers (``knm_telnyx`` -> ``knm_telnyx_e911``, ``knm_vitelity``
+  -> ``knm_vitelity_e911``). Otherwise there is no E911 provider (KAZOO's default ``knm_dash_e911``
   is not implemented): the public ``e911`` is kept, checked against the permissions, but no
   feature is activated, as KAZOO skips a missing module.
 * A system ``features.deny`` (``system_config`` document or ``KNM_FEATURES_DENY``) is denied on
@@ -110,11 +111,6 @@ FEATURE_MODULES: Final[Mapping[str, str]] = {
     "sms": "knm_sms",
 }
 CNAM_FEATURES: Final[frozenset[str]] = frozenset({"cnam", "inbound_cnam", "outbound_cnam"})
-#: A carrier's own E911 provider, used when neither the reseller nor the system names one.
-CARRIER_E911_PROVIDERS: Final[Mapping[str, str]] = {
-    "knm_telnyx": "knm_telnyx_e911",
-    "knm_vitelity": "knm_vitelity_e911",
-}
 RENAME_MODULE: Final[str] = "knm_rename_carrier"
 #: Modules whose refusal does not fail the save (KAZOO's IM exception): they are just not run.
 IM_MODULES: Final[frozenset[str]] = frozenset({"knm_sms", "knm_mms"})
@@ -205,7 +201,10 @@ class FeatureEnv:
         reseller = self.reseller(pn.assigned_to)
         if reseller is not None and reseller.number_manager.e911_provider:
             return reseller.number_manager.e911_provider
-        return self.system.e911_provider or CARRIER_E911_PROVIDERS.get(pn.carrier_module)
+        if self.system.e911_provider:
+            return self.system.e911_provider
+        # the one the number's carrier offers, when neither the reseller nor the system names one
+        return self.providers.carrier_provider(pn.carrier_module, "e911")
 
 
 def provider_module(feature: str, pn: PhoneNumber, env: FeatureEnv) -> str:

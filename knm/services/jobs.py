@@ -592,10 +592,7 @@ def run_listing(knm: Knm, job: Job) -> ChunkReport:
         docs = list(knm.store.numbers.find(page_query).sort("_id", 1).limit(page_size))
         if not docs:
             break
-        pns = [
-            PhoneNumber.from_document(d, default_module=settings.available_module_name)
-            for d in docs
-        ]
+        pns = [PhoneNumber.from_document(d, knm.numbers.modules) for d in docs]
         if job.action == "list" and auth != SYSTEM:
             accounts = AccountDirectory(
                 knm.store.find_accounts({auth, *(p.assigned_to for p in pns)})

@@ -13,9 +13,10 @@ A success carries the routing properties of spec §4.4::
 ``{"error": "not_reconcilable" | "not_found" | "unassigned"}``, ``{"error": "not_in_service",
 "assigned_to": ID}`` or ``{"error": "account_disabled", "assigned_to": ID}``.
 
-Kept from KAZOO on purpose: ``local`` is true for ``knm_local`` only, not ``knm_mdn`` (gap 16),
-although features and billing treat both as local. Not reproduced: KAZOO's per-node cache of
-successful lookups (each lookup reads the store, so a changed document is seen at once).
+Kept from KAZOO on purpose: ``local`` is true for the home module (``knm_local``) only, not for
+the other local modules (``knm_mdn``), although features, billing and ``force_outbound`` treat
+every local module alike. Not reproduced: KAZOO's per-node cache of successful lookups (each
+lookup reads the store, so a changed document is seen at once).
 """
 
 from __future__ import annotations
@@ -27,13 +28,12 @@ from typing import TYPE_CHECKING, Any, Final
 from carriers.registry import CarrierRegistry
 from config.settings import Settings
 from knm.domain import convert
-from knm.domain.number import MDN_MODULE, NumberState, PhoneNumber
+from knm.domain.number import NumberState, PhoneNumber
 from knm.store.numbers import ACTIVE_PORT_STATES
 
 if TYPE_CHECKING:
     from knm.services.facade import Knm
 
-LOCAL_MODULE: Final[str] = "knm_local"
 #: States in which a number routes to its owner (KAZOO's ``check_number``).
 ROUTABLE_STATES: Final[frozenset[NumberState]] = frozenset(
     {NumberState.PORT_IN, NumberState.IN_SERVICE, NumberState.PORT_OUT, NumberState.RESERVED}
@@ -90,7 +90,7 @@ def lookup_account(knm: Knm, number: str | None) -> LookupResult:
             return LookupResult(number=normalized, error=NOT_FOUND)
         return port_result(normalized, port_account)
 
-    pn = PhoneNumber.from_document(doc, default_module=settings.available_module_name)
+    pn = PhoneNumber.from_document(doc, knm.numbers.modules)
     owner = pn.assigned_to
     if owner is None:
         return LookupResult(number=pn.number, error=UNASSIGNED)
@@ -136,7 +136,7 @@ def number_props(
     """The routing properties of an assigned, routable number (``None`` values left out)."""
     props: dict[str, Any] = {
         "pending_port": pn.state == NumberState.PORT_IN,
-        "local": pn.carrier_module == LOCAL_MODULE,
+        "local": pn.module_traits.home,
         "number": pn.number,
         "account_id": pn.assigned_to,
         "prepend": feature_prepend(pn),
@@ -163,7 +163,7 @@ def feature_inbound_cnam(pn: PhoneNumber, should_lookup_cnam: Callable[[str], bo
 
 def is_force_outbound(pn: PhoneNumber, settings: Settings) -> bool:
     """Whether calls to ``pn`` leave the cluster through a carrier (spec §4.4)."""
-    local = _is_local_module(pn.carrier_module)
+    local = pn.module_traits.local
     if pn.state == NumberState.PORT_IN:
         return settings.force_port_in_outbound or (local and settings.force_local_outbound)
     if pn.state == NumberState.PORT_OUT:
@@ -184,10 +184,6 @@ def _cnam_lookup(registry: CarrierRegistry) -> Callable[[str], bool]:
         return True if cls is None else bool(cls.should_lookup_cnam)
 
     return should_lookup_cnam
-
-
-def _is_local_module(module: str) -> bool:
-    return module in (LOCAL_MODULE, MDN_MODULE)
 
 
 def _is_true(value: Any) -> bool:

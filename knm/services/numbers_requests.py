@@ -23,7 +23,7 @@ from knm.domain import convert, errors
 from knm.domain.accounts import SYSTEM, AccountDirectory
 from knm.domain.batch import Batch
 from knm.domain.errors import KnmError
-from knm.domain.number import NumberState, PhoneNumber, migrate_module_name
+from knm.domain.number import NumberState, PhoneNumber
 from knm.domain.options import Options
 from knm.services.facade import Knm
 
@@ -333,7 +333,9 @@ def carrier_routes(knm: Knm, op: Operation, request: NumbersRequest) -> dict[str
             if doc is not None:
                 stored = doc.get("pvt_carrier_module", doc.get("pvt_module_name"))
                 if isinstance(stored, str):
-                    stored = migrate_module_name(stored, kazoo="pvt_carrier_module" not in doc)
+                    stored = knm.numbers.modules.migrate(
+                        stored, kazoo="pvt_carrier_module" not in doc
+                    )
                 target = (
                     stored if isinstance(stored, str) and stored else settings.available_module_name
                 )

@@ -15,20 +15,21 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from carriers.base import Carrier, CarrierContext
 from carriers.registry import CarrierRegistry, default_registry
 from config.settings import Settings
-from knm.domain import convert, errors
+from knm.domain import convert, errors, states
 from knm.domain.accounts import SYSTEM, AccountDirectory, is_account_id
 from knm.domain.batch import Batch
+from knm.domain.carrier_modules import CarrierModules
 from knm.domain.errors import KnmError
 from knm.domain.number import NumberState, PhoneNumber
 from knm.domain.options import Options
-from knm.domain.states import TransitionContext, transition
+from knm.domain.states import Call, Event, ReleasePolicy, Transition, TransitionContext
 from knm.services import features
 from knm.services.feature_providers import ProviderRegistry
 from knm.services.features import FeatureEnv
@@ -39,11 +40,6 @@ from knm.store.system_config import SystemConfig
 S = NumberState
 Setter = Callable[[PhoneNumber], None]
 
-#: Existing numbers ``create`` may take over (spec §4.2).
-CREATABLE_EXISTING_STATES = frozenset({S.AGING, S.AVAILABLE, S.PORT_IN})
-#: States ``release`` accepts (any state for knm_local), spec §2.5.
-RELEASABLE_STATES = frozenset({S.RELEASED, S.RESERVED, S.PORT_IN, S.IN_SERVICE})
-
 
 @dataclass
 class RunContext:
@@ -53,10 +49,11 @@ class RunContext:
     accounts: AccountDirectory
     docs: dict[str, dict[str, Any]]
     features: FeatureEnv
+    policy: ReleasePolicy = field(default_factory=ReleasePolicy)
 
     @property
     def transitions(self) -> TransitionContext:
-        return TransitionContext(self.options, self.accounts)
+        return TransitionContext(self.options, self.accounts, self.policy)
 
 
 Plan = Callable[[Batch, RunContext], None]
@@ -75,13 +72,18 @@ class NumberManager:
     ) -> None:
         self.store = store
         self.settings = settings
-        self.carriers = carriers or default_registry()
+        self.carriers = carriers or default_registry(settings)
         #: Feature provider modules; a carrier rename accepts this manager's carriers.
         self.providers = providers or ProviderRegistry(carriers=self.carriers)
         self.carrier_ctx = CarrierContext(store.db, settings)
         self.search_cache = SearchCache(
             store.search_cache, settings.search_cache_ttl_s, store.max_in
         )
+
+    @property
+    def modules(self) -> CarrierModules:
+        """What the registered carrier modules are to the number rules."""
+        return self.carriers.modules(self.settings.available_module_name)
 
     # ================================================================== public operations
     def get(self, numbers: Iterable[str], options: Options | None = None) -> Batch:
@@ -173,8 +175,7 @@ class NumberManager:
             return errors.unauthorized("only system or a superduper admin may hard-delete numbers")
 
         def plan(batch: Batch, ctx: RunContext) -> None:
-            batch.step(lambda pn: features.deprovision(pn, ctx.features))
-            batch.step(lambda pn: pn.mark_deleted())
+            self._through_table(batch, ctx, lambda pn: Event.DELETE)
 
         return self._run(numbers, opts, plan, precheck=precheck, deletes=True)
 
@@ -297,7 +298,12 @@ class NumberManager:
             dry_run=options.dry_run,
             request_id=options.request_id,
         )
-        return RunContext(options=options, accounts=accounts, docs=docs, features=env)
+        policy = ReleasePolicy(
+            released_state=S(self.settings.released_state),
+            should_age=self.settings.should_age,
+            permanently_delete=self.settings.should_permanently_delete,
+        )
+        return RunContext(options, accounts, docs, env, policy)
 
     def _fetch(
         self,
@@ -320,9 +326,7 @@ class NumberManager:
                 absent.append(number)
                 continue
             try:
-                pn = PhoneNumber.from_document(
-                    doc, default_module=self.settings.available_module_name
-                )
+                pn = PhoneNumber.from_document(doc, self.modules)
             except (ValueError, TypeError) as exc:  # a stored document knm cannot read
                 batch.fail(number, errors.unspecified("invalid_document", str(exc)))
                 continue
@@ -341,9 +345,7 @@ class NumberManager:
         if deletes and absent and request_id is not None:
             # numbers this very request already deleted (a rerun): report that deletion again
             for number, doc in self.store.find_tombstones(absent, request_id).items():
-                pn = PhoneNumber.from_document(
-                    doc, default_module=self.settings.available_module_name
-                )
+                pn = PhoneNumber.from_document(doc, self.modules)
                 pn.mark_deleted()
                 pn._stored = False  # already gone: nothing left to delete
                 batch.succeed(pn)
@@ -449,78 +451,86 @@ class NumberManager:
                 batch.fail(number, error)
         batch.todo = [pn for pn in batch.todo if pn.number not in batch.failed]
 
-    # ================================================================== plans
+    # ================================================================== the state table
+    def _through_table(
+        self,
+        batch: Batch,
+        ctx: RunContext,
+        event_of: Callable[[PhoneNumber], Event],
+        target: NumberState | None = None,
+        prepare: Setter | None = None,
+    ) -> None:
+        """Take every number through its row of the state table, each stage for the batch.
+
+        ``prepare`` runs first on each number (the caller's option setters); then the row is
+        admitted (guards), its ``before`` calls run, its effects apply, its ``after`` calls run
+        (one carrier call per module), then its settling effects.
+        """
+        tctx = ctx.transitions
+        taken: dict[str, Transition] = {}
+
+        def admit(pn: PhoneNumber) -> None:
+            if prepare is not None:
+                prepare(pn)
+            row = states.admit(event_of(pn), pn, tctx, target)
+            if row is not None:
+                taken[pn.number] = row
+
+        def calls(pn: PhoneNumber, stage: str) -> tuple[Call, ...]:
+            row = taken.get(pn.number)
+            return () if row is None else getattr(row, stage)
+
+        def before(pn: PhoneNumber) -> None:
+            if Call.DEPROVISION in calls(pn, "before"):
+                features.deprovision(pn, ctx.features)
+
+        def apply(pn: PhoneNumber, *, settle: bool = False) -> None:
+            if pn.number in taken:
+                states.apply(taken[pn.number], pn, tctx, settle=settle)
+
+        batch.step(admit)
+        batch.step(before)
+        batch.step(apply)
+        buy = [pn for pn in batch.todo if Call.ACQUIRE in calls(pn, "after")]
+        self._acquire(batch, buy, ctx.options)
+        unassigned = [
+            pn
+            for pn in batch.todo
+            if Call.DISCONNECT in calls(pn, "after") and pn.assigned_to is None
+        ]
+        self._disconnect(batch, unassigned, ctx.options)
+        batch.step(partial(apply, settle=True))
+
     def _plan_target(self, target: NumberState) -> Plan:
-        """Apply caller setters, run the state engine to ``target``, acquire where needed."""
+        """Apply caller setters, then ``MOVE`` to ``target`` (acquiring where the row says)."""
 
         def plan(batch: Batch, ctx: RunContext) -> None:
-            needs: list[PhoneNumber] = []
-
-            def step(pn: PhoneNumber) -> None:
+            def setters(pn: PhoneNumber) -> None:
                 self._apply_option_setters(pn, ctx.options)
-                if transition(pn, target, ctx.transitions):
-                    needs.append(pn)
 
-            batch.step(step)
-            self._acquire(batch, needs, ctx.options)
+            self._through_table(batch, ctx, lambda pn: Event.MOVE, target, setters)
 
         return plan
 
-    def _creation_state(self, options: Options) -> NumberState:
-        if options.state == S.PORT_IN:
-            return S.PORT_IN
-        if options.ported_in:
-            return S.IN_SERVICE
-        if options.module_name == "knm_mdn":
-            return S.IN_SERVICE
-        return options.state or S.IN_SERVICE
-
     def _can_create(self, ctx: RunContext) -> KnmError | None:
         """KAZOO's ``ensure_can_create``, checked for the whole batch first (§4.2)."""
-        options = ctx.options
-        state = self._creation_state(options)
-        exempt = options.state == S.PORT_IN or options.ported_in or options.module_name == "knm_mdn"
-        if not exempt and state not in ctx.accounts.allowed_creation_states(options.auth_by):
-            return errors.unauthorized(f"creating number in state '{state.value}' is not allowed")
-        if not is_account_id(options.assign_to):
-            return errors.assign_failure()
-        auth_by = options.auth_by
-        if auth_by == SYSTEM:
-            return None
-        if not is_account_id(auth_by):
-            return errors.unauthorized(
-                "cannot determined account is allowed to create number, account id is undefined"
-            )
-        account = ctx.accounts.get(auth_by)
-        if (
-            options.ported_in
-            or state == S.PORT_IN
-            or (account is not None and (account.allow_additions or account.superduper_admin))
-        ):
-            return None
-        return errors.unauthorized(f"account '{auth_by}' is not allowed to create number")
+        return states.creation_refusal(ctx.options, ctx.accounts, self.modules)
 
     def creation_module(self, options: Options) -> str:
         """The carrier module a new number gets (port_in and ported_in override the option)."""
-        if self._creation_state(options) == S.PORT_IN:
-            return "knm_local"
-        if options.ported_in:
-            return self.settings.port_in_module_name
-        return options.module_name or self.settings.available_module_name
+        return states.creation_module(options, self.modules, self.settings.port_in_module_name)
 
     def _new_numbers(self, numbers: list[str], ctx: RunContext, batch: Batch) -> list[PhoneNumber]:
         """Records for numbers not in the store, refusing those in an active port request."""
         options = ctx.options
         porting = set() if options.ported_in else self.store.numbers_in_active_ports(numbers)
-        state = self._creation_state(options)
         module = self.creation_module(options)
         out: list[PhoneNumber] = []
         for number in numbers:
             if number in porting:
                 batch.fail(number, errors.number_is_porting(number))
                 continue
-            pn = PhoneNumber.new(number, module)
-            pn.state = state
+            pn = PhoneNumber.new(number, module, modules=self.modules)
             pn.ported_in = options.ported_in
             if options.public_fields:
                 try:
@@ -532,33 +542,28 @@ class NumberManager:
         return out
 
     def _plan_create(self, batch: Batch, ctx: RunContext) -> None:
+        """``CREATE`` new numbers in the creation state; a stored number must be one ``create``
+        may take over, gets the option setters, then ``MOVE``s to that state."""
         options = ctx.options
-        target = self._creation_state(options)
-        existing_opts = options
-        if options.ported_in and "module_name" not in options.model_fields_set:
-            existing_opts = options.but(module_name=self.settings.port_in_module_name)
+        target = states.creation_state(options, self.modules)
+        existing_opts = states.take_over_options(options, self.settings.port_in_module_name)
 
-        def check_existing(pn: PhoneNumber) -> None:
-            if not pn.stored:
-                return
-            if pn.state not in CREATABLE_EXISTING_STATES:
-                raise errors.number_exists(pn.number)
-            self._apply_option_setters(pn, existing_opts)
+        def take_over(pn: PhoneNumber) -> None:
+            if pn.stored:
+                states.run(Event.TAKE_OVER, pn, ctx.transitions)
+                self._apply_option_setters(pn, existing_opts)
 
-        batch.step(check_existing)
-        needs: list[PhoneNumber] = []
+        def event_of(pn: PhoneNumber) -> Event:
+            return Event.MOVE if pn.stored else Event.CREATE
 
-        def step(pn: PhoneNumber) -> None:
-            if transition(pn, target, ctx.transitions):
-                needs.append(pn)
-
-        batch.step(step)
-        self._acquire(batch, needs, options)
+        batch.step(take_over)
+        self._through_table(batch, ctx, event_of, target)
 
     def _discovered_numbers(
         self, numbers: list[str], ctx: RunContext, batch: Batch
     ) -> list[PhoneNumber]:
-        """Numbers found by a recent search (state ``discovery``), else ``not_found``."""
+        """Numbers found by a recent search enter in ``discovery`` (``DISCOVER``), on the
+        carrier that offered them; others are ``not_found``."""
         found = self.search_cache.discovered(numbers)
         out: list[PhoneNumber] = []
         for number in numbers:
@@ -566,8 +571,8 @@ class NumberManager:
             if hit is None:
                 batch.fail(number, errors.not_found())
                 continue
-            pn = PhoneNumber.new(number, hit.carrier_module)
-            pn.state = S.DISCOVERY
+            pn = PhoneNumber.new(number, hit.carrier_module, modules=self.modules)
+            states.run(Event.DISCOVER, pn, ctx.transitions)
             pn.carrier_data = dict(hit.carrier_data)
             try:
                 self._apply_option_setters(pn, ctx.options)
@@ -578,52 +583,5 @@ class NumberManager:
         return out
 
     def _plan_release(self, batch: Batch, ctx: RunContext) -> None:
-        """The unwind of spec §2.5."""
-        options = ctx.options
-        released_state = S(self.settings.released_state)
-
-        def can_release(pn: PhoneNumber) -> None:
-            if pn.state not in RELEASABLE_STATES and pn.carrier_module != "knm_local":
-                raise errors.invalid_state_transition(
-                    pn.state.value if pn.state else None, released_state.value
-                )
-            if not ctx.accounts.is_authorized(pn, options.auth_by, options.assign_to):
-                raise errors.unauthorized(
-                    ctx.accounts.refusal(pn, options.auth_by, options.assign_to)
-                )
-
-        def unwind(pn: PhoneNumber) -> None:
-            pn.set_features({"local": pn.features["local"]} if "local" in pn.features else {})
-            pn.reset_public({})
-            history = pn.reserve_history
-            if len(history) >= 2:
-                previous = history[1]
-                pn.set_assigned_to(previous)
-                pn.set_reserve_history(history[1:])
-                pn.set_state(S.RESERVED)
-            else:
-                pn.set_assigned_to(None)
-                pn.set_reserve_history([])
-                pn.set_state(released_state)
-
-        batch.step(can_release)
-        # DECISIONS 8 (gap 4): de-provision upstream features before they are wiped; an
-        # upstream failure fails the number, which keeps its features.
-        batch.step(lambda pn: features.deprovision(pn, ctx.features))
-        batch.step(unwind)
-        unassigned = [pn for pn in batch.todo if pn.assigned_to is None]
-        self._disconnect(batch, unassigned, options)
-        aging = TransitionContext(options.but(assign_to=None), ctx.accounts)
-
-        def settle(pn: PhoneNumber) -> None:
-            if pn.assigned_to is not None:
-                return
-            if self.settings.should_permanently_delete or pn.carrier_module in (
-                "knm_local",
-                "knm_mdn",
-            ):
-                pn.mark_deleted()
-            elif self.settings.should_age and pn.state == S.AVAILABLE:
-                transition(pn, S.AGING, aging)
-
-        batch.step(settle)
+        """``RELEASE``: the unwind of the reserve history, disconnect, then delete or age."""
+        self._through_table(batch, ctx, lambda pn: Event.RELEASE)

@@ -1,7 +1,7 @@
 """Scheduled sweeps (KAZOO's number crawler, spec §5, fixed per DECISIONS 8 / gap 26).
 
 * ``age``: ``aging`` numbers whose ``pvt_modified`` is older than ``aging_expiry_d`` become
-  ``available``;
+  ``available`` (the state table's ``AGE_OUT`` row gives the states and the fields written);
 * ``purge_discovery``: stored ``discovery`` documents older than ``discovery_expiry_d`` are
   deleted, with the search-cache entries that offer them;
 * ``purge_deleted``: stored ``deleted`` documents are deleted.
@@ -34,6 +34,7 @@ from typing import Any, Final
 from pymongo import DeleteOne, UpdateOne
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from knm.domain import states
 from knm.domain.number import NumberState, utcnow
 from knm.services.facade import Knm
 from knm.store.numbers import find_in
@@ -43,6 +44,9 @@ LOCK_PREFIX: Final[str] = "sweeps."
 #: Batches in a row in which every write lost its re-check before a sweep gives up (the same
 #: documents keep changing under it); the next sweep picks them up.
 MAX_STALLED_BATCHES: Final[int] = 3
+#: The state table's row the ``age`` sweep applies to ``aging`` numbers: its guard (due after
+#: ``aging_expiry_d``) and its effects (written by one bulk write per batch).
+AGE_OUT: Final[states.Transition] = states.find(states.Event.AGE_OUT, NumberState.AGING)
 
 
 class SweepKind(StrEnum):
@@ -247,7 +251,8 @@ class Sweeper:
     def _cutoff(self, kind: SweepKind, as_of: datetime) -> tuple[NumberState, datetime | None]:
         settings = self.knm.settings
         if kind == SweepKind.AGE:
-            return NumberState.AGING, as_of - timedelta(days=settings.aging_expiry_d)
+            cutoff = as_of - timedelta(days=settings.aging_expiry_d)
+            return NumberState.AGING, cutoff if states.Guard.DUE in AGE_OUT.guards else None
         if kind == SweepKind.PURGE_DISCOVERY:
             return NumberState.DISCOVERY, as_of - timedelta(days=settings.discovery_expiry_d)
         return NumberState.DELETED, None
@@ -316,18 +321,8 @@ class Sweeper:
             if cutoff is not None:
                 guard["pvt_modified"] = {"$lt": cutoff}
             if kind == SweepKind.AGE:
-                ops.append(
-                    UpdateOne(
-                        guard,
-                        {
-                            "$set": {
-                                "pvt_state": NumberState.AVAILABLE.value,
-                                "pvt_modified": as_of,
-                            },
-                            "$inc": {"pvt_rev": 1},
-                        },
-                    )
-                )
+                changes = states.stored_changes(AGE_OUT, as_of)
+                ops.append(UpdateOne(guard, {"$set": changes, "$inc": {"pvt_rev": 1}}))
             else:
                 ops.append(DeleteOne(guard))
         result = self.numbers.bulk_write(ops, ordered=False)

@@ -30,6 +30,7 @@ from tests.carriers_rig import (
     open_account,
     search_numbers,
 )
+from tests.fixtures_kazoo import MODULES
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +80,8 @@ def test_refused_order_keeps_the_providers_message(
     mongo_db: Database[dict[str, Any]], sandbox_env: dict[str, str], sandbox: SandboxClient
 ) -> None:
     carrier = BandwidthCarrier(CarrierContext(mongo_db, Settings()))
-    pn = PhoneNumber.new("+12121234567", MODULE)  # NXX 123: the sandbox cannot sell it
+    # NXX 123: the sandbox cannot sell it
+    pn = PhoneNumber.new("+12121234567", MODULE, modules=MODULES)
     pn.carrier_data = {"number_id": number_id("2121234567")}
     with pytest.raises(KnmError) as caught:
         carrier.acquire(pn, "req-refused")

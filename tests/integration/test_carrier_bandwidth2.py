@@ -32,6 +32,7 @@ from tests.carriers_rig import (
     open_account,
     search_numbers,
 )
+from tests.fixtures_kazoo import MODULES
 
 pytestmark = pytest.mark.integration
 
@@ -127,7 +128,8 @@ def test_a_failed_order_is_refused_with_the_status(
     mongo_db: Database[dict[str, Any]], sandbox_env: dict[str, str], sandbox: SandboxClient
 ) -> None:
     carrier = Bandwidth2Carrier(CarrierContext(mongo_db, Settings()))
-    pn = PhoneNumber.new("+12121234567", MODULE)  # NXX 123: the sandbox cannot sell it
+    # NXX 123: the sandbox cannot sell it
+    pn = PhoneNumber.new("+12121234567", MODULE, modules=MODULES)
     pn.assigned_to = ACCOUNT
     with pytest.raises(KnmError) as caught:
         carrier.acquire(pn, "req-failed")

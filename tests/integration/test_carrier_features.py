@@ -28,6 +28,7 @@ from knm.domain.errors import KnmError
 from knm.domain.number import NumberState, PhoneNumber
 from knm.services.facade import Knm
 from tests.carriers_rig import bought, knm_with_carrier, ledger
+from tests.fixtures_kazoo import MODULES
 
 pytestmark = pytest.mark.integration
 
@@ -431,7 +432,7 @@ def test_vitelity_cnam_outbound_and_inbound_on_and_off(
 def test_vitelity_features_need_the_did_on_the_account(
     knm: Knm, sandbox: SandboxClient, sandbox_env: dict[str, str]
 ) -> None:
-    pn = PhoneNumber.new("+14155550199", "knm_vitelity")
+    pn = PhoneNumber.new("+14155550199", "knm_vitelity", modules=MODULES)
     pn.state = NumberState.IN_SERVICE
     pn.public = {"cnam": {"display_name": "ACME CO"}}
     with pytest.raises(KnmError) as caught:

@@ -26,7 +26,7 @@ from typer.testing import CliRunner, Result
 
 from config.settings import Settings
 from knm.cli.root import cli
-from knm.domain.number import MAX_PUBLIC_BYTES
+from knm.domain.public_fields import MAX_PUBLIC_BYTES
 from knm.services.csv_files import MAX_CELL_BYTES, MAX_ROW_BYTES
 from knm.services.facade import Knm
 from knm.services.jobs import CHUNK_MAX_BYTES, Job, JobStatus, JobStore, create_job, run_chunk

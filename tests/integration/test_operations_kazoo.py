@@ -30,6 +30,7 @@ from tests.fixtures_kazoo import (
     BW_EXISTING_DID,
     CHILD,
     MASTER,
+    MODULES,
     NOT_FOUND,
     NOT_RECONCILABLE,
     RANDOM_HEX,
@@ -699,7 +700,7 @@ class TestMdn:
 class TestUsedBy:
     def test_assign_to_app(self, store: Store, nm: NumberManager) -> None:
         load_kazoo(store.db, [TEST_IN_SERVICE_NUM])
-        before = PhoneNumber.from_document(fixture_doc(TEST_IN_SERVICE_NUM))
+        before = PhoneNumber.from_document(fixture_doc(TEST_IN_SERVICE_NUM), MODULES)
         assert before.dirty is False
         dry = nm.assign_to_app([TEST_IN_SERVICE_NUM], "my_app", Options(dry_run=True))
         assert _only(dry, TEST_IN_SERVICE_NUM).dirty is True
@@ -721,14 +722,14 @@ class TestUsedBy:
 
     def test_used_by_dirty_rules_number_in_use(self) -> None:
         doc = fixture_doc(TEST_IN_SERVICE_NUM)
-        pn = PhoneNumber.from_document(doc)
+        pn = PhoneNumber.from_document(doc, MODULES)
         assert (pn.used_by, pn.dirty) == ("callflow", False)
         pn.set_used_by(None)
         assert (pn.used_by, pn.dirty) == (None, True)
-        pn = PhoneNumber.from_document(doc)
+        pn = PhoneNumber.from_document(doc, MODULES)
         pn.set_used_by("my_app")
         assert (pn.used_by, pn.dirty) == ("my_app", True)
-        pn = PhoneNumber.from_document(doc)
+        pn = PhoneNumber.from_document(doc, MODULES)
         pn.set_used_by("my_app")
         pn._dirty = False  # as after a save
         pn.set_used_by(None)
@@ -736,7 +737,7 @@ class TestUsedBy:
 
     def test_used_by_dirty_rules_unused_mdn(self) -> None:
         doc = fixture_doc(TEST_IN_SERVICE_MDN)
-        pn = PhoneNumber.from_document(doc)
+        pn = PhoneNumber.from_document(doc, MODULES)
         assert (pn.used_by, pn.dirty) == (None, False)
         pn.set_used_by(None)
         assert (pn.used_by, pn.dirty) == (None, False)
@@ -820,7 +821,7 @@ class TestLocalSearchAndInfo:
         ctx = CarrierContext(store.db, Settings())
         assert registry.is_number_billable("knm_local", ctx) is False
         pn = PhoneNumber.from_document(
-            {**fixture_doc(TEST_AVAILABLE_NUM), "pvt_carrier_module": "wnm_pacwest"}
+            {**fixture_doc(TEST_AVAILABLE_NUM), "pvt_carrier_module": "wnm_pacwest"}, MODULES
         )
         assert pn.carrier_module == "knm_pacwest"
         assert registry.is_number_billable(pn.carrier_module, ctx) is True

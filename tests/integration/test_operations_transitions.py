@@ -33,6 +33,7 @@ from knm.store.numbers import Store
 from tests.fixtures_kazoo import (
     CHILD,
     MASTER,
+    MODULES,
     RESELLER,
     UNRELATED,
     Doc,
@@ -95,7 +96,7 @@ def _pn(state: NumberState | None, module: str = "knm_inventory") -> PhoneNumber
         history=[RESELLER] if assigned else [],
         used_by="callflow" if assigned else None,
     )
-    pn = PhoneNumber.from_document(doc)
+    pn = PhoneNumber.from_document(doc, MODULES)
     if state is None:
         pn.state = None
     assert pn.dirty is False

@@ -28,6 +28,7 @@ from tests.fixtures_kazoo import (
     ACCOUNT_4,
     CHILD,
     MASTER,
+    MODULES,
     RESELLER,
     UNRELATED,
     account_docs,
@@ -114,7 +115,8 @@ def record(**extra: Any) -> PhoneNumber:
     return PhoneNumber.from_document(
         number_doc(
             NUM, "in_service", extra.pop("module", "knm_telnyx"), assigned_to=assigned, **extra
-        )
+        ),
+        MODULES,
     )
 
 

@@ -21,6 +21,7 @@ from config.carrier_settings import Bandwidth2Settings, CarriersSettings
 from config.settings import Settings
 from knm.domain.number import PhoneNumber
 from tests.carriers_rig import fixture_text
+from tests.fixtures_kazoo import MODULES
 
 BASE = "https://api.inetwork.com/v1.0/accounts/9900012"
 ORDER_ID = "dc0008ec-07fc-41bf-a3bd-6c6ebf913f1c"
@@ -93,7 +94,7 @@ def _ticket(refs: dict[str, Any] | None = None, request_id: str | None = "req-1"
 
 
 def _pn(assigned_to: str | None = "a" * 32) -> PhoneNumber:
-    pn = PhoneNumber.new("+19734096113", bandwidth2.NAME)
+    pn = PhoneNumber.new("+19734096113", bandwidth2.NAME, modules=MODULES)
     pn.assigned_to = assigned_to
     return pn
 

@@ -22,6 +22,7 @@ from config.carrier_settings import BandwidthSettings, CarriersSettings
 from config.settings import Settings
 from knm.domain.number import PhoneNumber
 from tests.carriers_rig import fixture_text
+from tests.fixtures_kazoo import MODULES
 
 URL = "https://api.bandwidth.com/public/v2/numbers.api"
 NS = (
@@ -70,7 +71,7 @@ def _ticket() -> Ticket:
 
 
 def _pn(assigned_to: str | None = "a" * 32, data: dict[str, Any] | None = None) -> PhoneNumber:
-    pn = PhoneNumber.new("+14158867900", bandwidth.NAME)
+    pn = PhoneNumber.new("+14158867900", bandwidth.NAME, modules=MODULES)
     pn.assigned_to = assigned_to
     pn.carrier_data = dict(data or {})
     return pn

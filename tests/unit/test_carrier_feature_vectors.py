@@ -32,6 +32,7 @@ from config.settings import Settings
 from knm.domain.errors import KnmError
 from knm.domain.number import NumberState, PhoneNumber
 from tests.carriers_rig import fixture_text
+from tests.fixtures_kazoo import MODULES
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -169,7 +170,7 @@ def _pn(
     number: str = NUMBER,
     **public: Any,
 ) -> PhoneNumber:
-    pn = PhoneNumber.new(number, module)
+    pn = PhoneNumber.new(number, module, modules=MODULES)
     pn.state = state
     pn.assigned_to = "a" * 32
     pn.public = dict(public)

@@ -23,6 +23,7 @@ from knm.services import numbers_requests as requests
 from knm.services.events import EVENTS_EXCHANGE, NumberEvent, events_for
 from knm.services.numbers_requests import InvalidRequestError, Operation
 from knm.services.search import SearchQuery
+from tests.fixtures_kazoo import MODULES
 from workers.producer import task_name
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -255,7 +256,7 @@ def test_search_schema() -> None:
 # ---------------------------------------------------------------------------- results and events
 def _batch() -> Batch:
     batch = Batch()
-    pn = PhoneNumber.new(NUM)
+    pn = PhoneNumber.new(NUM, modules=MODULES)
     pn.state = NumberState.IN_SERVICE
     pn.assigned_to = ACCOUNT
     pn.public = {"cnam": {"display_name": "ACME"}}

@@ -15,27 +15,26 @@ from pymongo import MongoClient
 
 from carriers.base import CarrierContext
 from carriers.features import FeatureContext, FeatureProvider
+from carriers.local_features import (
+    CnamNotifierProvider,
+    FailoverProvider,
+    ForceOutboundProvider,
+    ImProvider,
+    PrependProvider,
+    RenameCarrierProvider,
+    RingbackProvider,
+    carrier_module_for,
+)
 from config.settings import Settings
 from knm.domain import errors
 from knm.domain.accounts import SYSTEM, Account, AccountDirectory, NumberManagerConfig
 from knm.domain.errors import KnmError
 from knm.domain.number import NumberState, PhoneNumber
 from knm.services import features, maintenance
-from knm.services.feature_providers import (
-    CnamNotifierProvider,
-    FailoverProvider,
-    ForceOutboundProvider,
-    ImProvider,
-    PrependProvider,
-    ProviderRegistry,
-    RenameCarrierProvider,
-    RingbackProvider,
-    carrier_module_for,
-    provider,
-)
+from knm.services.feature_providers import ProviderRegistry, provider
 from knm.services.features import FeatureEnv
 from knm.store.system_config import SystemConfig
-from tests.fixtures_kazoo import CHILD, MASTER, RESELLER, account_docs, number_doc
+from tests.fixtures_kazoo import CHILD, MASTER, MODULES, RESELLER, account_docs, number_doc
 
 S = NumberState
 NUM = "+15551233322"
@@ -100,7 +99,7 @@ def pn(
         public=public,
         **extra,
     )
-    record = PhoneNumber.from_document(doc)
+    record = PhoneNumber.from_document(doc, MODULES)
     assert not record.dirty
     return record
 
@@ -351,7 +350,7 @@ def test_cnam_notifier(caplog: pytest.LogCaptureFixture) -> None:
         features={"cnam": {"display_name": "old"}},
         public={"cnam": {"display_name": "ACME", "inbound_lookup": True}},
     )
-    with caplog.at_level(logging.INFO, logger="knm.services.feature_providers"):
+    with caplog.at_level(logging.INFO, logger="carriers.local_features"):
         notifier.save(record, fctx())
     assert record.features == {
         "outbound_cnam": {"display_name": "ACME"},
@@ -360,7 +359,7 @@ def test_cnam_notifier(caplog: pytest.LogCaptureFixture) -> None:
     assert "CNAM request" in caplog.text
     caplog.clear()
     # unchanged: no request; inbound off and name removed: both features go
-    with caplog.at_level(logging.INFO, logger="knm.services.feature_providers"):
+    with caplog.at_level(logging.INFO, logger="carriers.local_features"):
         notifier.save(record, fctx())
     assert caplog.text == ""
     record.reset_public({"cnam": {"inbound_lookup": False}})
@@ -380,7 +379,7 @@ def test_cnam_notifier(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_cnam_notifier_logs_no_request_on_a_dry_run(caplog: pytest.LogCaptureFixture) -> None:
     record = pn(public={"cnam": {"display_name": "ACME"}})
-    with caplog.at_level(logging.INFO, logger="knm.services.feature_providers"):
+    with caplog.at_level(logging.INFO, logger="carriers.local_features"):
         CnamNotifierProvider(CTX).save(record, fctx(dry_run=True))
     assert record.features == {"outbound_cnam": {"display_name": "ACME"}}
     assert caplog.text == ""
@@ -398,7 +397,7 @@ def test_cnam_notifier_logs_no_request_on_a_dry_run(caplog: pytest.LogCaptureFix
     ],
 )
 def test_carrier_module_names(value: str, module: str) -> None:
-    assert carrier_module_for(value) == module
+    assert carrier_module_for(value, MODULES) == module
 
 
 def test_rename_carrier() -> None:
@@ -456,8 +455,15 @@ def test_rename_uses_the_registry_carriers() -> None:
 
 
 # ================================================================================ registry
-def test_the_registry_has_the_local_providers_and_imports_the_upstream_ones_lazily() -> None:
-    registry = ProviderRegistry(upstream_modules=("carriers.no_such_module_here",))
+def test_the_registry_has_the_local_providers_and_those_the_carriers_name() -> None:
+    from carriers.local import LocalCarrier
+    from carriers.registry import CarrierRegistry
+
+    everything = ProviderRegistry().names()
+    for name in ("knm_telnyx_e911", "knm_telnyx_cnam", "knm_vitelity_e911", "knm_vitelity_cnam"):
+        assert name in everything
+    # a carrier that is not registered brings no provider: its providers are missing, skipped
+    registry = ProviderRegistry(carriers=CarrierRegistry([LocalCarrier]))
     names = registry.names()
     for name in (
         "knm_cnam_notifier",
@@ -470,7 +476,7 @@ def test_the_registry_has_the_local_providers_and_imports_the_upstream_ones_lazi
         "knm_sms",
     ):
         assert name in names
-    assert registry.get("knm_telnyx_e911", CTX) is None  # its module is missing: skipped
+    assert registry.get("knm_telnyx_e911", CTX) is None  # knm_telnyx is not registered
     assert registry.get(None, CTX) is None
     assert provider("knm_no_such_provider", CTX) is None
     assert isinstance(provider("knm_prepend", CTX), PrependProvider)

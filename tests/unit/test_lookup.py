@@ -23,6 +23,7 @@ from knm.services.lookup import (
     number_props,
     port_result,
 )
+from tests.fixtures_kazoo import MODULES
 
 S = NumberState
 RESELLER = "account0000000000000000000000002"
@@ -35,7 +36,7 @@ def pn(
     features: dict[str, Any] | None = None,
     number: str = NUM,
 ) -> PhoneNumber:
-    record = PhoneNumber.new(number, module)
+    record = PhoneNumber.new(number, module, modules=MODULES)
     record.state = state
     record.assigned_to = RESELLER
     for key, value in (features or {}).items():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,14 +21,12 @@ from knm.domain.number import (
     GREGORIAN_UNIX_OFFSET,
     NumberState,
     PhoneNumber,
-    deep_merge,
     from_gregorian_seconds,
-    is_public_key,
-    migrate_module_name,
-    sanitize_public,
     to_gregorian_seconds,
     utcnow,
 )
+from knm.domain.public_fields import deep_merge, is_public_key, sanitize_public
+from tests.fixtures_kazoo import MODULES
 
 MASTER = "account0000000000000000000000001"
 RESELLER = "account0000000000000000000000002"
@@ -393,8 +392,9 @@ DIRTY_FIXTURES: dict[str, Callable[[], dict[str, Any]]] = {
 }
 
 
-def load(doc: dict[str, Any], **kwargs: Any) -> PhoneNumber:
-    return PhoneNumber.from_document(copy.deepcopy(doc), **kwargs)
+def load(doc: dict[str, Any], default_module: str = "knm_local") -> PhoneNumber:
+    modules = replace(MODULES, default=default_module)
+    return PhoneNumber.from_document(copy.deepcopy(doc), modules)
 
 
 def public_of(doc: dict[str, Any]) -> dict[str, Any]:
@@ -1290,12 +1290,13 @@ class TestCarrierModuleSetter:
         assert "local" in pn.features
 
     def test_migrate_module_name(self) -> None:
-        assert migrate_module_name("wnm_telnyx") == "knm_telnyx"
-        assert migrate_module_name("wnm_bandwidth") == "knm_bandwidth2"
-        assert migrate_module_name("knm_bandwidth") == "knm_bandwidth2"
-        assert migrate_module_name("knm_bandwidth2") == "knm_bandwidth2"
-        assert migrate_module_name("undefined") == "knm_local"
-        assert migrate_module_name("knm_pacwest") == "knm_pacwest"
+        assert MODULES.migrate("wnm_telnyx") == "knm_telnyx"
+        assert MODULES.migrate("wnm_bandwidth") == "knm_bandwidth2"
+        assert MODULES.migrate("knm_bandwidth") == "knm_bandwidth2"
+        assert MODULES.migrate("knm_bandwidth2") == "knm_bandwidth2"
+        assert MODULES.migrate("undefined") == "knm_local"
+        assert MODULES.migrate("knm_pacwest") == "knm_pacwest"
+        assert MODULES.migrate("knm_bandwidth", kazoo=False) == "knm_bandwidth"
 
     def test_is_local(self) -> None:
         assert clean().is_local
@@ -1428,7 +1429,7 @@ class TestPublicSetters:
 
 class TestNewAndDeleted:
     def test_new_number_is_dirty_and_local(self) -> None:
-        pn = PhoneNumber.new("+15559871234")
+        pn = PhoneNumber.new("+15559871234", modules=MODULES)
         assert pn.dirty
         assert not pn.stored
         assert pn.carrier_module == "knm_local"
@@ -1438,7 +1439,7 @@ class TestNewAndDeleted:
         assert isinstance(pn.created, datetime)
 
     def test_new_non_local(self) -> None:
-        pn = PhoneNumber.new("+15559871234", module="blipblop")
+        pn = PhoneNumber.new("+15559871234", "blipblop", modules=MODULES)
         assert pn.carrier_module == "blipblop"
         assert pn.features == {}
 
@@ -1452,7 +1453,7 @@ class TestNewAndDeleted:
 # ==================================================================================== §1.6
 class TestToDocument:
     def test_always_written_keys(self) -> None:
-        pn = PhoneNumber.new("+15559871234", module="knm_telnyx")
+        pn = PhoneNumber.new("+15559871234", "knm_telnyx", modules=MODULES)
         doc = pn.to_document()
         assert set(doc) == {
             "_id",
@@ -1522,7 +1523,7 @@ class TestToPublicJson:
         assert pn.to_public_json()["features"] == ["e911", "inbound_cnam", "outbound_cnam"]
 
     def test_empty_values_omitted(self) -> None:
-        pn = PhoneNumber.new("+15559871234", module="knm_telnyx")
+        pn = PhoneNumber.new("+15559871234", "knm_telnyx", modules=MODULES)
         out = pn.to_public_json()
         assert set(out) == {"id", "_read_only"}
         assert out["_read_only"]["carrier_module"] == "telnyx"
@@ -1537,7 +1538,7 @@ class TestToPublicJson:
         assert out["state"] == "deleted"
 
     def test_module_without_prefix_kept(self) -> None:
-        pn = PhoneNumber.new("+15559871234", module="blipblop")
+        pn = PhoneNumber.new("+15559871234", "blipblop", modules=MODULES)
         assert pn.to_public_json()["_read_only"]["carrier_module"] == "blipblop"
 
     def test_public_read_only_data_cannot_be_spoofed(self) -> None:
