@@ -35,37 +35,6 @@ from carriers.voip_innovations import VoipInnovationsCarrier
 from config.settings import Settings, get_settings
 from knm.domain.carrier_modules import CarrierModules
 
-#: Every module name KAZOO knows. Only registered modules (``_BUILTIN``) may be named by a
-#: request, a CSV cell or a conversion: the others have no carrier and no queue consumer.
-ALL_MODULES: Final[tuple[str, ...]] = (
-    "knm_bandwidth2",
-    "knm_bandwidth",
-    "knm_inum",
-    "knm_local",
-    "knm_inventory",
-    "knm_managed",
-    "knm_mdn",
-    "knm_other",
-    "knm_reserved",
-    "knm_reserved_reseller",
-    "knm_simwood",
-    "knm_telnyx",
-    "knm_vitelity",
-    "knm_voip_innovations",
-    "knm_voxbone",
-    "knm_didww",
-    "knm_flowroute",
-    "knm_inteliquent",
-    "knm_it_vocal",
-    "knm_level3",
-    "knm_o1",
-    "knm_peerless",
-    "knm_thinq",
-    "knm_verizon",
-    "knm_windstream",
-    "knm_ziron",
-)
-
 #: Always searched first in an account-scoped search (spec §3.2).
 ACCOUNT_SEARCH_HEAD: Final[tuple[str, ...]] = ("knm_reserved", "knm_reserved_reseller", "knm_local")
 

@@ -351,11 +351,16 @@ def jobs_list(
 
 
 @jobs_app.command("delete")
-def jobs_delete(job_id: JobId, as_json: JsonFlag = False) -> None:
-    """Delete a job, its rows and results now (finished jobs expire after KNM_JOB_RETENTION_D)."""
+def jobs_delete(job_id: JobId, auth_by: JobReader = SYSTEM, as_json: JsonFlag = False) -> None:
+    """Delete a job, its rows and results now (finished jobs expire after KNM_JOB_RETENTION_D).
+
+    A requester other than ``system`` may delete only a job it may read (``jobs status``'s rule).
+    """
     from knm.store import job_retention
 
     with open_knm() as knm:
+        if auth_by != SYSTEM:
+            _readable_job(knm, job_id, auth_by)
         existed, rows = job_retention.delete_job(knm.store.db, job_id)
     if not existed and not rows:
         die(f"job {job_id} does not exist", FAILED)

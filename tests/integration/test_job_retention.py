@@ -122,3 +122,23 @@ def test_jobs_delete_removes_the_job_and_its_rows(
     again = runner.invoke(cli, ["jobs", "delete", done.id])
     assert again.exit_code == 1
     assert f"job {done.id} does not exist" in again.stderr
+
+
+def test_jobs_delete_by_a_sibling_account_is_refused_and_deletes_nothing(
+    mongo_db: Database[Doc], mongo_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    knm = _knm(mongo_db)
+    sibling = "e" * 32
+    knm.create_account(sibling, "Sibling", allow_additions=True)
+    done = _run(knm, 2, 3_200_000)
+    monkeypatch.setenv("KNM_MONGODB_URL", mongo_url)
+    monkeypatch.setenv("KNM_MONGODB_DB", mongo_db.name)
+    runner = CliRunner()
+    refused = runner.invoke(cli, ["jobs", "delete", done.id, "--auth-by", sibling])
+    assert refused.exit_code == 1
+    assert f"account '{sibling}' may not read job {done.id}" in refused.stderr
+    assert mongo_db["jobs"].find_one({"_id": done.id}) is not None
+    assert mongo_db["job_rows"].count_documents({"job_id": done.id}) == 2
+    allowed = runner.invoke(cli, ["jobs", "delete", done.id, "--auth-by", ACCOUNT, "--json"])
+    assert allowed.exit_code == 0, allowed.output
+    assert json.loads(allowed.stdout)["deleted"] is True
