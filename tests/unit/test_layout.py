@@ -199,3 +199,10 @@ def test_main_exits_non_zero_on_a_violation(
     assert "Violations: 1" in out
     assert "carriers may not import knm.services" in out
     assert out.rstrip().endswith("Layout: FAILED")
+
+
+def test_docs_layout_shows_the_rules_the_checker_applies() -> None:
+    """The allowed-imports table in docs/layout.md is the one the checker prints."""
+    docs = (ROOT / "docs" / "layout.md").read_text(encoding="utf-8")
+    table = format_report(Report(modules=0)).split("\nModules checked:")[0]
+    assert table in docs
