@@ -6,7 +6,7 @@ PYTHON := $(shell if python3.13 -c 'import sys' >/dev/null 2>&1; then command -v
 endif
 UV = $(PYTHON) -m uv
 
-.PHONY: install test lint demo bench
+.PHONY: install test lint check demo bench
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -19,6 +19,11 @@ lint: install
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy knm carriers tasks workers config
+	$(UV) run --frozen python -m knm.tools.layout
+
+# lint plus the unit tests (no server needed)
+check: lint
+	$(UV) run --frozen pytest -q tests/unit
 
 demo: install
 	$(UV) run --frozen knm demo

@@ -13,6 +13,9 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Any
+
+from celery.signals import worker_process_init
 
 from config.settings import Settings, get_settings
 from knm.services.facade import Knm
@@ -58,6 +61,14 @@ def reset() -> None:
     with _lock:
         _knm = None
         _state_seen = None
+
+
+@worker_process_init.connect
+def _fresh_store_after_fork(**_: Any) -> None:
+    """pymongo clients must not cross a fork: each pool process opens its own. Connected
+    here, where the services live: the worker loads the task modules (and so this one) before
+    it starts its pool."""
+    reset()
 
 
 def _data_dir(settings: Settings) -> Path:

@@ -17,18 +17,9 @@ from celery import Celery, Task
 from celery.worker.strategy import default
 
 from knm.services.numbers_requests import InvalidRequestError
+from workers.messages import message_id
 
 logger = logging.getLogger(__name__)
-
-
-def message_id(message: Any) -> str | None:
-    """The task id a message names: its ``id`` header, else its correlation id."""
-    headers = message.headers if isinstance(message.headers, dict) else {}
-    properties = message.properties if isinstance(message.properties, dict) else {}
-    for candidate in (headers.get("id"), properties.get("correlation_id")):
-        if isinstance(candidate, str) and candidate:
-            return candidate
-    return None
 
 
 def malformed(message: Any) -> str | None:

@@ -7,10 +7,7 @@ server; with it set, Redis or RabbitMQ.
 
 from __future__ import annotations
 
-from typing import Any
-
 from celery import Celery
-from celery.signals import worker_process_init
 
 from carriers.registry import default_registry
 from config.settings import Settings, get_settings
@@ -40,11 +37,3 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 
 app = create_app()
-
-
-@worker_process_init.connect
-def _fresh_store_after_fork(**_: Any) -> None:
-    """pymongo clients must not cross a fork: each pool process opens its own."""
-    from tasks.runtime import reset
-
-    reset()

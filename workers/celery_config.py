@@ -17,8 +17,8 @@ from kombu import Exchange, Queue
 from carriers.base import CARRIER_QUEUE_PREFIX as CARRIER_QUEUE_PREFIX  # re-exported
 from carriers.base import queue_name
 from config.settings import Settings
+from knm.contract.task_names import DEFAULT_QUEUE as DEFAULT_QUEUE  # re-exported
 
-DEFAULT_QUEUE: Final[str] = "knm"
 #: Where a plain ``Celery(broker=...).send_task(...)`` publishes when it names no queue; knm
 #: workers consume it too, so other services need no knm configuration to call knm.
 CELERY_DEFAULT_QUEUE: Final[str] = "celery"

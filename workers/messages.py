@@ -35,6 +35,16 @@ class MessageTooLargeError(ValueError):
     """A compressed message inflates past the bound, or uses a compression knm cannot bound."""
 
 
+def message_id(message: Any) -> str | None:
+    """The task id a message names: its ``id`` header, else its correlation id."""
+    headers = message.headers if isinstance(message.headers, dict) else {}
+    properties = message.properties if isinstance(message.properties, dict) else {}
+    for candidate in (headers.get("id"), properties.get("correlation_id")):
+        if isinstance(candidate, str) and candidate:
+            return candidate
+    return None
+
+
 def _too_large(name: str, max_bytes: int) -> MessageTooLargeError:
     return MessageTooLargeError(
         f"the {name} message body inflates past {max_bytes} bytes (KNM_MESSAGE_MAX_BYTES): "
@@ -107,7 +117,6 @@ class KnmConsumer(Consumer):
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         from knm.services.numbers_requests import InvalidRequestError
-        from tasks.strategy import message_id
 
         task_id = message_id(message)
         if task_id is not None:
@@ -123,5 +132,6 @@ __all__ = [
     "KnmConsumer",
     "MessageTooLargeError",
     "bounded_decoders",
+    "message_id",
     "register_bounded_decoders",
 ]

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -67,6 +68,27 @@ def queue_consumers(settings: Settings, queues: Iterable[str], app: Any) -> dict
         q.get("name") for queues_of_worker in replies.values() for q in queues_of_worker or []
     )
     return {name: counts.get(name, 0) for name in names}
+
+
+@dataclass(frozen=True)
+class BrokerQueues:
+    """The broker's answers ``knm status`` asks for (``knm.services.system_status.BrokerQueues``).
+
+    ``celery_app`` builds the Celery app that asks the workers for their queues; it is called
+    only when consumers are counted.
+    """
+
+    settings: Settings
+    celery_app: Callable[[], Any]
+
+    def depths(self, queues: list[str]) -> dict[str, int | None]:
+        return queue_depths(self.settings, queues)
+
+    def carrier_queues(self) -> list[str]:
+        return carrier_queues(self.settings)
+
+    def consumers(self, queues: list[str]) -> dict[str, int | None]:
+        return queue_consumers(self.settings, queues, self.celery_app())
 
 
 def _message_queue(file_name: str) -> str | None:

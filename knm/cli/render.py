@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime
-from enum import Enum
-from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -21,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from carriers.base import SearchResult
+from knm.contract.json_values import jsonable
 from knm.domain.accounts import Account
 from knm.domain.batch import Batch
 from knm.domain.errors import KnmError
@@ -28,23 +26,6 @@ from knm.domain.number import PhoneNumber
 
 
 # ------------------------------------------------------------------------------------ JSON
-def jsonable(value: Any) -> Any:
-    """``value`` with only JSON types left: datetimes become ISO 8601 strings, enums values."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [jsonable(v) for v in value]
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Enum):
-        return jsonable(value.value)
-    if isinstance(value, Path):
-        return str(value)
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return str(value)  # ObjectId, Decimal128, ...: their string form
-
-
 def dumps(value: Any) -> str:
     """The CLI's JSON text (indented, UTF-8 kept as is)."""
     return json.dumps(jsonable(value), indent=2, ensure_ascii=False)

@@ -24,12 +24,9 @@ def status(as_json: JsonFlag = False) -> None:
     from workers.app import all_queues
 
     settings = current_settings()
-
-    def consumers(queues: list[str]) -> dict[str, int | None]:
-        return queue_depths.queue_consumers(settings, queues, producer.create_app(settings))
-
+    broker = queue_depths.BrokerQueues(settings, lambda: producer.create_app(settings))
     with open_knm() as knm:
-        report = system_status.gather(knm, settings, all_queues(), consumers)
+        report = system_status.gather(knm, settings, all_queues(), broker)
     if as_json:
         print_json(report)
         return

@@ -27,12 +27,11 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from knm.contract.task_names import DEFAULT_QUEUE, SEARCH_TASK, task_name
 from knm.domain.number import NumberState
 from knm.services.events import EVENT_VERSION, EVENTS_EXCHANGE, NumberEvent
 from knm.services.numbers_requests import NEEDS_ACCOUNT, NumbersRequest, Operation
 from knm.services.search import SearchQuery
-from workers.celery_config import DEFAULT_QUEUE
-from workers.producer import SEARCH_TASK, task_name
 
 CONTRACT_VERSION: Final[int] = 1
 DIALECT: Final[str] = "https://json-schema.org/draft/2020-12/schema"

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from carriers.registry import CarrierRegistry
 from config.settings import Settings
-from knm.cli.render import jsonable
+from knm.contract.json_values import jsonable
 from knm.domain import convert, errors
 from knm.domain.accounts import SYSTEM, AccountDirectory
 from knm.domain.batch import Batch

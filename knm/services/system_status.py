@@ -5,16 +5,31 @@ plus the dead letters waiting for ``knm requests retry``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
+from carriers.base import queue_name
 from carriers.coordination import coordination_url, coordinator_for
 from carriers.integration import Integration
 from carriers.registry import CarrierRegistry
 from config.settings import Settings
 from knm.services.facade import Knm
-from workers.celery_config import carrier_queue
-from workers.queue_depths import carrier_queues, queue_depths
+
+
+class BrokerQueues(Protocol):
+    """What the broker says about queues. The service only asks; ``workers.queue_depths``
+    answers (it holds the broker clients, which stay out of the services)."""
+
+    def depths(self, queues: list[str]) -> dict[str, int | None]:
+        """Messages ready in each queue (``None`` where the broker cannot tell)."""
+        ...
+
+    def carrier_queues(self) -> list[str]:
+        """Every ``carrier.*`` queue holding messages that the broker can list."""
+        ...
+
+    def consumers(self, queues: list[str]) -> dict[str, int | None]:
+        """How many consumers each queue has (``None`` where the broker cannot tell)."""
+        ...
 
 
 def integrations(registry: CarrierRegistry, knm: Knm) -> list[str]:
@@ -27,29 +42,24 @@ def integrations(registry: CarrierRegistry, knm: Knm) -> list[str]:
     return out
 
 
-Consumers = Callable[[list[str]], dict[str, int | None]]
-
-
-def gather(
-    knm: Knm, settings: Settings, queues: list[str], consumers: Consumers | None = None
-) -> dict[str, Any]:
+def gather(knm: Knm, settings: Settings, queues: list[str], broker: BrokerQueues) -> dict[str, Any]:
     """Everything ``knm status`` shows, JSON-ready; parts that cannot be read say why.
 
     ``queues`` are knm's own; any other ``carrier.*`` queue holding messages is added (work
-    for a module no registered carrier owns). ``consumers`` counts each queue's consumers;
-    ``unconsumed`` lists the queues with messages and no consumer (nothing will ever take
-    them unless a worker for that queue starts).
+    for a module no registered carrier owns). ``broker`` gives the depths and counts each
+    queue's consumers; ``unconsumed`` lists the queues with messages and no consumer (nothing
+    will ever take them unless a worker for that queue starts).
     """
     status: dict[str, Any] = {"queues": {}, "carriers": {}, "dead_letters": {}}
     try:
-        found = carrier_queues(settings)
+        found = broker.carrier_queues()
         names = [*queues, *(q for q in found if q not in queues)]
-        status["queues"] = queue_depths(settings, names)
+        status["queues"] = broker.depths(names)
     except Exception as exc:  # the broker is down: say so, show the rest
         status["queues_error"] = f"{type(exc).__name__}: {exc}"
-    if consumers is not None and "queues_error" not in status:
+    if "queues_error" not in status:
         try:
-            counts = consumers(list(status["queues"]))
+            counts = broker.consumers(list(status["queues"]))
         except Exception as exc:  # the workers could not be asked: the depths still stand
             status["consumers_error"] = f"{type(exc).__name__}: {exc}"
         else:
@@ -68,8 +78,8 @@ def gather(
     pending = _pending_by_module(knm)
     for module in modules:
         entry = dict(carriers.get(module, {}))
-        entry["queue"] = carrier_queue(module)
-        entry["queued"] = status["queues"].get(carrier_queue(module))
+        entry["queue"] = queue_name(module)
+        entry["queued"] = status["queues"].get(queue_name(module))
         entry["pending_provisioning"] = pending.get(module, 0)
         status["carriers"][module] = entry
     recent = knm.dead_letters.recent(10)

@@ -120,6 +120,17 @@ def test_index_names_every_task_the_worker_registers() -> None:
     assert index["contract_version"] == contract.CONTRACT_VERSION
 
 
+def test_the_producer_and_the_workers_use_the_contracts_names() -> None:
+    from knm.contract import task_names
+    from workers import celery_config, producer
+
+    assert producer.SEARCH_TASK == task_names.SEARCH_TASK
+    assert celery_config.DEFAULT_QUEUE == task_names.DEFAULT_QUEUE
+    assert [producer.task_name(op) for op in Operation] == [
+        task_names.task_name(op) for op in Operation
+    ]
+
+
 def test_index_entries_point_at_files_queue_and_routing_keys() -> None:
     index = schema("index.json")
     for task, entry in index["tasks"].items():

@@ -1,0 +1,1 @@
+"""Developer tools that read the code without running it (``python -m knm.tools.layout``)."""
