@@ -96,10 +96,13 @@ class Guard:
             await _send_error(scope, send, _too_large(limit), request_id)
             return
         received = 0
+        body_done = False
         timeout = self.settings.api_body_timeout_s
 
         async def guarded_receive() -> Message:
-            nonlocal received
+            nonlocal received, body_done
+            if body_done:  # past the body only a disconnect comes: no limit, no timeout
+                return await receive()
             try:
                 message = await asyncio.wait_for(receive(), timeout)
             except TimeoutError:
@@ -108,6 +111,7 @@ class Guard:
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise BodyTooLargeError(limit)
+                body_done = not message.get("more_body", False)
             return message
 
         async def send_with_id(message: Message) -> None:
@@ -168,6 +172,11 @@ def _validation_error(request: Request, exc: Exception) -> EnvelopeResponse:
 
 def _http_error(request: Request, exc: Exception) -> EnvelopeResponse:
     assert isinstance(exc, StarletteHTTPException)
+    cause = exc.__cause__  # FastAPI wraps a failure to read the body in a 400
+    if isinstance(cause, BodyTooLargeError):
+        return _body_too_large(request, cause)
+    if isinstance(cause, BodyTimeoutError):
+        return _body_timeout(request, cause)
     route = f"{request.method} {request.url.path}"
     headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
     if exc.status_code == 404:
