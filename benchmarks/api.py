@@ -44,7 +44,7 @@ ROUNDS = int(os.environ.get("KNM_BENCH_API_ROUNDS", "60"))
 GET_REQUESTS = int(os.environ.get("KNM_BENCH_API_GETS", "2000"))
 CLIENTS = 4
 CSV_SIZES = tuple(
-    int(n) for n in os.environ.get("KNM_BENCH_API_CSV_SIZES", "10000,100000").split(",")
+    int(n) for n in os.environ.get("KNM_BENCH_API_CSV_SIZES", "10000,100000").split(",") if n
 )
 ACCOUNT = "bench0000000000000000000000000a1"
 NUMBER = "+14155550998"

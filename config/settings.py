@@ -203,6 +203,11 @@ class Settings(BaseSettings):
         gt=0,
         description="A client that sends no byte of its body for this long gets 408.",
     )
+    api_threads: int = Field(
+        default=100,
+        ge=1,
+        description="Requests the API runs at once (a write holds one while it waits).",
+    )
     api_page_size: int = Field(
         default=1000, ge=1, description="Numbers per page of GET .../phone_numbers (at most)."
     )

@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -216,6 +217,8 @@ def create_app(settings: Settings | None = None, context: ApiContext | None = No
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # routes run in threads; a write holds one while it waits for its worker
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         if context is not None:
             app.state.ctx = context
             yield

@@ -70,7 +70,7 @@ def stack(
             "KNM_API_WAIT_S": "60",
             "KNM_API_MAX_BODY_BYTES": str(MAX_BODY),
             "KNM_API_MAX_CSV_BYTES": str(MAX_CSV),
-            "KNM_API_BODY_TIMEOUT_S": "1",
+            "KNM_API_BODY_TIMEOUT_S": "3",
         },
     )
     settings = Settings(mongodb_url=mongo_url, mongodb_db=db, data_dir=base / "knm-data")
