@@ -26,8 +26,11 @@ from knm.services.search import SearchQuery
 
 router = APIRouter(prefix="/v2", tags=["phone_numbers"])
 
-#: Keys of a request's ``data`` that are not public fields (KAZOO's read-only and private ones).
-_NOT_PUBLIC: Final[frozenset[str]] = frozenset({"id", "numbers", "_read_only"})
+#: Keys of a request's ``data`` that are not public fields: what a GET shows of the number
+#: itself (a client may send a number's JSON back as it got it) and the collection's list.
+_NOT_PUBLIC: Final[frozenset[str]] = frozenset(
+    {"id", "numbers", "state", "features", "used_by", "_read_only"}
+)
 
 Async = Annotated[
     bool,

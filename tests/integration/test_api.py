@@ -171,7 +171,11 @@ def test_number_lifecycle_through_every_single_number_route(stack: Stack) -> Non
         merged = _ok(http.patch(f"{base}/{_path(number)}", json={"data": {"other": 2}}))
         assert merged["my_key"] == "v1"
         assert merged["other"] == 2
-        replaced = _ok(http.post(f"{base}/{_path(number)}", json={"data": {"only": True}}))
+        # a GET's own keys sent back (state, features, id) are not public fields
+        shown = {"only": True, "state": "available", "features": ["x"], "id": "+1"}
+        replaced = _ok(http.post(f"{base}/{_path(number)}", json={"data": shown}))
+        assert replaced["state"] == "in_service"
+        assert "x" not in replaced.get("features", [])
         assert replaced["only"] is True
         assert "my_key" not in replaced
 
