@@ -274,8 +274,18 @@ def test_listing_search_and_classifiers(stack: Stack) -> None:
         assert not set(none["numbers"]) & set(numbers)
         searched = _ok(http.get("/v2/phone_numbers?prefix=415&quantity=2"))
         assert isinstance(searched, list)
-        searched = _ok(http.get(f"/v2/accounts/{RESELLER}/phone_numbers?prefix=628&quantity=2"))
-        assert isinstance(searched, list)
+    available = sorted(f"+1629555{i:04d}" for i in range(3))
+    with stack.client(ADMIN) as admin:
+        for number in available:
+            path = f"/v2/accounts/{ADMIN}/phone_numbers/{_path(number)}?state=available"
+            assert _ok(admin.put(path), 201)["state"] == "available"
+    with stack.client(RESELLER) as http:
+        path = f"/v2/accounts/{RESELLER}/phone_numbers?prefix=629&quantity=2"
+        searched = _ok(http.get(path))
+        assert [row["e164"] for row in searched] == available[:2]
+        assert {row["state"] for row in searched} == {"available"}
+        path = f"/v2/accounts/{RESELLER}/phone_numbers?prefix=629&quantity=2&offset=2"
+        assert [row["number"] for row in _ok(http.get(path))] == available[2:]
         table = _ok(http.get("/v2/phone_numbers/classifiers"))
         assert "did_us" in table
         one = _ok(http.get("/v2/phone_numbers/classifiers/4158867900"))
@@ -485,5 +495,20 @@ def test_task_from_json_records_and_refused_uploads(stack: Stack) -> None:
         )
         # only the JSON task was stored: refused uploads leave nothing behind
         assert len(_ok(http.get(base))) == before + 1
+
+        owned = _number()
+        _ok(http.put(f"/v2/accounts/{CHILD}/phone_numbers/{_path(owned)}"), 201)
+        listing = _ok(http.put(f"{base}?category=number_management&action=list"), 201)
+        _ok(http.patch(f"{base}/{listing['id']}"))
+
+        def finished() -> bool:
+            return bool(_ok(http.get(f"{base}/{listing['id']}"))["_read_only"]["is_terminated"])
+
+        rig.wait_until(finished, 60.0, 0.2, "the listing task to finish")
+        rows = http.get(f"{base}/{listing['id']}/csv").text.splitlines()[1:]
+        listed = {row.split(",")[0] for row in rows}
+        assert owned in listed
+        mine = _ok(http.get(f"/v2/accounts/{CHILD}/phone_numbers?page_size=1000"))["numbers"]
+        assert listed == set(mine)
         with stack.client(SIBLING) as sibling:
             _error(sibling.put(f"{base}?category=number_management&action=list"), 403, "forbidden")
