@@ -76,6 +76,17 @@ def _task_json(job: Job) -> dict[str, Any]:
 @router.get("/tasks", response_model=envelope.Envelope)
 def available_tasks(who: Auth) -> EnvelopeResponse:
     """The actions of ``number_management`` and their columns (crossbar's ``tasks/help``)."""
+    return _help(who)
+
+
+@router.get("/accounts/{account_id}/tasks/help", response_model=envelope.Envelope)
+def account_available_tasks(account_id: str, who: Auth) -> EnvelopeResponse:
+    """The same under an account (crossbar's path)."""
+    check_account(who, account_id)
+    return _help(who)
+
+
+def _help(who: Requester) -> EnvelopeResponse:
     actions = {
         name: {
             "description": action.description,

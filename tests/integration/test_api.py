@@ -396,6 +396,7 @@ def test_csv_task_from_upload_to_result_csv(stack: Stack) -> None:
         help_ = _ok(http.get("/v2/tasks"))["tasks"]["number_management"]
         assert help_["import"]["mandatory"] == ["e164"]
         assert help_["list"]["expected_content"] is None
+        assert _ok(http.get(f"{base}/help"))["tasks"]["number_management"] == help_
 
         def csv_body() -> Iterator[bytes]:  # sent chunked: the server streams it
             yield b"e164,account_id\r\n"
