@@ -38,7 +38,23 @@ def api_serve(
     """Serve the phone_numbers and tasks APIs until interrupted (Ctrl-C)."""
     from knm.api.server import serve
 
-    serve(host, port, current_settings())
+    settings = current_settings()
+    _check_listen(host, port)
+    serve(host, port, settings)
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Fail with one line (exit 1) when the address cannot be listened on, before starting."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        die(f"cannot listen on {host}:{port}: {exc.strerror or exc}", FAILED)
 
 
 @keys_app.command("create")

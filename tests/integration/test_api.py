@@ -513,3 +513,21 @@ def test_task_from_json_records_and_refused_uploads(stack: Stack) -> None:
         assert listed == set(mine)
         with stack.client(SIBLING) as sibling:
             _error(sibling.put(f"{base}?category=number_management&action=list"), 403, "forbidden")
+
+
+def test_serve_on_a_busy_port_fails_with_one_line(stack: Stack) -> None:
+    import subprocess
+    import sys
+
+    port = stack.api.url.rsplit(":", 1)[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "knm", "api", "serve", "--port", port],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"knm: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
