@@ -531,3 +531,22 @@ def test_serve_on_a_busy_port_fails_with_one_line(stack: Stack) -> None:
     assert done.stderr.strip().splitlines() == [
         f"knm: error: cannot listen on 127.0.0.1:{port}: Address already in use"
     ]
+
+
+def test_concurrent_writes_each_get_their_own_answer(stack: Stack) -> None:
+    """Threads of the API wait on the result backend at once: every write gets its result."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    numbers = [_number() for _ in range(8)]
+    base = f"/v2/accounts/{CHILD}/phone_numbers"
+
+    def create(number: str) -> tuple[str, int, Any]:
+        with stack.client(CHILD) as http:
+            response = http.put(f"{base}/{_path(number)}")
+            return number, response.status_code, response.json()["data"]
+
+    with ThreadPoolExecutor(len(numbers)) as pool:
+        answers = list(pool.map(create, numbers))
+    for number, status, data in answers:
+        assert status == 201, data
+        assert data["id"] == number
