@@ -5,7 +5,7 @@ Each can also run alone: ``python -m benchmarks.<name>``.
 
 from __future__ import annotations
 
-from benchmarks import broker_overhead, carriers, core_ops, csv_import, provisioning, sweeps
+from benchmarks import api, broker_overhead, carriers, core_ops, csv_import, provisioning, sweeps
 
 
 def main() -> None:
@@ -21,6 +21,8 @@ def main() -> None:
     carriers.main()
     print("\n== provisioning: 500 purchases through workers at 200 ms per provider call ==")
     provisioning.main()
+    print("\n== HTTP API: GET requests/s, a write vs send_task, a 100,000-row CSV upload ==")
+    api.main()
 
 
 if __name__ == "__main__":

@@ -177,6 +177,41 @@ class Settings(BaseSettings):
         "without decompressing it.",
     )
 
+    # --- the HTTP API (knm api serve) -------------------------------------------------------------
+    api_wait_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long a write through the API waits for the worker's result before "
+        "answering 202 with its request id (the request goes on).",
+    )
+    api_async_expiry_s: int = Field(
+        default=3600,
+        ge=1,
+        description="A write sent with ?async=true is dropped if no worker starts it in time.",
+    )
+    api_max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="The largest JSON request body (else 413)."
+    )
+    api_max_csv_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1024,
+        description="The largest CSV body of PUT .../tasks (else 413); it is streamed, never "
+        "held whole.",
+    )
+    api_body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A client that sends no byte of its body for this long gets 408.",
+    )
+    api_threads: int = Field(
+        default=100,
+        ge=1,
+        description="Requests the API runs at once (a write holds one while it waits).",
+    )
+    api_page_size: int = Field(
+        default=1000, ge=1, description="Numbers per page of GET .../phone_numbers (at most)."
+    )
+
     # --- tasks (spec §10.2) ----------------------------------------------------------------------
     crawler_interval: timedelta = Field(
         default=timedelta(days=1),

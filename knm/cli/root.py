@@ -2,7 +2,8 @@
 
 Each command group lives in its own module (``knm.cli.accounts``, ``numbers``, ``search``,
 ``jobs``, ``worker_commands``, ``demo``, ``maintenance``, ``sandbox``, ``request_commands``,
-``contract``, ``status``, ``numbers_extra``) and adds itself with ``register(cli)``; this module
+``contract``, ``status``, ``numbers_extra``, ``api_commands``) and adds itself with
+``register(cli)``; this module
 registers them all, in the order ``knm --help`` lists them. The groups share ``knm.cli.helpers``
 and never import this module.
 
@@ -46,6 +47,7 @@ from typer.core import TyperGroup
 from config.settings import SettingsError
 from knm.cli import (
     accounts,
+    api_commands,
     contract,
     demo,
     jobs,
@@ -131,6 +133,7 @@ request_commands.register(cli)
 contract.register(cli)
 status.register(cli)
 numbers_extra.register(cli)
+api_commands.register(cli)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import broker_overhead, carriers, core_ops, csv_import, provisioning, sweeps
+from benchmarks import api, broker_overhead, carriers, core_ops, csv_import, provisioning, sweeps
 from benchmarks.common import mongo_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -67,3 +67,14 @@ def test_broker_overhead(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_provisioning() -> None:
     report = provisioning.run(3, 10.0, 2)
     assert (report["bought"], report["failed"]) == (3, 0)
+
+
+def test_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(api, "ROUNDS", 2)
+    monkeypatch.setattr(api, "GET_REQUESTS", 8)
+    monkeypatch.setattr(api, "CSV_SIZES", (20,))
+    report = api.run()
+    assert report["reads"]["requests"] == 8
+    assert report["writes"]["api_vs_send_task"] > 0
+    assert report["uploads"][0]["rows"] == 20
+    assert report["uploads"][0]["peak_rss_mb"] > 0

@@ -1,0 +1,1 @@
+"""knm's HTTP API: KAZOO's crossbar phone_numbers and tasks routes (``knm api serve``)."""
