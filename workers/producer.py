@@ -28,6 +28,9 @@ from knm.services.numbers_requests import NumbersRequest, Operation
 from knm.services.search import SearchQuery
 from workers.celery_config import DEFAULT_QUEUE
 
+#: The client that publishes knm tasks (a Celery app), named so layers above need no Celery import.
+type ProducerApp = Celery
+
 DEFAULT_TIMEOUT_S: Final[float] = 60.0
 SEARCH_TASK: Final[str] = "knm.search"
 

@@ -13,7 +13,7 @@ from knm.services.facade import Knm
 from knm.store.api_keys import ApiKeyStore
 
 if TYPE_CHECKING:
-    from celery import Celery
+    from workers.producer import ProducerApp
 
 
 @dataclass
@@ -23,7 +23,7 @@ class ApiContext:
     settings: Settings
     knm: Knm
     keys: ApiKeyStore
-    _producer: Celery | None = None
+    _producer: ProducerApp | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -33,7 +33,7 @@ class ApiContext:
         keys.ensure_indexes()
         return cls(settings=settings, knm=knm, keys=keys)
 
-    def producer(self) -> Celery:
+    def producer(self) -> ProducerApp:
         """The Celery client that publishes writes (created once, shared by every thread)."""
         with self._lock:
             if self._producer is None:

@@ -35,7 +35,7 @@ _SERVICES: Final = ("knm.services", "knm.contract", *_BELOW_SERVICES)
 # Layer -> the other layers it may import (its own layer is always allowed). Imports point
 # down only; tasks may import workers, never the other way round.
 ALLOWED_IMPORTS: Final[dict[str, tuple[str, ...]]] = {
-    "knm.cli": ("tasks", "workers", *_SERVICES),
+    "knm.cli": ("knm.api", "tasks", "workers", *_SERVICES),
     "knm.api": ("tasks", "workers", *_SERVICES),
     "tasks": ("workers", *_SERVICES),
     "workers": _SERVICES,
