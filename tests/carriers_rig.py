@@ -34,7 +34,7 @@ from knm.services.search import SearchQuery
 from knm.store.numbers import Store
 from tests import workers_rig as rig
 
-#: Copies of ../shared/fixtures/carriers (real provider answers captured by KAZOO's tests).
+#: Real provider answers captured by KAZOO's tests.
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "carriers"
 
 #: Fast, bounded retries for tests: transient failures cost milliseconds, timeouts one second.
@@ -342,7 +342,7 @@ def owned(sandbox: SandboxClient, provider: str) -> list[str]:
 def assert_provisioning_gates(
     db: Database[dict[str, Any]], sandbox: SandboxClient, case: CarrierCase, **pretend: Any
 ) -> None:
-    """KAZOO's provisioning gates (spec §0.5) for a gated carrier: with ``enable_provisioning``
+    """KAZOO's provisioning gates for a gated carrier: with ``enable_provisioning``
     false and ``pretend`` (where ``sandbox_provisioning`` is not its default) a purchase succeeds
     without an order sent; with both flags false it is refused as ``provisioning_disabled``."""
     key = case.provider  # the carrier's settings section
