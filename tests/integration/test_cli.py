@@ -319,8 +319,10 @@ def test_demo_is_rerunnable(knm: Run) -> None:
     first = knm("demo").stdout
     assert "forbidden" in first
     second = knm("demo").stdout
-    assert "removed 2 demo numbers" in second
+    assert "removed 5 demo numbers" in second
     assert "in_service" in second
+    assert "store: KNM_MONGODB_URL" in second  # a configured store is not the demo's to stop
+    assert "embedded store stopped" not in second
 
 
 # ------------------------------------------------------------------------------ scripts
@@ -368,7 +370,7 @@ def test_worker_and_beat_commands_are_listed() -> None:
         [sys.executable, "-m", "knm", "--help"], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    for command in ("worker", "beat", "demo", "numbers", "search"):
+    for command in ("worker", "beat", "stop", "demo", "numbers", "search"):
         assert command in done.stdout
     for args in (["numbers", "create", "--help"], ["search", "--help"]):
         shown = subprocess.run(
