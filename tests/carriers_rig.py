@@ -13,6 +13,7 @@ database with those settings.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,10 @@ def fixture_text(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def sandbox_server() -> Iterator[Sandbox]:
+    if os.environ.get("KNM_TEST_NO_SERVERS"):
+        pytest.fail(
+            "the carrier sandbox is a server: a test that needs one belongs in tests/integration"
+        )
     with Sandbox() as server:
         yield server
 

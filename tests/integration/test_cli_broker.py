@@ -271,10 +271,9 @@ def test_search_and_rejected_requests_via_broker(
     assert "invalid get request" in str(failed.value)
 
 
+@pytest.mark.timeout(60)  # a hang guard: the command gives up after its --timeout
 def test_via_broker_without_a_worker(via: Run) -> None:
-    started = time.monotonic()
     result = via("numbers", "get", N1, "--via-broker", "--timeout", "2", code=1)
-    assert time.monotonic() - started < 15
     assert result.stdout == ""
     assert one_line_error(result) == (
         "knm: error: no worker answered within 2 s: start one with 'knm worker'"
