@@ -210,3 +210,24 @@ def print_json(value: Any) -> None:
 
 def console() -> Console:
     return render.console()
+
+
+#: ``--force`` of the commands that name an account to create numbers for.
+Force = Annotated[
+    bool,
+    typer.Option("--force", help="Accept an --account / ACCOUNT that does not exist (yet)."),
+]
+
+
+def require_account(account: str, force: bool, option: str = "--account") -> None:
+    """Refuse an account that does not exist, naming it, unless ``force``: numbers created for a
+    mistyped id would belong to nobody anyone can see."""
+    if force:
+        return
+    with open_knm() as knm:
+        if knm.get_account(account) is not None:
+            return
+    usage_error(
+        f"{option} {account}: no such account (create it with 'knm accounts create {account} "
+        "--name NAME', or pass --force to use it anyway)"
+    )
