@@ -23,6 +23,7 @@ from typer._click.globals import get_current_context
 
 from config.settings import Settings, get_settings, reset_settings
 from knm.cli import render
+from knm.domain.accounts import bad_account_id, is_account_id
 from knm.services.facade import InputError, Knm
 from knm.services.numbers_requests import InvalidRequestError
 from knm.store import embedded
@@ -222,6 +223,8 @@ Force = Annotated[
 def require_account(account: str, force: bool, option: str = "--account") -> None:
     """Refuse an account that does not exist, naming it, unless ``force``: numbers created for a
     mistyped id would belong to nobody anyone can see."""
+    if not is_account_id(account):
+        usage_error(bad_account_id(account))
     if force:
         return
     with open_knm() as knm:
