@@ -6,12 +6,17 @@ PYTHON := $(shell if python3.13 -c 'import sys' >/dev/null 2>&1; then command -v
 endif
 UV = $(PYTHON) -m uv
 
-.PHONY: install test lint check demo bench
+.PHONY: install check test lint demo bench
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
 	$(UV) sync --frozen --python $(PYTHON)
 
+# the fast tier: lint and the unit tests, no server started (under a minute)
+check: lint
+	KNM_TEST_NO_SERVERS=1 $(UV) run --frozen pytest -q tests/unit
+
+# everything: unit and integration tests over real servers, benchmark smoke runs (what CI runs)
 test: install
 	$(UV) run --frozen pytest -q
 
@@ -20,10 +25,6 @@ lint: install
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy knm carriers tasks workers config
 	$(UV) run --frozen python -m knm.tools.layout
-
-# lint plus the unit tests (no server needed)
-check: lint
-	$(UV) run --frozen pytest -q tests/unit
 
 demo: install
 	$(UV) run --frozen knm demo

@@ -1,4 +1,4 @@
-"""knm_bandwidth: Bandwidth's legacy "numbers.api" v2 XML API (spec carriers.md §4). Deprecated.
+"""knm_bandwidth: Bandwidth's legacy "numbers.api" v2 XML API. Deprecated.
 
 Every verb is one ``POST`` to ``base_url`` (KAZOO's ``numbers_api_url``) with an XML body whose
 root element is the verb and whose first child is the developer key. Search
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 NAME = "knm_bandwidth"
 
-#: The attributes of every request's root element (§4.1).
+#: The attributes of every request's root element.
 ROOT_ATTRIBUTES: Final = (
     ' xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
     ' xmlns:xsd="http://www.w3.org/2001/XMLSchema"'
@@ -85,12 +85,12 @@ def warn_deprecated() -> None:
 
 # ================================================================================ pure parts
 def request_body(verb: str, developer_key: str, children: list[tuple[str, XmlContent]]) -> str:
-    """The body of one verb (§4.1): the developer key first, then the verb's children."""
+    """The body of one verb: the developer key first, then the verb's children."""
     return xml_document(verb, [("developerKey", developer_key), *children], ROOT_ATTRIBUTES)
 
 
 def search_request(prefix: str, quantity: int) -> tuple[str, list[tuple[str, XmlContent]]]:
-    """The verb and children of a search (§4.3): 3 digits by area code, else by NPA-NXX."""
+    """The verb and children of a search: 3 digits by area code, else by NPA-NXX."""
     digits = strip_plus_one(prefix)
     if len(digits) == 3:
         return "areaCodeNumberSearch", [("areaCode", digits), ("maxQuantity", str(quantity))]
@@ -100,7 +100,7 @@ def search_request(prefix: str, quantity: int) -> tuple[str, list[tuple[str, Xml
 def order_children(
     number_id: str, name: str, ext_ref_id: str, subscriber: str, endpoints: list[str]
 ) -> list[tuple[str, XmlContent]]:
-    """``basicNumberOrder``'s children (§4.4); ``endPoints`` only when configured."""
+    """``basicNumberOrder``'s children; ``endPoints`` only when configured."""
     children: list[tuple[str, XmlContent]] = [
         ("orderName", name),
         ("extRefID", ext_ref_id),
@@ -113,7 +113,7 @@ def order_children(
 
 
 def read(response: httpx.Response) -> ET.Element:
-    """The answer's XML document; the status mapping of §4.2 first.
+    """The answer's XML document; the status mapping first.
 
     A 2xx that is not XML is malformed (after an order its effect is unknown).
     """
@@ -142,7 +142,7 @@ def _message(body: bytes) -> str | None:
 
 
 def check(root: ET.Element, status: int | None = None) -> ET.Element:
-    """``root`` when ``/*/status`` is ``success``, else the provider's error message (§4.2)."""
+    """``root`` when ``/*/status`` is ``success``, else the provider's error message."""
     outcome = xmltext.text(root, "status")
     if outcome == "success":
         return root
@@ -155,7 +155,7 @@ def decode(response: httpx.Response) -> ET.Element:
 
 
 def parse_number(item: ET.Element) -> dict[str, Any]:
-    """One ``telephoneNumber`` element (§4.3), absent values omitted."""
+    """One ``telephoneNumber`` element, absent values omitted."""
     found = {
         "number_id": xmltext.text(item, "numberID"),
         "ten_digit": xmltext.text(item, "tenDigit"),
@@ -185,7 +185,7 @@ def parse_search(root: ET.Element) -> list[SearchResult]:
 
 
 def parse_order(root: ET.Element) -> dict[str, Any]:
-    """``/numberOrderResponse/numberOrder`` as the number's new carrier data (§4.4)."""
+    """``/numberOrderResponse/numberOrder`` as the number's new carrier data."""
     orders = xmltext.path(root, "numberOrder")
     if not orders:
         return {"number": {}}

@@ -1,9 +1,9 @@
-"""knm_bandwidth2: Bandwidth's "Dashboard" (iris) REST API (spec carriers.md §5).
+"""knm_bandwidth2: Bandwidth's "Dashboard" (iris) REST API.
 
 Every URL is ``<base_url>/accounts/<account_id>/...`` with HTTP Basic auth. Search
 ``GET availableNumbers``; order ``POST orders`` (one existing number), then poll
 ``GET orders/<id>`` while the order is ``RECEIVED``: every ``order_poll_interval_s``, at most
-``order_poll_max`` times (DECISIONS 8: KAZOO polled forever). Bandwidth's order id is written to
+``order_poll_max`` times (KAZOO polled forever). Bandwidth's order id is written to
 the provisioning ledger as soon as the POST answers, so an order left ``RECEIVED`` (poll cap, a
 crash, a lost poll) is followed up by polling that same order, never by ordering again.
 Disconnect calls nothing upstream (KAZOO).
@@ -17,14 +17,14 @@ unreadable), ``GET orders?tn=<10 digits>`` lists the account's orders for the nu
 followed as above; no such order means nothing was bought. An order read this way must be
 about the number (its ``TelephoneNumber``), should the ``tn`` filter ever be ignored.
 
-Differences from KAZOO, on purpose: the toll-free search QUIRK of §5.3 is fixed (KAZOO sent
+Differences from KAZOO, on purpose: the toll-free search QUIRK is fixed (KAZOO sent
 ``855`` as ``tollFreeWildCardPattern=55*``, dropping the leading ``8``; knm sends the pattern
 ``85*`` and keeps the numbers of the NPA asked for); detail-format answers
 (``TelephoneNumberDetailList``) are read too (KAZOO found nothing in them); an answer that
 carries the provider's ``Error/Description`` outside an ``ErrorList`` keeps that message; an
 XML answer is read whether or not it starts with ``<?xml`` (KAZOO required the declaration).
 Reproduced: an empty search answer is an error (``Number not found``); the carrier data's
-``order_id`` is the *customer* order id, not Bandwidth's (QUIRK of §5.4, kept so the stored
+``order_id`` is the *customer* order id, not Bandwidth's (QUIRK, kept so the stored
 data reads as KAZOO's; Bandwidth's own id stays in the ledger).
 """
 
@@ -59,7 +59,7 @@ RECEIVED: Final = "RECEIVED"
 COMPLETE: Final = "COMPLETE"
 FAILED: Final = "FAILED"
 
-#: Headers of a POST (§5.1); GETs send none besides the client's own.
+#: Headers of a POST; GETs send none besides the client's own.
 POST_HEADERS: Final[dict[str, str]] = {
     "Accept": "*/*",
     "X-BWC-IN-Control-Processing-Type": "process",
@@ -99,7 +99,7 @@ def order_name(prefix: str, unix_s: float) -> str:
 
 
 def search_params(prefix: str, quantity: int, max_quantity: int) -> tuple[str, dict[str, str]]:
-    """The search kind (``tollfree``, ``wildcard``, ``npa``, ``npanxx``) and query (§5.3).
+    """The search kind (``tollfree``, ``wildcard``, ``npa``, ``npanxx``) and query.
 
     The toll-free row is the fixed QUIRK: ``855...`` asks for ``85*`` (KAZOO: ``55*``).
     """
@@ -125,7 +125,7 @@ def search_params(prefix: str, quantity: int, max_quantity: int) -> tuple[str, d
 
 
 def read(response: httpx.Response) -> ET.Element:
-    """The answer's XML document; the status mapping of §5.2 first.
+    """The answer's XML document; the status mapping first.
 
     A refusal keeps the provider's ``Error/Description`` when the body has one. A 2xx that
     is not XML is malformed (after an order its effect is unknown); any other status that
@@ -152,7 +152,7 @@ def read(response: httpx.Response) -> ET.Element:
 
 
 def is_success(root: ET.Element) -> bool:
-    """KAZOO's success test (§5.2): any number, site or peer listed, or an order status."""
+    """KAZOO's success test: any number, site or peer listed, or an order status."""
     return bool(
         xmltext.find_path(root, "TelephoneNumberDetailList", "TelephoneNumberDetail")
         or xmltext.find_path(root, "TelephoneNumberList", "TelephoneNumber")
@@ -170,7 +170,7 @@ def error_description(root: ET.Element) -> str | None:
 
 
 def check(root: ET.Element, status: int | None = None) -> ET.Element:
-    """``root`` when it counts as a success, else the provider's refusal (§5.2)."""
+    """``root`` when it counts as a success, else the provider's refusal."""
     if is_success(root):
         return root
     raise ProviderRefusalError(NAME, error_description(root) or "Number not found", status)
@@ -197,7 +197,7 @@ def _rate_center(item: ET.Element) -> dict[str, str]:
 
 
 def parse_search(root: ET.Element, kind: str, prefix: str) -> list[SearchResult]:
-    """The numbers of a search answer, in document order (§5.3).
+    """The numbers of a search answer, in document order.
 
     Plain items (``TelephoneNumberList/TelephoneNumber``) and detail items
     (``TelephoneNumberDetailList/TelephoneNumberDetail``, number in ``FullNumber``). Local
@@ -227,7 +227,7 @@ def parse_search(root: ET.Element, kind: str, prefix: str) -> list[SearchResult]
 def order_body(
     name: str, customer_order_id: str | None, site_id: str, peer_id: str, tn: str
 ) -> str:
-    """``POST orders`` for one existing number (§5.4); ``CustomerOrderId`` only when known."""
+    """``POST orders`` for one existing number; ``CustomerOrderId`` only when known."""
     children: list[tuple[str, XmlContent]] = [("Name", name)]
     if customer_order_id:
         children.append(("CustomerOrderId", customer_order_id))
@@ -255,7 +255,7 @@ def order_tn(root: ET.Element) -> str | None:
 
 
 def completion_data(root: ET.Element) -> dict[str, str]:
-    """The carrier data a ``COMPLETE`` order adds (§5.4), empty values dropped.
+    """The carrier data a ``COMPLETE`` order adds, empty values dropped.
 
     QUIRK reproduced: ``order_id`` is the *customer* order id.
     """
@@ -269,7 +269,7 @@ def completion_data(root: ET.Element) -> dict[str, str]:
 
 
 def merge_carrier_data(existing: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """KAZOO's ``update`` (§0.7): new keys are added, existing keys win."""
+    """KAZOO's ``update``: new keys are added, existing keys win."""
     return {**new, **existing}
 
 
@@ -383,7 +383,7 @@ class Bandwidth2Carrier(Integration):
         return self._outcome(pn, root)
 
     def _outcome(self, pn: PhoneNumber, root: ET.Element) -> dict[str, Any]:
-        """The carrier data of a ``COMPLETE`` order, else the refusal of §5.4."""
+        """The carrier data of a ``COMPLETE`` order, else the refusal."""
         _order_id, status = order_ref(root)
         if status == COMPLETE:
             return merge_carrier_data(pn.carrier_data, completion_data(root))

@@ -1,4 +1,4 @@
-"""The carrier contract (KAZOO's ``knm_gen_carrier``, spec §3.1).
+"""The carrier contract (KAZOO's ``knm_gen_carrier``).
 
 A carrier module searches its stock, acquires (buys) a number, disconnects (releases) it and may
 check numbers' status upstream. Modules are looked up by the name stored on the number document
@@ -50,7 +50,7 @@ class CarrierKind(StrEnum):
 
 @dataclass(frozen=True)
 class SearchRequest:
-    """One carrier search (spec §3.3): ``prefix`` is normalized (dial code + user prefix)."""
+    """One carrier search: ``prefix`` is normalized (dial code + user prefix)."""
 
     prefix: str
     quantity: int

@@ -1,4 +1,4 @@
-"""The feature-provider contract (KAZOO's ``knm_gen_provider``, spec knm-core.md §8.2).
+"""The feature-provider contract (KAZOO's ``knm_gen_provider``).
 
 A provider owns one or more number features (``e911``; ``cnam`` with ``inbound_cnam`` and
 ``outbound_cnam``; ``prepend`` ...). On save it compares what the number's public fields ask

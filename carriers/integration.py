@@ -57,7 +57,7 @@ class Integration(Carrier):
 
     #: The section of ``settings.carriers`` (``KNM_CARRIERS__<KEY>__...``).
     config_key: ClassVar[str]
-    #: Disconnect checks the provisioning gates (Telnyx, VoIP Innovations), spec §0.5.
+    #: Disconnect checks the provisioning gates (Telnyx, VoIP Innovations).
     gated_disconnect: ClassVar[bool] = False
     #: Disconnect calls the provider (Vitelity, VoIP Innovations); others are no-ops upstream.
     releases_upstream: ClassVar[bool] = False
@@ -143,7 +143,7 @@ class Integration(Carrier):
         self._provision(pn, Action.DISCONNECT, request_id, send, confirm)
 
     def provisioning_enabled(self, pn: PhoneNumber) -> bool:
-        """KAZOO's gates (spec §0.5): call the API, pretend (sandbox), or refuse."""
+        """KAZOO's gates: call the API, pretend (sandbox), or refuse."""
         if self.config.enable_provisioning:
             return True
         if self.config.sandbox_provisioning:

@@ -1,4 +1,4 @@
-"""Carriers selling from an inventory collection: knm_managed and knm_inum (spec §3.4).
+"""Carriers selling from an inventory collection: knm_managed and knm_inum.
 
 Inventory documents are ``{_id, pvt_carrier_module, pvt_state, pvt_account_id,
 pvt_assigned_to}``. A search offers an account's own stock, falling back to its reseller's; the

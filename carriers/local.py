@@ -1,7 +1,7 @@
 """Carriers whose stock is the numbers collection itself: knm_local, knm_inventory, knm_mdn,
-knm_reserved and knm_reserved_reseller (spec §3.4).
+knm_reserved and knm_reserved_reseller.
 
-Searches are bounded by the prefix (DECISIONS 8, gap 11) and page with the index on
+Searches are bounded by the prefix and page with the index on
 ``(pvt_state, pvt_carrier_module, _id)`` or ``(pvt_assigned_to, pvt_state, _id)``.
 """
 
@@ -120,7 +120,7 @@ class ReservedCarrier(Carrier):
 
 
 class ReservedResellerCarrier(ReservedCarrier):
-    """Numbers reserved in the reseller's name (paging fixed: DECISIONS 8, gap 12)."""
+    """Numbers reserved in the reseller's name (paging fixed)."""
 
     name: ClassVar[str] = "knm_reserved_reseller"
 

@@ -1,4 +1,4 @@
-"""knm's own feature providers (spec §8.2): the features knm keeps itself, for every carrier.
+"""knm's own feature providers: the features knm keeps itself, for every carrier.
 
 The local providers keep a feature of ``pvt_features`` (``pn.features``) in line with what the
 public fields ask for, with no upstream call:
@@ -47,7 +47,7 @@ def is_true(value: Any) -> bool:
 
 
 def as_boolean(value: Any) -> bool | None:
-    """A boolean, or the string ``"true"``/``"false"`` coerced; anything else is None (§9.12)."""
+    """A boolean, or the string ``"true"``/``"false"`` coerced; anything else is None."""
     if isinstance(value, bool):
         return value
     if value == "true":
@@ -98,7 +98,7 @@ class FailoverProvider(InServiceProvider):
 
 
 class RingbackProvider(InServiceProvider):
-    """``knm_ringback``: public ``ringback {early, transfer}`` (KAZOO has no module: gap 17)."""
+    """``knm_ringback``: public ``ringback {early, transfer}`` (KAZOO has no module)."""
 
     name = "knm_ringback"
     features = ("ringback",)

@@ -1,4 +1,4 @@
-"""Number helpers the integrations share (spec carriers.md §0.6)."""
+"""Number helpers the integrations share."""
 
 from __future__ import annotations
 

@@ -1,13 +1,13 @@
-"""knm_other: a generic "phonebook" midware peer at ``base_url`` (spec carriers.md §7).
+"""knm_other: a generic "phonebook" midware peer at ``base_url``.
 
 Search ``GET numbers/<cc>/search`` (``GET blocks/<cc>/search`` when the request asks for
 blocks); status ``POST numbers/<cc>/status``; order ``PUT numbers/<cc>/order``; disconnect
 calls nothing upstream (KAZOO). ``<cc>`` is always the configured ``default_country``, as in
 KAZOO. The peer has no authentication; bodies are raw JSON without a Content-Type (KAZOO's
-wire). Unlike KAZOO, the search prefix is URL-encoded (``%2B``; DECISIONS 8). KAZOO applies no
+wire). Unlike KAZOO, the search prefix is URL-encoded (``%2B``). KAZOO applies no
 provisioning gates to this module, so neither does knm (``enable_provisioning`` is ignored).
 
-The peer contract of §7.3, plus one rule knm relies on: the status call answers
+The peer contract, plus one rule knm relies on: the status call answers
 ``"in_service"`` for a number the peer holds for us (an order of ours took effect); any other
 status text (``available``, ``not_found``, ...) means it is not ours.
 
@@ -38,7 +38,7 @@ from knm.domain.number import NumberState, PhoneNumber
 
 NAME = "knm_other"
 
-#: The status-call answer that means "this number is ours" (knm's part of the §7.3 contract).
+#: The status-call answer that means "this number is ours" (knm's addition to the peer contract).
 OWNED_STATUS = "in_service"
 
 
@@ -49,7 +49,7 @@ def numbers_url(base_url: str, country: str, what: str) -> str:
 
 
 def search_url(base_url: str, country: str, request: SearchRequest) -> str:
-    """The number search (§7.2); the prefix is URL-encoded (DECISIONS 8: KAZOO sent ``+``)."""
+    """The number search; the prefix is URL-encoded (KAZOO sent ``+``)."""
     query = urlencode(
         {"prefix": request.prefix, "limit": request.quantity, "offset": request.offset},
         quote_via=quote,
@@ -58,7 +58,7 @@ def search_url(base_url: str, country: str, request: SearchRequest) -> str:
 
 
 def blocks_url(base_url: str, country: str, request: SearchRequest) -> str:
-    """The block search (§7.2): ``size`` is the quantity, ``limit`` the number of blocks."""
+    """The block search: ``size`` is the quantity, ``limit`` the number of blocks."""
     query = urlencode(
         {
             "prefix": request.prefix,
@@ -77,7 +77,7 @@ def encode(body: Any) -> bytes:
 
 
 def status_body(numbers: Sequence[str]) -> bytes:
-    """``{"data": [npan, ...]}``: NANP numbers as 10 digits, others unchanged (§7.2)."""
+    """``{"data": [npan, ...]}``: NANP numbers as 10 digits, others unchanged."""
     return encode({"data": [to_npan(n) for n in numbers]})
 
 
@@ -177,7 +177,7 @@ def parse_status(doc: dict[str, Any]) -> dict[str, str]:
 
 
 def apply_order(number: str, doc: dict[str, Any], carrier_data: dict[str, Any]) -> dict[str, Any]:
-    """The carrier data after an order answer (§7.2): ``data.<number>.status`` must be
+    """The carrier data after an order answer: ``data.<number>.status`` must be
     ``success`` (an answer without that entry leaves the order's effect unknown); a non-empty
     ``opaque`` object replaces the carrier data; a non-empty ``locality`` is kept in it under
     ``locality`` until number features exist (KAZOO sets the ``locality`` feature)."""

@@ -35,7 +35,7 @@ from carriers.voip_innovations import VoipInnovationsCarrier
 from config.settings import Settings, get_settings
 from knm.domain.carrier_modules import CarrierModules
 
-#: Always searched first in an account-scoped search (spec §3.2).
+#: Always searched first in an account-scoped search.
 ACCOUNT_SEARCH_HEAD: Final[tuple[str, ...]] = ("knm_reserved", "knm_reserved_reseller", "knm_local")
 
 _BUILTIN: Final[tuple[type[Carrier], ...]] = (
@@ -148,7 +148,7 @@ class CarrierRegistry:
         system_modules: Iterable[str],
         reseller_modules: Iterable[str] | None = None,
     ) -> list[str]:
-        """Which modules a search fans out to (spec §3.2); unknown names are dropped."""
+        """Which modules a search fans out to; unknown names are dropped."""
         if account_id is None or reseller_id is None:
             wanted = list(system_modules)
         else:
@@ -162,7 +162,7 @@ class CarrierRegistry:
         return True if carrier is None else carrier.billable
 
     def max_prefix_length(self, names: Iterable[str], ctx: CarrierContext) -> int:
-        """``min(15, each carrier's maximal prefix length)`` for the search info (spec §3.2)."""
+        """``min(15, each carrier's maximal prefix length)`` for the search info."""
         lengths = [15]
         for name in names:
             carrier = self.get(name, ctx)

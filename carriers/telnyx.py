@@ -1,4 +1,4 @@
-"""knm_telnyx: Telnyx's "origination" v1 API (spec carriers.md §1).
+"""knm_telnyx: Telnyx's "origination" v1 API.
 
 The calls, answers and credentials shared with the feature providers are in
 ``carriers.telnyx_api``; the E911 and CNAM providers the carrier offers in
@@ -27,7 +27,7 @@ from knm.domain.number import NumberState, PhoneNumber
 
 # ================================================================================ pure parts
 def search_kind(prefix: str) -> tuple[str, int, dict[str, str]]:
-    """``(kind, search_type, search_descriptor)`` for a normalized prefix (§1.3)."""
+    """``(kind, search_type, search_descriptor)`` for a normalized prefix."""
     if prefix.startswith("+1") and len(prefix) >= 5 and prefix[2:5].isdigit():
         npa = prefix[2:5]
         if npa in US_TOLLFREE_NPAS:
@@ -54,7 +54,7 @@ def search_body(request: SearchRequest) -> tuple[str, dict[str, Any]]:
 
 
 def post_process(doc: dict[str, Any], config: TelnyxSettings) -> dict[str, Any]:
-    """Best-effort removal, rate filter, then the response's own ``limit`` (§1.2)."""
+    """Best-effort removal, rate filter, then the response's own ``limit``."""
     result = list(doc.get("result") or [])
     inexplicit = list(doc.get("inexplicit_result") or [])
     if not config.should_keep_best_effort and doc.get("any_best_effort") is True:
@@ -77,7 +77,7 @@ def _rates_match(item: dict[str, Any], config: TelnyxSettings) -> bool:
 
 
 def parse_search(doc: dict[str, Any], kind: str, dialcode: str) -> list[SearchResult]:
-    """Results of a post-processed search answer (§1.3)."""
+    """Results of a post-processed search answer."""
     if kind == "region":
         out = []
         for item in doc.get("inexplicit_result") or []:
@@ -92,7 +92,7 @@ def parse_search(doc: dict[str, Any], kind: str, dialcode: str) -> list[SearchRe
 
 
 def merge_carrier_data(existing: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """KAZOO's ``update`` (§0.7): new keys are added, existing keys win."""
+    """KAZOO's ``update``: new keys are added, existing keys win."""
     return {**new, **existing}
 
 

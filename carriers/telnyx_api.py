@@ -1,6 +1,6 @@
 """The Telnyx origination v1 API as the carrier and its feature providers both use it: the
 module name, URLs, headers, the reading of an answer, and ``TelnyxApi``, the integration that
-holds the HTTP client, breaker and ledger of Telnyx calls (spec carriers.md §1.1-§1.2).
+holds the HTTP client, breaker and ledger of Telnyx calls.
 
 ``carriers.telnyx`` (the carrier: search and orders) and ``carriers.telnyx_features`` (E911 and
 CNAM) stand on this module, so the carrier can name its feature providers.
@@ -28,7 +28,7 @@ _STATUS_REASONS = {
 
 
 def decode(response: httpx.Response) -> dict[str, Any]:
-    """A 200 JSON object, else the reason of §1.2 with the provider's message when it has one."""
+    """A 200 JSON object, else the reason with the provider's message when it has one."""
     body = response.content.lstrip()
     if response.status_code == 200:
         if not body.startswith(b"{"):
@@ -62,12 +62,12 @@ def number_path(number: str) -> str:
 
 
 def api_url(config: TelnyxSettings, path: str) -> str:
-    """The URL of ``path`` under the configured base (§1.1)."""
+    """The URL of ``path`` under the configured base."""
     return config.base_url.rstrip("/") + "/" + path
 
 
 def api_headers(config: TelnyxSettings) -> dict[str, str]:
-    """Every call's headers: JSON answers and the credentials (§1.1)."""
+    """Every call's headers: JSON answers and the credentials."""
     return {
         "Accept": "application/json",
         "x-api-user": config.user.get_secret_value(),

@@ -1,14 +1,13 @@
-"""Telnyx's number features: E911 (``knm_telnyx_e911``) and CNAM (``knm_telnyx_cnam``), spec
-carriers.md §1.6-1.7, over the origination v1 API of ``carriers.telnyx_api``.
+"""Telnyx's number features: E911 (``knm_telnyx_e911``) and CNAM (``knm_telnyx_cnam``),
+over the origination v1 API of ``carriers.telnyx_api``.
 
-E911: an address is an object of the Telnyx account (``POST e911_addresses``) that a number
-points at (``PUT numbers/<n>/e911_settings``); the number keeps the address id in its carrier
-data (``address_id``, replaced when the address changes and dropped when it is removed:
-DECISIONS 8). A changed address is created, assigned, and only then is the previous one deleted
-(KAZOO also fired a delete of the previous address before creating the new one, leaving the
-number pointing at a deleted address when the create failed). A removed address is unassigned,
-then deleted. Deleting an address is best effort, as in KAZOO: a failure leaves an unused
-address upstream, logged.
+E911: an address is an object of the Telnyx account (``POST e911_addresses``) that a number points
+at (``PUT numbers/<n>/e911_settings``); the number keeps the address id in its carrier data
+(``address_id``, replaced when the address changes and dropped when it is removed). A changed
+address is created, assigned, and only then is the previous one deleted (KAZOO also fired a delete
+of the previous address before creating the new one, leaving the number pointing at a deleted
+address when the create failed). A removed address is unassigned, then deleted. Deleting an address
+is best effort, as in KAZOO: a failure leaves an unused address upstream, logged.
 
 CNAM: ``PUT numbers/<n>`` with ``cnam_listing_details`` (outbound; QUIRK kept: that body also
 enables caller-ID name lookup) or ``enable_caller_id_name`` (inbound); the answer must echo the
@@ -77,7 +76,7 @@ def cleanse(text: str | None) -> str | None:
 
 
 def address_body(address: Mapping[str, Any], account_name: str | None = None) -> dict[str, str]:
-    """The body of ``POST e911_addresses`` for a number's ``e911`` object (§1.6); empty values
+    """The body of ``POST e911_addresses`` for a number's ``e911`` object; empty values
     are omitted."""
     fields = [
         ("business_name", e911_caller_name(address, account_name)),
@@ -102,7 +101,7 @@ def failure_reason(doc: Mapping[str, Any]) -> str:
 
 
 def created_id(doc: Mapping[str, Any]) -> str:
-    """The new address's id; a create succeeded iff ``status`` is ``success`` (§1.6)."""
+    """The new address's id; a create succeeded iff ``status`` is ``success``."""
     if doc.get("status") != "success":
         raise ProviderRefusalError(CARRIER, failure_reason(doc))
     address_id = doc.get("id")
@@ -112,7 +111,7 @@ def created_id(doc: Mapping[str, Any]) -> str:
 
 
 def check_assigned(doc: Mapping[str, Any]) -> None:
-    """An e911_settings answer succeeded iff ``success`` is absent or true (§1.6)."""
+    """An e911_settings answer succeeded iff ``success`` is absent or true."""
     if "success" in doc and doc["success"] not in (True, "true"):
         raise ProviderRefusalError(CARRIER, failure_reason(doc))
 
@@ -126,7 +125,7 @@ def echoes(doc: Mapping[str, Any], key: str, wanted: Any) -> bool:
 
 
 def check_echo(doc: Mapping[str, Any], key: str, wanted: Any) -> None:
-    """A CNAM answer must echo what was asked for (KAZOO crashed otherwise, §1.7)."""
+    """A CNAM answer must echo what was asked for (KAZOO crashed otherwise)."""
     if not echoes(doc, key, wanted):
         raise ProviderRefusalError(CARRIER, f"{key} not applied: answered {doc.get(key)!r}")
 
@@ -134,7 +133,7 @@ def check_echo(doc: Mapping[str, Any], key: str, wanted: Any) -> None:
 def decode_list(response: httpx.Response) -> list[dict[str, Any]]:
     """A list answer (``GET e911_addresses``): a JSON array, or an object's ``data`` array."""
     if response.status_code != 200:
-        telnyx_api.decode(response)  # raises the reason of §1.2
+        telnyx_api.decode(response)  # raises the reason
     try:
         doc = json.loads(response.content)
     except ValueError:

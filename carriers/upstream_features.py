@@ -38,7 +38,7 @@ from knm.domain.number import NumberState, PhoneNumber
 
 log = logging.getLogger(__name__)
 
-#: States in which a provider brings its features in line with the public fields (§1.6, §2.5).
+#: States in which a provider brings its features in line with the public fields.
 ACTIVE_STATES = frozenset({NumberState.RESERVED, NumberState.IN_SERVICE, NumberState.PORT_IN})
 
 #: The CNAM features (KAZOO removes the legacy ``cnam`` key on every save).
@@ -197,7 +197,7 @@ class UpstreamFeatureProvider(FeatureProvider):
 
 # ================================================================================ E911
 class UpstreamE911Provider(UpstreamFeatureProvider):
-    """The E911 flow both carriers share (spec carriers.md §1.6, §2.6).
+    """The E911 flow both carriers share.
 
     In reserved/in_service/port_in: an address the number had and no longer asks for is removed
     upstream, an unchanged one calls nothing, a new one is provisioned and activated as the user
@@ -244,7 +244,7 @@ class UpstreamE911Provider(UpstreamFeatureProvider):
 
 # ================================================================================ CNAM
 class UpstreamCnamProvider(UpstreamFeatureProvider):
-    """The CNAM flow both carriers share (spec carriers.md §1.7, §2.5).
+    """The CNAM flow both carriers share.
 
     In reserved/in_service/port_in: outbound first (a removed display name is deactivated with
     no upstream call, an unchanged one calls nothing, a new one is sent then activated), then
@@ -261,7 +261,7 @@ class UpstreamCnamProvider(UpstreamFeatureProvider):
             return
         self._outbound(pn, fctx)
         self._inbound(pn, fctx)
-        pn.remove_feature("cnam")  # the legacy aggregate key (spec knm-core §8.2)
+        pn.remove_feature("cnam")  # the legacy aggregate key
 
     def delete(self, pn: PhoneNumber, fctx: FeatureContext) -> None:
         if self.lookup_on_upstream(pn) and self.calls_upstream(fctx):

@@ -1,8 +1,8 @@
-"""knm_vitelity: Vitelity's ``api.php`` query-string API (spec carriers.md §2).
+"""knm_vitelity: Vitelity's ``api.php`` query-string API.
 
 Every call is a POST with an empty body; every parameter, the credentials included (``login``,
 ``pass``), travels in the query string and the answer is XML under ``<content>``. KAZOO ignores
-the HTTP status and reads the body; here 429/5xx are transient (DECISIONS 7, the HTTP layer) and
+the HTTP status and reads the body; here 429/5xx are transient (the shared HTTP layer) and
 another non-2xx status whose body is not XML is the provider's refusal. Search ``cmd=listnpa``,
 ``listnpanxx`` or ``listtollfree``; order ``cmd=getlocaldid`` / ``gettollfree``; release
 ``cmd=removedid``. Vitelity has no provisioning gates.
@@ -46,7 +46,7 @@ from config.carrier_settings import VitelitySettings
 from knm.domain import errors
 from knm.domain.number import NumberState, PhoneNumber
 
-#: Classifications that make a search or an order toll-free (§2.3, §2.4).
+#: Classifications that make a search or an order toll-free.
 TOLLFREE_CLASSES = frozenset({"tollfree_us", "tollfree"})
 
 #: ``listdids`` error texts that mean "no DIDs on this account", not a failure.
@@ -64,7 +64,7 @@ def strip_country(prefix: str) -> str:
 def search_params(
     prefix: str, quantity: int, config: VitelitySettings, tollfree: bool = False
 ) -> tuple[str, dict[str, str]]:
-    """``(stripped prefix, query parameters)`` of a search, in KAZOO's order (§2.3).
+    """``(stripped prefix, query parameters)`` of a search, in KAZOO's order.
 
     A bare ``800`` classifies as ``unknown`` and goes to ``listnpa`` (KAZOO's behaviour); only a
     prefix long enough to classify as toll-free (or the ``tollfree`` option) lists toll-free.
@@ -89,14 +89,14 @@ def search_params(
 
 
 def order_params(number: str, config: VitelitySettings) -> dict[str, str]:
-    """``getlocaldid`` or ``gettollfree`` for an E.164 number (§2.4); ``routesip`` must be set."""
+    """``getlocaldid`` or ``gettollfree`` for an E.164 number; ``routesip`` must be set."""
     cmd = "gettollfree" if classify(number) in TOLLFREE_CLASSES else "getlocaldid"
     params = {"cmd": cmd, "did": to_npan(number), "xml": "yes", "routesip": config.routesip[0]}
     return with_credentials(params, config)
 
 
 def release_params(number: str, config: VitelitySettings) -> dict[str, str]:
-    """``removedid`` for an E.164 number (§2.4)."""
+    """``removedid`` for an E.164 number."""
     return with_credentials({"cmd": "removedid", "did": to_npan(number), "xml": "yes"}, config)
 
 
@@ -116,7 +116,7 @@ def decode(response: httpx.Response, decode_error: str) -> ET.Element:
 
 
 def read_item(element: ET.Element) -> dict[str, Any] | None:
-    """One ``<numbers>`` child as an item, ``None`` when it is not a number entry (§2.3)."""
+    """One ``<numbers>`` child as an item, ``None`` when it is not a number entry."""
     name = xmltext.local(element.tag) if isinstance(element.tag, str) else ""
     if name not in ("did", "number"):
         return None
@@ -129,7 +129,7 @@ def read_item(element: ET.Element) -> dict[str, Any] | None:
 
 
 def parse_search(root: ET.Element, prefix: str, quantity: int, dialcode: str) -> list[SearchResult]:
-    """The numbers of a decoded search answer, in document order, at most ``quantity`` (§2.3).
+    """The numbers of a decoded search answer, in document order, at most ``quantity``.
 
     Items whose number starts with neither the prefix nor the dial code and the prefix are
     skipped and do not count; a ``<response>`` child is the provider's message (no stock).
@@ -190,7 +190,7 @@ class VitelityCarrier(VitelityApi):
     )
 
     def provisioning_enabled(self, pn: PhoneNumber) -> bool:
-        """Vitelity has no provisioning gates (§2.4): every order reaches the API."""
+        """Vitelity has no provisioning gates: every order reaches the API."""
         return True
 
     def _post(self, params: dict[str, str], idempotent: bool) -> httpx.Response:

@@ -1,7 +1,6 @@
 """The Vitelity ``api.php`` API as the carrier and its feature providers both use it: the module
 name, query parameters and credentials, the reading of an XML answer, and ``VitelityApi``, the
-integration that holds the HTTP client, breaker and ledger of Vitelity calls (spec carriers.md
-§2.1).
+integration that holds the HTTP client, breaker and ledger of Vitelity calls.
 
 ``carriers.vitelity`` (the carrier: search, orders, releases) and ``carriers.vitelity_features``
 (CNAM and E911) stand on this module, so the carrier can name its feature providers.
@@ -34,7 +33,7 @@ _STATUS_REASONS = {
 
 
 def put_param(params: dict[str, str], key: str, value: str | None) -> None:
-    """Unset parameters are omitted (§2.1)."""
+    """Unset parameters are omitted."""
     if value is not None and value != "":
         params[key] = value
 
@@ -50,7 +49,7 @@ def command_params(
     items: Iterable[tuple[str, str | None]], config: VitelitySettings
 ) -> dict[str, str]:
     """Any command's query parameters in the given order, unset values omitted, the credentials
-    last (§2.1)."""
+    last."""
     params: dict[str, str] = {}
     for key, value in items:
         put_param(params, key, value)

@@ -1,5 +1,5 @@
 """Vitelity's number features: CNAM (``knm_vitelity_cnam``) and E911 (``knm_vitelity_e911``),
-spec carriers.md §2.5-2.6, over the ``api.php`` query-string API of ``carriers.vitelity_api``.
+over the ``api.php`` query-string API of ``carriers.vitelity_api``.
 
 CNAM: ``cmd=lidb`` sets the outbound name (the answer must say ``<response>ok</response>``);
 ``cmd=cnamenable`` / ``cnamdisable`` switch inbound lookup. KAZOO sent ``cnamenable`` on every
@@ -167,14 +167,14 @@ def scalar(value: Any) -> str | None:
 
 
 def e911_name(address: Mapping[str, Any], account_name: str | None) -> str:
-    """``customer_name``, else KAZOO's E911 caller name (§2.6)."""
+    """``customer_name``, else KAZOO's E911 caller name."""
     return text_value(address, "customer_name") or e911_caller_name(address, account_name)
 
 
 def e911_params(
     number: str, address: Mapping[str, Any], account_name: str | None, config: VitelitySettings
 ) -> dict[str, str]:
-    """``cmd=e911send`` for a number's ``e911`` object, in KAZOO's order (§2.6)."""
+    """``cmd=e911send`` for a number's ``e911`` object, in KAZOO's order."""
     unittype, unitnumber = unit(scalar(address.get("extended_address")))
     return command_params(
         [
@@ -194,19 +194,19 @@ def e911_params(
 
 
 def did_params(cmd: str, number: str, config: VitelitySettings) -> dict[str, str]:
-    """``e911delete`` / ``e911getinfo`` (§2.6): ``did``, ``xml``, ``cmd`` and the credentials."""
+    """``e911delete`` / ``e911getinfo``: ``did``, ``xml``, ``cmd`` and the credentials."""
     return command_params([("did", to_npan(number)), ("xml", "yes"), ("cmd", cmd)], config)
 
 
 def lidb_params(number: str, name: str, config: VitelitySettings) -> dict[str, str]:
-    """``cmd=lidb``: the outbound CNAM name (§2.5)."""
+    """``cmd=lidb``: the outbound CNAM name."""
     return command_params(
         [("cmd", "lidb"), ("did", to_npan(number)), ("name", name), ("xml", "yes")], config
     )
 
 
 def cnam_params(number: str, enable: bool, config: VitelitySettings) -> dict[str, str]:
-    """``cmd=cnamenable`` / ``cnamdisable``: inbound CNAM lookup (§2.5)."""
+    """``cmd=cnamenable`` / ``cnamdisable``: inbound CNAM lookup."""
     cmd = "cnamenable" if enable else "cnamdisable"
     return command_params([("did", to_npan(number)), ("cmd", cmd), ("xml", "yes")], config)
 
@@ -232,7 +232,7 @@ def check_ok(root: ET.Element) -> None:
 
 
 def check_lidb(root: ET.Element) -> None:
-    """A ``lidb`` answer must say ``ok`` and ``<response>ok</response>`` (§2.5)."""
+    """A ``lidb`` answer must say ``ok`` and ``<response>ok</response>``."""
     _refused_or_unread(root)
     response = xmltext.text(root, "response")
     if response is None:
@@ -243,7 +243,7 @@ def check_lidb(root: ET.Element) -> None:
 
 def e911_value(root: ET.Element) -> dict[str, Any] | str:
     """An ``ok`` E911 answer's value: the first ``<info>`` as an object, or ``<response>``'s
-    text, whichever comes first (§2.6)."""
+    text, whichever comes first."""
     _refused_or_unread(root)
     for child in xmltext.children(root):
         name = xmltext.local(child.tag)

@@ -1,4 +1,4 @@
-"""knm_voip_innovations: VoIP Innovations' SOAP "APIService" (spec carriers.md §3).
+"""knm_voip_innovations: VoIP Innovations' SOAP "APIService".
 
 Every call is one SOAP 1.1 POST to one URL: ``sandbox_url`` whenever ``sandbox_provisioning``
 is set (KAZOO switches every call, searches included), else ``base_url``. Search ``getDIDs``
@@ -45,7 +45,7 @@ _STATUS_REASONS = {401: "unauthenticated", 403: "unauthorized", 404: "not_found"
 
 # ================================================================================ pure parts
 def service_url(config: VoipInnovationsSettings) -> str:
-    """The sandbox endpoint for every call when ``sandbox_provisioning`` is set (§3.1)."""
+    """The sandbox endpoint for every call when ``sandbox_provisioning`` is set."""
     return config.sandbox_url if config.sandbox_provisioning else config.base_url
 
 
@@ -58,12 +58,12 @@ def soap_headers(action: str) -> dict[str, str]:
 
 
 def sanitize_number(number: str) -> str:
-    """``+14352154006`` -> ``4352154006``: every leading ``+`` and ``1`` goes (§3.4)."""
+    """``+14352154006`` -> ``4352154006``: every leading ``+`` and ``1`` goes."""
     return strip_plus_one(number)
 
 
 def search_clause(prefix: str) -> dict[str, str] | None:
-    """The ``getDIDs`` criterion for a normalized prefix (§3.3).
+    """The ``getDIDs`` criterion for a normalized prefix.
 
     QUIRK (kept): after stripping every leading ``+``/``1``, only 3 characters (``npa``) or 6
     and more (``nxx`` = the first six, NPA and NXX together) have a clause; KAZOO crashes on
@@ -120,7 +120,7 @@ def query_body(did: str) -> str:
 
 
 def decode(response: httpx.Response) -> ET.Element:
-    """The answer's XML after the envelope check of §3.2, else the reason KAZOO gives.
+    """The answer's XML after the envelope check, else the reason KAZOO gives.
 
     A body that is not XML is judged by its status; an XML body is parsed whatever the status
     (KAZOO does the same); ``responseCode`` must be 100, else the refusal is ``responseMessage``.
@@ -164,7 +164,7 @@ def locator_data(item: ET.Element) -> dict[str, Any] | None:
 
 
 def parse_search(root: ET.Element, quantity: int) -> list[SearchResult]:
-    """``//getDIDsResult/DIDLocators/DIDLocator``, the first ``quantity`` of them (§3.3)."""
+    """``//getDIDsResult/DIDLocators/DIDLocator``, the first ``quantity`` of them."""
     items = xmltext.find_path(root, "getDIDsResult", "DIDLocators", "DIDLocator")
     out: list[SearchResult] = []
     for item in items[: max(quantity, 0)]:
@@ -191,7 +191,7 @@ def _refusal(did: dict[str, str | None]) -> ProviderRefusalError:
 
 
 def check_assign(root: ET.Element) -> None:
-    """``assignDID``'s DID must have ``statusCode`` 100 (§3.4).
+    """``assignDID``'s DID must have ``statusCode`` 100.
 
     QUIRK (fixed): KAZOO drops the DID's ``status`` text and fails with a null reason; the
     refusal here carries it (e.g. "Number is already assigned to another company").
@@ -202,7 +202,7 @@ def check_assign(root: ET.Element) -> None:
 
 
 def check_release(root: ET.Element) -> dict[str, Any]:
-    """``releaseDID``'s DID as KAZOO reads it; code 100 or the ``status`` text as refusal (§3.5)."""
+    """``releaseDID``'s DID as KAZOO reads it; code 100 or the ``status`` text as refusal."""
     did = single_did(root, "releaseDID")
     parsed = {
         "code": did["statusCode"],

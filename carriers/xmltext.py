@@ -1,4 +1,4 @@
-"""Reading providers' XML the way KAZOO's kz_xml does (spec carriers.md §0.8).
+"""Reading providers' XML the way KAZOO's kz_xml does.
 
 Elements match by local name (default namespaces such as ``http://tempuri.org/`` are ignored);
 a text lookup is the concatenation of the matching elements' text, ``None`` when nothing matches

@@ -1,10 +1,10 @@
 """Settings of the carrier integrations (``KNM_CARRIERS__<NAME>__<KEY>``) and of their HTTP
 client (``KNM_CARRIER_HTTP__<KEY>``).
 
-Each integration keeps the keys and defaults of KAZOO's ``number_manager.<carrier>`` config
-(spec carriers.md §1.9, §2.8, §3.6, §4.5, §5.5, §7.1) plus ``base_url``, so an operator can point
-it at a provider's sandbox (or at ``knm sandbox serve``). Credentials are ``SecretStr``: they
-print as ``**********`` and reach the wire only as the provider's auth header or parameter.
+Each integration keeps the keys and defaults of KAZOO's ``number_manager.<carrier>`` config plus
+``base_url``, so an operator can point it at a provider's sandbox (or at ``knm sandbox serve``).
+Credentials are ``SecretStr``: they print as ``**********`` and reach the wire only as the
+provider's auth header or parameter.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class _CarrierSettings(BaseModel):
 
 
 class TelnyxSettings(_CarrierSettings):
-    """``number_manager.telnyx`` (spec §1.9)."""
+    """``number_manager.telnyx``."""
 
     base_url: str = "https://api.telnyx.com/origination/"
     user: SecretStr = SecretStr("")
@@ -57,7 +57,7 @@ class TelnyxSettings(_CarrierSettings):
 
 
 class VitelitySettings(_CarrierSettings):
-    """``number_manager.vitelity`` (spec §2.8); ``base_url`` is KAZOO's ``api_uri`` (https)."""
+    """``number_manager.vitelity``; ``base_url`` is KAZOO's ``api_uri`` (https)."""
 
     base_url: str = "https://api.vitelity.net/api.php"
     login: SecretStr = SecretStr("")
@@ -71,7 +71,7 @@ class VitelitySettings(_CarrierSettings):
 
 
 class VoipInnovationsSettings(_CarrierSettings):
-    """``number_manager.voip_innovations`` (spec §3.6); sandbox mode calls ``sandbox_url``."""
+    """``number_manager.voip_innovations``; sandbox mode calls ``sandbox_url``."""
 
     base_url: str = "https://backoffice.voipinnovations.com/Services/APIService.asmx"
     sandbox_url: str = "http://dev.voipinnovations.com/VOIP/Services/APIService.asmx"
@@ -81,7 +81,7 @@ class VoipInnovationsSettings(_CarrierSettings):
 
 
 class BandwidthSettings(_CarrierSettings):
-    """``number_manager.bandwidth`` (spec §4.5), deprecated: use knm_bandwidth2."""
+    """``number_manager.bandwidth``, deprecated: use knm_bandwidth2."""
 
     base_url: str = Field(
         default="https://api.bandwidth.com/public/v2/numbers.api",
@@ -94,7 +94,7 @@ class BandwidthSettings(_CarrierSettings):
 
 
 class Bandwidth2Settings(_CarrierSettings):
-    """``number_manager.bandwidth2`` (spec §5.5)."""
+    """``number_manager.bandwidth2``."""
 
     base_url: str = "https://api.inetwork.com/v1.0"
     account_id: str = ""
@@ -114,7 +114,7 @@ class Bandwidth2Settings(_CarrierSettings):
 
 
 class OtherSettings(_CarrierSettings):
-    """``number_manager.other`` (spec §7.1): a generic phonebook peer at ``base_url``."""
+    """``number_manager.other``: a generic phonebook peer at ``base_url``."""
 
     base_url: str | None = Field(default=None, description="KAZOO's `phonebook_url`.")
     default_country: str = "US"
@@ -139,7 +139,7 @@ class CarriersSettings(BaseModel):
 
 
 class CarrierHttpSettings(BaseModel):
-    """The HTTP client and retry policy shared by every integration (DECISIONS 7)."""
+    """The HTTP client and retry policy shared by every integration."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -153,7 +153,9 @@ class CarrierHttpSettings(BaseModel):
     retry_after_max_s: float = Field(
         default=60.0, ge=0, description="Longest Retry-After honoured; longer fails the call."
     )
-    verify_tls: bool = Field(default=True, description="Keep on (DECISIONS 8).")
+    verify_tls: bool = Field(
+        default=True, description="Keep on (KAZOO turned it off for some carriers)."
+    )
     breaker_failures: int = Field(
         default=5,
         ge=1,

@@ -1,10 +1,10 @@
-"""KAZOO's default number_manager tables (spec §1.9), kept as data so settings can override them."""
+"""KAZOO's default number_manager tables, kept as data so settings can override them."""
 
 from __future__ import annotations
 
 from typing import Final
 
-#: Ordered E.164 converters: regex -> {prefix, suffix}. The first matching regex wins (spec §1.9).
+#: Ordered E.164 converters: regex -> {prefix, suffix}. The first matching regex wins.
 E164_CONVERTERS: Final[dict[str, dict[str, str]]] = {
     r"^(\+?1)?([2-9][0-9]{2}[2-9][0-9]{6})$": {"prefix": "+1"},
     r"^011(\d{5,})$|^00(\d{5,})$": {"prefix": "+"},

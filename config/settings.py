@@ -1,6 +1,6 @@
 """knm configuration: every knob comes from the environment (prefix ``KNM_``, nested ``__``).
 
-Names and defaults follow KAZOO's ``number_manager`` and ``tasks`` categories (spec §10) so an
+Names and defaults follow KAZOO's ``number_manager`` and ``tasks`` categories so an
 operator who knows KAZOO finds the same switches.
 """
 
@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Path("./.knm")
 
-    # --- number_manager (spec §10.1) -------------------------------------------------------------
+    # --- number_manager -------------------------------------------------------------
     available_module_name: str = "knm_local"
     carrier_modules: StrList = Field(
         default_factory=lambda: ["knm_local"],
@@ -212,7 +212,7 @@ class Settings(BaseSettings):
         default=1000, ge=1, description="Numbers per page of GET .../phone_numbers (at most)."
     )
 
-    # --- tasks (spec §10.2) ----------------------------------------------------------------------
+    # --- tasks ----------------------------------------------------------------------
     crawler_interval: timedelta = Field(
         default=timedelta(days=1),
         description="How often beat runs the sweeps (seconds, or ISO 8601 like P1D).",

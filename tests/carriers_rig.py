@@ -13,6 +13,7 @@ database with those settings.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from knm.services.search import SearchQuery
 from knm.store.numbers import Store
 from tests import workers_rig as rig
 
-#: Copies of ../shared/fixtures/carriers (real provider answers captured by KAZOO's tests).
+#: Real provider answers captured by KAZOO's tests.
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "carriers"
 
 #: Fast, bounded retries for tests: transient failures cost milliseconds, timeouts one second.
@@ -54,6 +55,10 @@ def fixture_text(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def sandbox_server() -> Iterator[Sandbox]:
+    if os.environ.get("KNM_TEST_NO_SERVERS"):
+        pytest.fail(
+            "the carrier sandbox is a server: a test that needs one belongs in tests/integration"
+        )
     with Sandbox() as server:
         yield server
 
@@ -342,7 +347,7 @@ def owned(sandbox: SandboxClient, provider: str) -> list[str]:
 def assert_provisioning_gates(
     db: Database[dict[str, Any]], sandbox: SandboxClient, case: CarrierCase, **pretend: Any
 ) -> None:
-    """KAZOO's provisioning gates (spec §0.5) for a gated carrier: with ``enable_provisioning``
+    """KAZOO's provisioning gates for a gated carrier: with ``enable_provisioning``
     false and ``pretend`` (where ``sandbox_provisioning`` is not its default) a purchase succeeds
     without an order sent; with both flags false it is refused as ``provisioning_disabled``."""
     key = case.provider  # the carrier's settings section

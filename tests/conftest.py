@@ -6,6 +6,9 @@
 - ``redis_url``: ``KNM_TEST_REDIS_URL``, or else a private ``redis-server`` on a free port started
   for the run (the machine's own Redis is never touched).
 - every test gets fresh settings and its own ``KNM_DATA_DIR``.
+
+``make check`` sets ``KNM_TEST_NO_SERVERS``: a test that asks for a server there fails, naming
+the tier it belongs to (``tests/integration``).
 """
 
 from __future__ import annotations
@@ -38,9 +41,15 @@ def _wait_ping(url: str, timeout_s: float) -> bool:
     return False
 
 
+def _no_servers(what: str) -> None:
+    if os.environ.get("KNM_TEST_NO_SERVERS"):
+        pytest.fail(f"{what} is a server: a test that needs one belongs in tests/integration")
+
+
 @pytest.fixture(scope="session")
 def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of the MongoDB wire server every integration test talks to."""
+    _no_servers("MongoDB")
     external = os.environ.get("KNM_TEST_MONGODB_URL")
     if external:
         if not _wait_ping(external, 10.0):
@@ -106,6 +115,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """
     from tests import workers_rig as rig
 
+    _no_servers("Redis")
     external = os.environ.get("KNM_TEST_REDIS_URL")
     if external:
         if not rig.redis_ping(external):

@@ -1,9 +1,9 @@
-"""KAZOO's eunit fixtures (spec §9.0) in knm's stored format, for the integration tests.
+"""KAZOO's eunit fixtures in knm's stored format, for the integration tests.
 
 Accounts: MASTER (superduper admin, allow additions, reseller), RESELLER (allow additions,
 reseller), CHILD, ACCOUNT_4 and UNRELATED (a valid 32-character id with no document).
 
-Number documents use knm's stored format (DECISIONS 1-4): ``pvt_carrier_module``, datetimes for
+Number documents use knm's stored format: ``pvt_carrier_module``, datetimes for
 ``pvt_created``/``pvt_modified`` and ``pvt_rev: 1``. The MongoDB wire server of the test rig costs
 several milliseconds per inserted document, so tests load only the documents they need with
 ``load_kazoo(db, [numbers...])``.
@@ -68,7 +68,7 @@ MODIFIED: Final = datetime(2017, 2, 7, 16, 29, 15, tzinfo=UTC)
 
 
 def account_docs(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Doc]:
-    """The §9.0 account documents by id; ``overrides`` patches fields of chosen accounts."""
+    """The fixture account documents by id; ``overrides`` patches fields of chosen accounts."""
     accounts = [
         Account(
             id=MASTER,
@@ -350,7 +350,7 @@ def stored(db: Database[Doc], number: str) -> Doc | None:
 
 
 def forbidden(cause: str | None = None) -> Doc:
-    """The wire form of KAZOO's ``unauthorized`` error (spec §4.6); absent keys are omitted."""
+    """The wire form of KAZOO's ``unauthorized`` error; absent keys are omitted."""
     out: Doc = {
         "error": "forbidden",
         "code": 403,

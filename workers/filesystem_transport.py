@@ -38,6 +38,12 @@ class Channel(filesystem.Channel):
 class Transport(filesystem.Transport):
     Channel = Channel
 
+    @property
+    def default_connection_params(self) -> dict[str, Any]:
+        """No host: the folders are the broker (kombu warned "No hostname was supplied" and
+        made one up for every connection a worker opened)."""
+        return {"port": self.default_port}
+
 
 def register() -> None:
     """Make ``knmfs://`` name this transport (idempotent)."""

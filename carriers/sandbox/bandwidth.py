@@ -1,4 +1,4 @@
-"""Fake legacy Bandwidth numbers.api (knm_bandwidth, spec carriers.md §4).
+"""Fake legacy Bandwidth numbers.api (knm_bandwidth).
 
 One endpoint, ``POST /public/v2/numbers.api``; the body's root element names the verb and its
 ``developerKey`` authenticates. Verbs: ``areaCodeNumberSearch``, ``npaNxxNumberSearch``,

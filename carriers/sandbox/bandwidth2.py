@@ -1,4 +1,4 @@
-"""Fake Bandwidth iris API (knm_bandwidth2, spec carriers.md §5): availableNumbers, orders.
+"""Fake Bandwidth iris API (knm_bandwidth2): availableNumbers, orders.
 
 Paths are ``/v1.0/accounts/<SANDBOX_ACCOUNT>/...`` with HTTP Basic auth. ``POST orders`` takes
 the number at once (a purchase) and answers ``RECEIVED``; ``GET orders/<id>`` answers

@@ -1,4 +1,4 @@
-"""Fake phonebook midware peer (knm_other, spec carriers.md §7.3): numbers and blocks search,
+"""Fake phonebook midware peer (knm_other): numbers and blocks search,
 status, order.
 
 The peer has no authentication (KAZOO sends none). It answers ``in_service`` for the numbers the

@@ -111,6 +111,19 @@ class _Server(ThreadingHTTPServer):
     sandbox: Sandbox
 
 
+def sandbox_env(url: str, providers: Iterable[FakeProvider] | None = None) -> dict[str, str]:
+    """The environment that points knm at a sandbox serving on ``url`` (every integration);
+    nothing is bound, so it can be printed for a sandbox that already runs."""
+    named = {p.name: p for p in (providers or default_providers())}
+    out: dict[str, str] = {}
+    for name, provider in named.items():
+        out.update(provider.env(f"{url}/{name}"))
+    out["KNM_CARRIER_MODULES"] = ",".join(
+        ["knm_local", *(f"knm_{n}" for n in named if n != "bandwidth")]
+    )
+    return out
+
+
 class Sandbox:
     """The fake providers behind one HTTP server, on loopback by default."""
 
@@ -137,13 +150,7 @@ class Sandbox:
 
     def env(self) -> dict[str, str]:
         """The environment that points knm at this sandbox (every integration)."""
-        out: dict[str, str] = {}
-        for name, provider in self.providers.items():
-            out.update(provider.env(f"{self.url}/{name}"))
-        out["KNM_CARRIER_MODULES"] = ",".join(
-            ["knm_local", *(f"knm_{n}" for n in self.providers if n != "bandwidth")]
-        )
-        return out
+        return sandbox_env(self.url, self.providers.values())
 
     # --------------------------------------------------------------------------- lifecycle
     def start(self) -> Sandbox:

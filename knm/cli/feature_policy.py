@@ -15,6 +15,7 @@ Changes take effect on the next save of a number (features are applied on save).
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -208,8 +209,8 @@ def _print(value: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(value)
         return
-    for key, item in value.items():
-        typer.echo(f"{key}: {item if item is not None else '(default)'}")
+    for key, item in value.items():  # values as JSON (null: the default), never Python reprs
+        typer.echo(f"{key}: {'(default)' if item is None else json.dumps(item)}")
 
 
 def register(features_app: typer.Typer) -> None:

@@ -23,6 +23,7 @@ from typer._click.globals import get_current_context
 
 from config.settings import Settings, get_settings, reset_settings
 from knm.cli import render
+from knm.domain.accounts import bad_account_id, is_account_id
 from knm.services.facade import InputError, Knm
 from knm.services.numbers_requests import InvalidRequestError
 from knm.store import embedded
@@ -210,3 +211,26 @@ def print_json(value: Any) -> None:
 
 def console() -> Console:
     return render.console()
+
+
+#: ``--force`` of the commands that name an account to create numbers for.
+Force = Annotated[
+    bool,
+    typer.Option("--force", help="Accept an --account / ACCOUNT that does not exist (yet)."),
+]
+
+
+def require_account(account: str, force: bool, option: str = "--account") -> None:
+    """Refuse an account that does not exist, naming it, unless ``force``: numbers created for a
+    mistyped id would belong to nobody anyone can see."""
+    if not is_account_id(account):
+        usage_error(bad_account_id(account))
+    if force:
+        return
+    with open_knm() as knm:
+        if knm.get_account(account) is not None:
+            return
+    usage_error(
+        f"{option} {account}: no such account (create it with 'knm accounts create {account} "
+        "--name NAME', or pass --force to use it anyway)"
+    )

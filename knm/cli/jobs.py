@@ -116,6 +116,26 @@ def _publish_job(knm: Knm, job: Job) -> None:
             raise
 
 
+def _job_consumers() -> int | None:
+    """How many workers consume the queue job chunks go to (``None``: the broker cannot tell,
+    or cannot be reached, which publishing will then report)."""
+    from workers import queue_depths
+    from workers.celery_config import DEFAULT_QUEUE
+
+    settings = current_settings()
+    try:
+        counts = queue_depths.queue_consumers(settings, [DEFAULT_QUEUE], producer_app(settings))
+    except Exception:  # kombu, redis, amqp: the broker is unreachable
+        return None
+    return counts.get(DEFAULT_QUEUE)
+
+
+def _no_worker_hint() -> str:
+    from workers.celery_config import DEFAULT_QUEUE
+
+    return f"no worker consumes queue {DEFAULT_QUEUE}: start one with 'knm worker'"
+
+
 def _wait_for_job(knm: Knm, job_id: str, timeout_s: float) -> Job:
     """Poll the job until it finishes, with a progress bar on stderr; its final state."""
     from knm.cli import job_progress
@@ -214,6 +234,8 @@ def jobs_submit(
     if account is None:
         usage_error("missing option '--account'")
     _check_source(action, source)
+    if wait and _job_consumers() == 0:  # say so now, rather than after --timeout
+        die(f"{_no_worker_hint()}, then submit again (nothing was submitted)", FAILED)
     with open_knm() as knm:
         _check_job_accounts(knm, account, auth_by)
         with contextlib.ExitStack() as shown:

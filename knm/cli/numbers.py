@@ -17,6 +17,7 @@ from knm.cli import render
 from knm.cli.helpers import (
     DEFAULT_TIMEOUT_S,
     FAILED,
+    Force,
     JsonFlag,
     Timeout,
     ViaBroker,
@@ -26,6 +27,7 @@ from knm.cli.helpers import (
     open_knm,
     print_json,
     producer_app,
+    require_account,
     usage_error,
     validation_message,
 )
@@ -176,9 +178,12 @@ def _number_command(op: Operation) -> Callable[..., None]:
         via_broker: ViaBroker = False,
         timeout: Timeout = DEFAULT_TIMEOUT_S,
         as_json: JsonFlag = False,
+        force: Force = False,
     ) -> None:
         if state is not None and op != Operation.CREATE:
             usage_error("option '--state' is only valid for 'numbers create'")
+        if force and op != Operation.CREATE:
+            usage_error("option '--force' is only valid for 'numbers create'")
         if op in NEEDS_ACCOUNT and account is None:
             usage_error(f"missing option '--account' (required by 'numbers {op.value}')")
         try:
@@ -198,6 +203,8 @@ def _number_command(op: Operation) -> Callable[..., None]:
             usage_error(validation_message(exc))
         except InvalidRequestError as exc:
             usage_error(str(exc))
+        if op == Operation.CREATE and account is not None:
+            require_account(account, force)
         _run_request(op, request, dry_run, via_broker=via_broker, timeout=timeout, as_json=as_json)
 
     command.__name__ = f"numbers_{op.value}"

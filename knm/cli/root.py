@@ -38,11 +38,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from importlib import metadata
+from typing import Annotated, Any
 
 import typer
+from typer._click import Context
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from config.settings import SettingsError
 from knm.cli import (
@@ -110,6 +112,33 @@ class _KnmGroup(TyperGroup):
         return code
 
 
+_option_type = TyperOption.display_type_rich
+
+
+def _flag_type(self: TyperOption, ctx: Context) -> str | None:
+    """A flag takes no value: typer's rich help showed ``--json <bool>`` as if it took one."""
+    if self.is_flag and not self.count:
+        return None
+    return _option_type(self, ctx)
+
+
+TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
+
+
+def version() -> str:
+    """knm's version, from the installed package's metadata."""
+    try:
+        return metadata.version("knm")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"knm {version()}")
+        raise typer.Exit()
+
+
 #: The ``knm`` command: every command group registered on it.
 cli = typer.Typer(
     cls=_KnmGroup,
@@ -118,7 +147,21 @@ cli = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+@cli.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print knm's version."
+        ),
+    ] = False,
+) -> None:
+    """knm: KAZOO's number manager (accounts, numbers, search, inventory)."""
+
 
 # typer lists the plain commands first, then the groups, each kind in the order added here
 accounts.register(cli)

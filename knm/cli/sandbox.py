@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from carriers.sandbox.core import Injection
-from carriers.sandbox.server import Sandbox
+from carriers.sandbox.server import Sandbox, sandbox_env
 
 sandbox_app = typer.Typer(help="The carrier sandbox: fake providers over real HTTP.")
 
@@ -51,10 +51,23 @@ def serve(
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the injected faults.")] = 7,
     print_env_only: Annotated[
-        bool, typer.Option("--print-env-only", help="Print the environment and exit.")
+        bool,
+        typer.Option(
+            "--print-env-only",
+            help="Print the environment for a sandbox on --host/--port and exit (binds nothing, "
+            "so it works while the sandbox runs).",
+        ),
     ] = False,
 ) -> None:
     """Serve every fake provider; print the environment lines that point knm at it."""
+    if print_env_only:
+        if port == 0:
+            typer.echo("knm: error: --print-env-only needs the sandbox's --port (not 0)", err=True)
+            raise typer.Exit(2)
+        reachable = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
+        for key, value in sandbox_env(f"http://{reachable}:{port}").items():
+            typer.echo(f"export {key}={shlex.quote(value)}")
+        return
     if error_rate + timeout_rate > 1:
         typer.echo("knm: error: --error-rate plus --timeout-rate must not exceed 1", err=True)
         raise typer.Exit(2)
@@ -72,9 +85,6 @@ def serve(
         raise typer.Exit(1) from None
     for key, value in sandbox.env().items():
         typer.echo(f"export {key}={shlex.quote(value)}")
-    if print_env_only:
-        sandbox.stop()
-        return
     typer.echo(
         f"# knm sandbox serving on {sandbox.url} (latency {latency:g} ms, error rate "
         f"{error_rate:g}, timeout rate {timeout_rate:g}); control API: {sandbox.url}/_sandbox/"

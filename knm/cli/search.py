@@ -11,6 +11,7 @@ from knm.cli import render
 from knm.cli.helpers import (
     DEFAULT_TIMEOUT_S,
     FAILED,
+    Force,
     JsonFlag,
     Timeout,
     ViaBroker,
@@ -21,6 +22,7 @@ from knm.cli.helpers import (
     open_knm,
     print_json,
     producer_app,
+    require_account,
 )
 from knm.services.search import SearchQuery
 
@@ -84,8 +86,10 @@ def generate_numbers(
     start: Annotated[int, typer.Argument(metavar="START", help="First number (digits).")],
     quantity: Annotated[int, typer.Argument(metavar="QUANTITY", help="How many numbers.")],
     as_json: JsonFlag = False,
+    force: Force = False,
 ) -> None:
     """Generate inventory numbers +START, +START+1, ... for ACCOUNT (managed or inum)."""
+    require_account(account_id, force, option="ACCOUNT")
     with open_knm() as knm:
         report = knm.generate_numbers(kind.value, account_id, start, quantity)
     errors = report.get("errors") or {}

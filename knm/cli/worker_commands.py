@@ -1,4 +1,5 @@
-"""``knm worker`` and ``knm beat``: run Celery for knm's tasks and periodic sweeps.
+"""``knm worker`` and ``knm beat``: run Celery for knm's tasks and periodic sweeps; ``knm stop``
+stops the embedded store the other commands start.
 
 Thin commands over ``workers.start``, which builds the worker or beat (queues, pool, argv,
 schedule file); these print what it will use (broker, results, store or schedule) and run it.
@@ -68,7 +69,24 @@ def beat(loglevel: LogLevelOption = start.LogLevel.INFO) -> None:
     raise typer.Exit(start.run(started))
 
 
+def stop() -> None:
+    """Stop the embedded store (the MongoDB-compatible server under KNM_DATA_DIR)."""
+    from knm.store import embedded
+
+    settings = current_settings()
+    data_dir = settings.data_dir.expanduser().resolve()
+    if settings.mongodb_url:
+        typer.echo(f"knm stop: KNM_MONGODB_URL is set ({store_url(settings)}): nothing to stop")
+        return
+    state = embedded.read_state(data_dir)
+    if embedded.stop_server(data_dir) and state is not None:
+        typer.echo(f"knm stop: stopped the embedded store under {data_dir} (pid {state.pid})")
+    else:
+        typer.echo(f"knm stop: no embedded store running under {data_dir}")
+
+
 def register(cli: typer.Typer) -> None:
-    """Add ``knm worker`` and ``knm beat`` to the command line."""
+    """Add ``knm worker``, ``knm beat`` and ``knm stop`` to the command line."""
     cli.command("worker")(worker)
     cli.command("beat")(beat)
+    cli.command("stop")(stop)

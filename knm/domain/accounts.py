@@ -1,4 +1,4 @@
-"""Accounts and the authorization model (DECISIONS 5, spec §4.2).
+"""Accounts and the authorization model.
 
 Accounts are few and small: an operation loads the ones it needs in one query into an
 ``AccountDirectory`` and every check below reads from it, so authorization costs no extra
@@ -43,7 +43,7 @@ def bad_account_id(value: object) -> str:
 
 
 class NumberManagerConfig(BaseModel):
-    """Per-account ``number_manager`` settings (DECISIONS 5)."""
+    """Per-account ``number_manager`` settings."""
 
     carrier_modules: list[str] | None = None
     features_allow: list[str] | None = None
@@ -155,7 +155,7 @@ class AccountDirectory:
     def __contains__(self, account_id: object) -> bool:
         return account_id in self._accounts
 
-    # ------------------------------------------------------------------------------- §4.2
+    # ------------------------------------------------------------------------------- authorization
     def is_admin(self, auth_by: str | None) -> bool:
         """``system`` or a superduper-admin account."""
         if auth_by == SYSTEM:

@@ -1,4 +1,4 @@
-"""The per-number result of a batch operation (KAZOO's collection, spec §10.3).
+"""The per-number result of a batch operation (KAZOO's collection).
 
 Each step moves numbers from ``todo`` into ``succeeded`` or ``failed``; a failure never stops the
 other numbers. ``failed`` is keyed by the original input for ``not_reconcilable`` and by the

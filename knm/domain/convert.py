@@ -1,4 +1,4 @@
-"""Number normalization, conversion, classification and pretty printing (spec §1.9).
+"""Number normalization, conversion, classification and pretty printing.
 
 This mirrors KAZOO's ``knm_converters`` / ``knm_converter_regex`` / ``knm_util`` so that numbers
 are keyed, reconciled, billed and displayed exactly as KAZOO would: every bulk operation
@@ -44,7 +44,7 @@ __all__ = [
     "to_strip_plus",
 ]
 
-#: E.164 numbers have at most 15 digits (ITU-T E.164 §6).
+#: E.164 numbers have at most 15 digits (ITU-T E.164).
 MAX_E164_DIGITS = 15
 #: Longer inputs cannot be a number in any form knm takes (``011`` + 15 digits, with room).
 MAX_INPUT_CHARS = 32
@@ -108,7 +108,7 @@ def _last_capture(match: re.Match[str]) -> str:
 def normalize(number: str, converters: Mapping[str, Mapping[str, str]] | None = None) -> str:
     """Convert a dialled/stored number to KAZOO's E.164 key form.
 
-    Numbers starting with ``+`` are trusted as-is (KAZOO does no validation, gap 23); otherwise
+    Numbers starting with ``+`` are trusted as-is (KAZOO does no validation); otherwise
     the first matching converter regex wins and yields ``prefix + last capture + suffix``;
     unmatched numbers come back unchanged (so short extensions such as ``1000`` survive).
     ``converters=None`` uses the configured ``e164_converters``.
@@ -195,7 +195,7 @@ def available_classifiers(
 
     Bare regex strings (deprecated config form) become ``{regex, friendly_name: <name>}``;
     objects lacking ``friendly_name`` get the classifier name. KAZOO sets that name on the
-    accumulator instead (gap 22) — fixed here. Entries of any other type are ignored.
+    accumulator instead — fixed here. Entries of any other type are ignored.
     """
     table = get_settings().classifiers if classifiers is None else classifiers
     result: dict[str, dict[str, object]] = {}

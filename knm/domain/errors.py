@@ -1,4 +1,4 @@
-"""KAZOO's number-manager errors (spec §4.6), kept by name, code and message (DECISIONS 12).
+"""KAZOO's number-manager errors, kept by name, code and message.
 
 A failure is either a *plain reason* (``not_found``, ``not_reconcilable``: only an ``error`` name)
 or an error object with an HTTP-like ``code``, a ``message`` and an optional ``cause``.
@@ -151,7 +151,7 @@ def by_carrier(
 
 
 def carrier_not_found(module: str) -> KnmError:
-    """DECISIONS 9: acquiring through a module knm does not know fails instead of skipping."""
+    """Acquiring through a module knm does not know fails instead of skipping."""
     return KnmError("carrier_not_found", 400, f"carrier module {module} is not known", module)
 
 

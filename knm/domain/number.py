@@ -1,8 +1,8 @@
-"""The phone-number document (spec §1) and its in-memory record.
+"""The phone-number document and its in-memory record.
 
-``PhoneNumber`` is what operations work on: the stored fields of spec §1.2 (under DECISIONS 1-4),
-the public fields of §1.3, and a ``dirty`` flag. Every setter that *changes* a value marks the
-record dirty and bumps ``modified`` (§1.5), because only dirty records are written and the aging
+``PhoneNumber`` is what operations work on: the stored fields (knm's format),
+the public fields, and a ``dirty`` flag. Every setter that *changes* a value marks the
+record dirty and bumps ``modified``, because only dirty records are written and the aging
 sweep reads ``pvt_modified`` as its clock. Public fields that could not be stored are refused
 with 400 ``invalid_field`` (``knm.domain.public_fields``).
 
@@ -33,7 +33,7 @@ from knm.domain.public_fields import (
 
 
 class NumberState(StrEnum):
-    """Valid values of ``pvt_state`` (spec §2.1)."""
+    """Valid values of ``pvt_state``."""
 
     DISCOVERY = "discovery"
     AVAILABLE = "available"
@@ -61,7 +61,7 @@ def utcnow() -> datetime:
 
 
 def from_gregorian_seconds(seconds: int) -> datetime:
-    """KAZOO timestamps (seconds since year 0) as UTC datetimes (DECISIONS 3)."""
+    """KAZOO timestamps (seconds since year 0) as UTC datetimes."""
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds - GREGORIAN_UNIX_OFFSET)
 
 
@@ -76,7 +76,7 @@ def _is_true(value: Any) -> bool:
 
 
 def _legacy_feature_value(name: str, public: Mapping[str, Any]) -> tuple[str, Any]:
-    """3.22 list-shaped ``pvt_features``: rebuild each feature from the public fields (§1.5)."""
+    """3.22 list-shaped ``pvt_features``: rebuild each feature from the public fields."""
     value: Any
     if name == "force_outbound":
         return name, _is_true(public.get("force_outbound"))
@@ -105,7 +105,7 @@ def _object(value: Any) -> dict[str, Any]:
 
 
 class PhoneNumber(BaseModel):
-    """One number: stored fields, public fields and the ``dirty`` flag of spec §1.5."""
+    """One number: stored fields, public fields and the ``dirty`` flag."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
 
@@ -146,7 +146,7 @@ class PhoneNumber(BaseModel):
     @classmethod
     def new(cls, number: str, module: str | None = None, *, modules: CarrierModules) -> PhoneNumber:
         """A number not in the store yet, on ``module`` (default: the default module); always
-        dirty (§1.5)."""
+        dirty."""
         pn = cls(number=number)
         pn._modules = modules
         pn._dirty = True
@@ -155,7 +155,7 @@ class PhoneNumber(BaseModel):
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any], modules: CarrierModules) -> PhoneNumber:
-        """Load a stored document, knm or KAZOO format, applying the migrations of §1.5.
+        """Load a stored document, knm or KAZOO format, applying the migrations.
 
         The record is dirty exactly when KAZOO's loader would mark it so: missing or non-integer
         timestamps, the legacy ``pvt_number_state`` key, list-shaped ``pvt_features``, renamed
@@ -307,7 +307,7 @@ class PhoneNumber(BaseModel):
         return None if self._available_features is None else list(self._available_features)
 
     def set_available_features(self, names: list[str]) -> None:
-        """Record the available features (spec §8.3); a transient, not a change."""
+        """Record the available features; a transient, not a change."""
         self._available_features = list(names)
 
     def mark_deleted(self) -> None:
@@ -326,7 +326,7 @@ class PhoneNumber(BaseModel):
             self._touch()
 
     def set_assigned_to(self, account: str | None) -> None:
-        """Changing the owner records the previous one and clears ``used_by`` (§1.2)."""
+        """Changing the owner records the previous one and clears ``used_by``."""
         if self.assigned_to == account:
             return
         if self.assigned_to is not None:
@@ -341,7 +341,7 @@ class PhoneNumber(BaseModel):
             self._touch()
 
     def set_carrier_module(self, module: str) -> None:
-        """Setting the module also adds or removes the ``local`` feature marker (§1.5)."""
+        """Setting the module also adds or removes the ``local`` feature marker."""
         if self._modules is None:
             raise ValueError(f"{self.number}: a record built without its carrier modules")
         module = self._modules.migrate(module)
@@ -402,7 +402,7 @@ class PhoneNumber(BaseModel):
             self._touch()
 
     def push_reserve_history(self, account: str | None) -> None:
-        """Prepend the reserving account unless it already is the head (§2.2)."""
+        """Prepend the reserving account unless it already is the head."""
         if account is None or (self.reserve_history and self.reserve_history[0] == account):
             return
         self.set_reserve_history([account, *self.reserve_history])
@@ -432,7 +432,7 @@ class PhoneNumber(BaseModel):
 
     # ----------------------------------------------------------------------------- serialization
     def to_document(self) -> dict[str, Any]:
-        """The stored document (§1.6 under DECISIONS 1-4); ``pvt_rev`` is set by the store."""
+        """The stored document; ``pvt_rev`` is set by the store."""
         doc: dict[str, Any] = copy.deepcopy(self.public)
         doc.update(
             {
@@ -468,7 +468,7 @@ class PhoneNumber(BaseModel):
         return doc
 
     def to_public_json(self, available_features: list[str] | None = None) -> dict[str, Any]:
-        """What an API returns (§1.6): public fields, id, state, used_by, features, _read_only.
+        """What an API returns: public fields, id, state, used_by, features, _read_only.
 
         ``available_features`` defaults to what the last operation computed for this number.
         """
@@ -504,7 +504,7 @@ def _load_timestamp(value: Any, now: datetime) -> tuple[datetime, bool]:
 
 
 def _collapse_history(history: list[str]) -> list[str]:
-    """Consecutive duplicates in the reserve history collapse to one (§1.2)."""
+    """Consecutive duplicates in the reserve history collapse to one."""
     out: list[str] = []
     for account in history:
         if not out or out[-1] != account:

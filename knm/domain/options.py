@@ -1,4 +1,4 @@
-"""Operation options (KAZOO's ``knm_options``, spec §4.1) as one validated model."""
+"""Operation options (KAZOO's ``knm_options``) as one validated model."""
 
 from __future__ import annotations
 

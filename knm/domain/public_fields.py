@@ -24,7 +24,7 @@ _PLAIN_KEY: Final[re.Pattern[str]] = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def is_public_key(key: str) -> bool:
-    """Public fields are every key not starting with ``_`` or ``pvt_`` (spec §1.3)."""
+    """Public fields are every key not starting with ``_`` or ``pvt_``."""
     return not (key.startswith("_") or key.startswith("pvt_"))
 
 

@@ -1,4 +1,4 @@
-"""What an account's numbers count for billing: KAZOO's ``kz_services_quantities`` (§8.1, §8.5).
+"""What an account's numbers count for billing: KAZOO's ``kz_services_quantities``.
 
 For each number the account holds::
 
@@ -6,7 +6,7 @@ For each number the account holds::
     number_carriers.<module>        +1 (local numbers too)
     number_services.<feature key>   +1 per key of pvt_features, ``local`` included
 
-``billable`` is the sum of ``phone_numbers``. The spec does not say which states count (KAZOO
+``billable`` is the sum of ``phone_numbers``. KAZOO does not say which states count (it
 counts whatever per-account copy of a number exists); knm counts the numbers assigned to the
 account in ``in_service``, ``port_in``, ``port_out`` and ``reserved``: the states in which the
 account holds the number (the same set ``lookup_account`` routes). Leftover owners on pool

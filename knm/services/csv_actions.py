@@ -1,7 +1,7 @@
-"""KAZOO's ``number_management`` CSV actions (spec §6.3, DECISIONS 8): columns and cell checks.
+"""KAZOO's ``number_management`` CSV actions: columns and cell checks.
 
 Each action declares its mandatory and optional columns and whether it takes a CSV. Every cell
-verifier KAZOO defines is applied (KAZOO registered only four; DECISIONS 8 fixes gap 3), and a
+verifier KAZOO defines is applied (KAZOO registered only four), and a
 row's public fields are built from its feature columns the way ``kt_numbers`` builds them.
 """
 
@@ -99,7 +99,7 @@ def _is_state(value: str) -> bool:
 
 Verifier = Callable[[str], bool]
 
-#: Cell checks by column (spec §6.1; every one registered, DECISIONS 8). Empty optional cells
+#: Cell checks by column (every one registered). Empty optional cells
 #: always pass; ``e164`` is checked separately because numbers come in any reconcilable form.
 VERIFIERS: Final[dict[str, Verifier]] = {
     "account_id": is_account_id,
@@ -153,7 +153,7 @@ def _put(target: dict[str, Any], key: str, value: str) -> None:
 
 
 def public_fields(row: Mapping[str, str]) -> dict[str, Any]:
-    """The public fields a row asks for (spec §6.3, "Building public fields from a row")."""
+    """The public fields a row asks for ."""
     fields: dict[str, Any] = {}
 
     def cell(name: str) -> str:

@@ -1,7 +1,7 @@
-"""Number features: which a number may use and applying them on save (spec §8.1, §8.3-§8.5).
+"""Number features: which a number may use and applying them on save.
 
 A feature is *requested* by a public field (``e911``, ``cnam``, ``prepend`` ...) and *active*
-when it is in ``pvt_features``. Each feature belongs to a provider module (§8.1): knm's own in
+when it is in ``pvt_features``. Each feature belongs to a provider module: knm's own in
 ``carriers.local_features``, the upstream E911/CNAM ones named by their carriers. On every save
 of a changed number (``apply_on_save``) the requested features are checked against the
 *available* ones (number, reseller and system allow/deny lists, the local-number rule, failover
@@ -42,7 +42,7 @@ from knm.services.feature_providers import ProviderRegistry, default_providers
 from knm.store.system_config import SystemConfig
 
 # ------------------------------------------------------------------------------ the catalogue
-#: Every feature a permission list may name (spec §8.1), sorted.
+#: Every feature a permission list may name, sorted.
 ALL_FEATURES: Final[tuple[str, ...]] = (
     "carrier_name",
     "cnam",
@@ -69,7 +69,7 @@ EXTERNAL_FEATURES: Final[tuple[str, ...]] = (
 )
 #: Features only an admin (``system`` or a superduper admin) may use.
 ADMIN_ONLY_FEATURES: Final[tuple[str, ...]] = ("carrier_name",)
-#: Public keys that request a feature (spec §8.4 step 2).
+#: Public keys that request a feature.
 PUBLIC_REQUEST_KEYS: Final[tuple[str, ...]] = (
     "cnam",
     "e911",
@@ -88,7 +88,7 @@ DEPRECATED_FEATURES: Final[tuple[str, ...]] = ("im",)
 #: ``pvt_features`` keys knm sets itself: never requests.
 INTERNAL_FEATURES: Final[frozenset[str]] = frozenset({"local", "locality"})
 
-#: Legacy provider names in permission lists and their feature (spec §8.3 step 3).
+#: Legacy provider names in permission lists and their feature.
 LEGACY_NAMES: Final[Mapping[str, str]] = {
     "cnam_notifier": "cnam",
     "telnyx_cnam": "cnam",
@@ -143,7 +143,7 @@ def canonical_feature(name: str) -> str:
 
 
 def canonicalize(names: Iterable[str]) -> list[str]:
-    """Canonical names, de-duplicated and sorted (spec §8.3 step 3)."""
+    """Canonical names, de-duplicated and sorted."""
     return sorted({canonical_feature(n) for n in names if isinstance(n, str) and n})
 
 
@@ -219,7 +219,7 @@ def provider_module(feature: str, pn: PhoneNumber, env: FeatureEnv) -> str:
     return FEATURE_MODULES.get(feature, feature)
 
 
-# ------------------------------------------------------------------------------ §8.3
+# ------------------------------------------------------------------------------ availability
 def allowed_features(pn: PhoneNumber, env: FeatureEnv) -> list[str]:
     """The number's allow list, else its reseller's, else the system's (default: every one)."""
     return canonicalize(_allow_list(pn, env)[0])
@@ -239,7 +239,7 @@ def _allow_list(pn: PhoneNumber, env: FeatureEnv) -> tuple[Iterable[str], str]:
 
 
 def denied_features(pn: PhoneNumber, env: FeatureEnv) -> list[str]:
-    """Spec §8.3 step 2, plus the system deny list.
+    """The deny lists (reseller, then account), plus the system deny list.
 
     The number's own deny list, else the reseller part (unassigned: every external feature;
     the reseller's deny list when set; else the local rule) and ``failover`` unless used by
@@ -299,7 +299,7 @@ def unavailable_cause(features: Iterable[str], pn: PhoneNumber, env: FeatureEnv)
 
 
 def available_features(pn: PhoneNumber, env: FeatureEnv) -> list[str]:
-    """Allowed minus denied; sms/mms only when their provider offers them (spec §8.3 step 4)."""
+    """Allowed minus denied; sms/mms only when their provider offers them."""
     denied = set(denied_features(pn, env))
     available = [f for f in allowed_features(pn, env) if f not in denied]
     out: list[str] = []
@@ -312,7 +312,7 @@ def available_features(pn: PhoneNumber, env: FeatureEnv) -> list[str]:
     return out
 
 
-# ------------------------------------------------------------------------------ §8.4
+# ------------------------------------------------------------------------------ save pipeline
 def requested_features(pn: PhoneNumber) -> list[str]:
     """Features the public fields ask for plus those active, minus knm's own markers."""
     asked = {k for k in PUBLIC_REQUEST_KEYS if pn.public.get(k) is not None}
@@ -335,7 +335,7 @@ def _split_requests(pn: PhoneNumber, env: FeatureEnv) -> tuple[list[str], list[s
 
 
 def apply_on_save(pn: PhoneNumber, env: FeatureEnv) -> None:
-    """Bring ``pn``'s features in line with its public fields, or raise (spec §8.4).
+    """Bring ``pn``'s features in line with its public fields, or raise.
 
     Drops deprecated keys; runs an allowed carrier rename first, then strips what the new
     carrier denies; a requested feature that is not available (sms/mms aside) raises 403

@@ -1,4 +1,4 @@
-"""Bulk CSV jobs (KAZOO's ``kt_numbers`` tasks, spec §6, under DECISIONS 8).
+"""Bulk CSV jobs (KAZOO's ``kt_numbers`` tasks).
 
 A job is created by validating the header and every row up front: a missing mandatory column
 refuses the job; a bad cell, an unreconcilable number or a duplicate fails only its row. Rows are

@@ -1,4 +1,4 @@
-"""KAZOO's number listing row (spec §6.2): the columns every CSV job writes.
+"""KAZOO's number listing row: the columns every CSV job writes.
 
 Values come from the *activated* features (``pvt_features``), not from the public fields, so
 the listing shows what routing and billing actually use.

@@ -1,10 +1,10 @@
-"""Which account a number routes to: KAZOO's ``lookup_account`` and ``is_force_outbound`` (§4.4).
+"""Which account a number routes to: KAZOO's ``lookup_account`` and ``is_force_outbound``.
 
 Call routing asks this for every call, so a lookup is read-only and costs at most two store
 queries: the number's document, then either its owner's ``pvt_enabled`` flag or (number not
 found) one active port request listing it.
 
-A success carries the routing properties of spec §4.4::
+A success carries the routing properties::
 
     {"account_id", "number", "pending_port", "local", "force_outbound", "inbound_cnam",
      "prepend"?, "ringback_media"?, "transfer_media"?}
@@ -73,7 +73,7 @@ class LookupResult:
 
 # ================================================================================ the lookup
 def lookup_account(knm: Knm, number: str | None) -> LookupResult:
-    """The account ``number`` routes to, with its routing properties (spec §4.4)."""
+    """The account ``number`` routes to, with its routing properties."""
     settings = knm.settings
     if not number or not convert.is_reconcilable(
         number, settings.reconcile_regex, settings.e164_converters
@@ -162,7 +162,7 @@ def feature_inbound_cnam(pn: PhoneNumber, should_lookup_cnam: Callable[[str], bo
 
 
 def is_force_outbound(pn: PhoneNumber, settings: Settings) -> bool:
-    """Whether calls to ``pn`` leave the cluster through a carrier (spec §4.4)."""
+    """Whether calls to ``pn`` leave the cluster through a carrier."""
     local = pn.module_traits.local
     if pn.state == NumberState.PORT_IN:
         return settings.force_port_in_outbound or (local and settings.force_local_outbound)

@@ -1,4 +1,4 @@
-"""KAZOO's number maintenance (``kazoo_numbers_maintenance``, spec §7) without CouchDB.
+"""KAZOO's number maintenance (``kazoo_numbers_maintenance``) without CouchDB.
 
 Carrier module usage and conversion, purges by prefix, deleting a number, per-number feature
 permissions and fixing ``used_by`` from an app mapping. Bulk commands page through the numbers
@@ -23,7 +23,7 @@ from knm.store.numbers import chunked
 
 BATCH: Final[int] = 500
 
-#: Every feature KAZOO knows (spec §8.1); permission edits accept only these.
+#: Every feature KAZOO knows; permission edits accept only these.
 ALL_FEATURES: Final[tuple[str, ...]] = features.ALL_FEATURES
 
 Progress = Callable[[int, int], None]

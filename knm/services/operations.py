@@ -1,14 +1,14 @@
-"""The number operations (KAZOO's ``knm_numbers``/``knm_ops``, spec §4.4 and §2.5).
+"""The number operations (KAZOO's ``knm_numbers``/``knm_ops``).
 
 Every operation takes many numbers and returns a ``Batch``: each number succeeds or fails on its
 own. One run costs a fixed number of store round trips whatever the batch size: one ``find`` for
 the numbers, one aggregation for the accounts involved (with their resellers and the system
 config the feature rules read), at most one more lookup (port requests, the search cache), one
 bulk write. A number whose ``pvt_rev`` moved between the read and the write is re-run on the fresh
-document (DECISIONS 4), so concurrent operations never lose each other's updates.
+document, so concurrent operations never lose each other's updates.
 
-Every changed number runs the feature providers before the write (``knm.features``, spec §8.4);
-release and hard delete de-provision features before wiping them (DECISIONS 8).
+Every changed number runs the feature providers before the write (``knm.features``);
+release and hard delete de-provision features before wiping them.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class NumberManager:
 
     # ================================================================== public operations
     def get(self, numbers: Iterable[str], options: Options | None = None) -> Batch:
-        """Fetch numbers the requester may see (a given ``module_name`` is applied, §4.1)."""
+        """Fetch numbers the requester may see (a given ``module_name`` is applied)."""
 
         def plan(batch: Batch, ctx: RunContext) -> None:
             module = ctx.options.module_name
@@ -102,7 +102,7 @@ class NumberManager:
         options: Options,
         public_by_number: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Batch:
-        """Create new numbers or take over existing aging/available/port_in ones (§4.4).
+        """Create new numbers or take over existing aging/available/port_in ones.
 
         ``public_by_number`` gives each number its own public fields (a CSV import's rows),
         replacing them as ``options.public_fields`` would for all.
@@ -145,7 +145,7 @@ class NumberManager:
         """Reserve numbers for ``options.assign_to``.
 
         As in KAZOO the numbers are fetched first: missing, unreconcilable or invisible numbers
-        keep their own reason, only the fetched ones fail ``assign_failure`` (spec §4.4 reserve).
+        keep their own reason, only the fetched ones fail ``assign_failure``.
         """
         to_reserved = self._plan_target(S.RESERVED)
 
@@ -162,7 +162,7 @@ class NumberManager:
         return self._run(numbers, options, plan, visibility=True)
 
     def release(self, numbers: Iterable[str], options: Options | None = None) -> Batch:
-        """Release numbers: unwind the reserve history, disconnect, age or delete (§2.5)."""
+        """Release numbers: unwind the reserve history, disconnect, age or delete."""
         return self._run(numbers, options or Options(), self._plan_release, deletes=True)
 
     def delete(self, numbers: Iterable[str], options: Options | None = None) -> Batch:
@@ -188,7 +188,7 @@ class NumberManager:
         remove_denied_features: bool = False,
         apply_features: bool = True,
     ) -> Batch:
-        """Apply setter functions (no state engine) and save (§4.4 update).
+        """Apply setter functions (no state engine) and save (KAZOO's update).
 
         ``remove_denied_features`` then strips the features the number may no longer use
         (KAZOO's ``remove_denied_features`` setter: the "fix number" maintenance).
@@ -280,7 +280,7 @@ class NumberManager:
         """Read the numbers, then the accounts and the system config, in one query each.
 
         The accounts are the requester, the target account and the numbers' owners, with
-        their resellers (whose ``number_manager`` the feature rules read, spec §8.3).
+        their resellers (whose ``number_manager`` the feature rules read).
         """
         docs = self.store.find_numbers(numbers)
         ids: set[str | None] = {options.auth_by, options.assign_to}
@@ -360,7 +360,7 @@ class NumberManager:
 
     # ================================================================== features
     def _apply_features(self, pn: PhoneNumber, ctx: RunContext) -> None:
-        """The providers step of the save pipeline (§8.4) for a changed, kept number.
+        """The providers step of the save pipeline for a changed, kept number.
 
         A dry run still computes the result (knm's providers) but calls nothing upstream.
         """
@@ -370,7 +370,7 @@ class NumberManager:
 
     # ================================================================== saving
     def _save(self, batch: Batch, ctx: RunContext) -> Any:
-        """The persist step of the save pipeline (§1.7): MDN guard, then one bulk write."""
+        """The persist step of the save pipeline: MDN guard, then one bulk write."""
         options = ctx.options
 
         def mdn_guard(pn: PhoneNumber) -> None:
@@ -405,7 +405,7 @@ class NumberManager:
 
     # ================================================================== option setters
     def _apply_option_setters(self, pn: PhoneNumber, options: Options) -> None:
-        """Setters for the options the caller gave explicitly, except ``state`` (§4.1)."""
+        """Setters for the options the caller gave explicitly, except ``state``."""
         given = options.model_fields_set
         if "module_name" in given and options.module_name:
             pn.set_carrier_module(options.module_name)
@@ -428,7 +428,7 @@ class NumberManager:
         ]
 
     def _acquire(self, batch: Batch, needs: list[PhoneNumber], options: Options) -> None:
-        """Acquire through the module named on each record, one call per module (DECISIONS 9)."""
+        """Acquire through the module named on each record, one call per module."""
         if options.dry_run or not needs:
             return
         for module, carrier, pns in self._by_carrier(needs):
@@ -513,7 +513,7 @@ class NumberManager:
         return plan
 
     def _can_create(self, ctx: RunContext) -> KnmError | None:
-        """KAZOO's ``ensure_can_create``, checked for the whole batch first (§4.2)."""
+        """KAZOO's ``ensure_can_create``, checked for the whole batch first."""
         return states.creation_refusal(ctx.options, ctx.accounts, self.modules)
 
     def creation_module(self, options: Options) -> str:

@@ -1,4 +1,4 @@
-"""Number search: fan out to carriers, merge, cache, page (spec §3.3 under DECISIONS 6).
+"""Number search: fan out to carriers, merge, cache, page.
 
 A fresh search (offset 0) asks every carrier of the account's list concurrently, each bounded by
 ``number_search_timeout_ms``; the merged results (exact duplicates collapsed, sorted by number)
@@ -148,7 +148,7 @@ class Searcher:
         self.settings = settings
 
     def carriers_for(self, account: Account | None, reseller: Account | None) -> list[str]:
-        """The fan-out list of spec §3.2, with the reseller's per-account modules."""
+        """The fan-out list, with the reseller's per-account modules."""
         reseller_modules = reseller.number_manager.carrier_modules if reseller is not None else None
         return self.registry.available_carriers(
             account.id if account else None,

@@ -1,4 +1,4 @@
-"""Scheduled sweeps (KAZOO's number crawler, spec §5, fixed per DECISIONS 8 / gap 26).
+"""Scheduled sweeps (KAZOO's number crawler, fixed: see docs/kazoo.md).
 
 * ``age``: ``aging`` numbers whose ``pvt_modified`` is older than ``aging_expiry_d`` become
   ``available`` (the state table's ``AGE_OUT`` row gives the states and the fields written);

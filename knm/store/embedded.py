@@ -45,6 +45,7 @@ __all__ = [
     "STATE_FILE",
     "ServerState",
     "ensure_server",
+    "live_state",
     "ping",
     "read_state",
     "serve",
@@ -146,6 +147,11 @@ def _pid_alive(pid: int) -> bool:
     except OSError:
         return True
     return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def live_state(data_dir: Path) -> ServerState | None:
+    """The recorded server of ``data_dir`` if its process is alive and it answers ``ping``."""
+    return _live_state(Path(data_dir).expanduser().resolve())
 
 
 def _live_state(data_dir: Path) -> ServerState | None:

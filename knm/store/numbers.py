@@ -1,4 +1,4 @@
-"""The MongoDB store (DECISIONS 2 and 4).
+"""The MongoDB store.
 
 One ``numbers`` collection keyed by E.164 ``_id``; a batch reads with one ``find`` and writes with
 one ``bulk_write``. Every write is conditional on the ``pvt_rev`` that was read: replacements use
@@ -32,7 +32,7 @@ DUPLICATE_KEY: Final[int] = 11000
 #: The largest document MongoDB stores (BSON).
 MAX_DOCUMENT_BYTES: Final[int] = 16 * 1024 * 1024
 
-#: Port-request states during which a number may not be created (spec §4.2).
+#: Port-request states during which a number may not be created.
 ACTIVE_PORT_STATES: Final[tuple[str, ...]] = ("unconfirmed", "pending", "submitted", "scheduled")
 
 Document = dict[str, Any]
@@ -276,7 +276,7 @@ class Store:
     ) -> tuple[list[Account], Document | None]:
         """The accounts among ``ids``, their resellers and the system config, in one query.
 
-        The feature rules read the reseller's ``number_manager`` and the system's (spec §8.3):
+        The feature rules read the reseller's ``number_manager`` and the system's:
         one aggregation joins each account's reseller and appends the ``system_config``
         document, so an operation still costs one round trip for its accounts.
         """

@@ -1,6 +1,6 @@
 """The system-level ``number_manager`` config that ``knm`` commands change at runtime.
 
-KAZOO reads its system config from the ``system_config`` database (spec §10). knm keeps the
+KAZOO reads its system config from the ``system_config`` database. knm keeps the
 keys operators change while the system runs in one MongoDB document, collection
 ``system_config``, ``_id`` ``number_manager``, under KAZOO's key names::
 
@@ -34,7 +34,7 @@ ListName = Literal["allow", "deny"]
 
 @dataclass(frozen=True)
 class SystemConfig:
-    """The effective system ``number_manager`` values the feature rules read (spec §8.3)."""
+    """The effective system ``number_manager`` values the feature rules read."""
 
     #: ``features.allow``; None means KAZOO's default: every feature.
     features_allow: tuple[str, ...] | None = None

@@ -192,7 +192,7 @@ def test_telnyx_e911_delete_deprovisions_upstream(
     pn = _number(knm, "knm_telnyx", e911=dict(MARINA))
     provider.save(pn, FCTX)
     address = pn.carrier_data["address_id"]
-    provider.delete(pn, FeatureContext())  # a release (DECISIONS 8)
+    provider.delete(pn, FeatureContext())  # a release
     assert "e911" not in pn.features
     assert _settings(sandbox_env, pn.number)["e911_address_id"] is None
     assert _addresses(sandbox_env) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -319,8 +320,10 @@ def test_demo_is_rerunnable(knm: Run) -> None:
     first = knm("demo").stdout
     assert "forbidden" in first
     second = knm("demo").stdout
-    assert "removed 2 demo numbers" in second
+    assert "removed 5 demo numbers" in second
     assert "in_service" in second
+    assert "store: KNM_MONGODB_URL" in second  # a configured store is not the demo's to stop
+    assert "embedded store stopped" not in second
 
 
 # ------------------------------------------------------------------------------ scripts
@@ -368,7 +371,7 @@ def test_worker_and_beat_commands_are_listed() -> None:
         [sys.executable, "-m", "knm", "--help"], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    for command in ("worker", "beat", "demo", "numbers", "search"):
+    for command in ("worker", "beat", "stop", "demo", "numbers", "search"):
         assert command in done.stdout
     for args in (["numbers", "create", "--help"], ["search", "--help"]):
         shown = subprocess.run(
@@ -377,3 +380,54 @@ def test_worker_and_beat_commands_are_listed() -> None:
         assert shown.returncode == 0, shown.stderr
         assert "--via-broker" in shown.stdout
         assert "--timeout" in shown.stdout
+
+
+# ------------------------------------------------------------------------------ frictions
+def test_an_account_that_does_not_exist_is_refused_unless_forced(knm: Run) -> None:
+    accounts(knm)
+    ghost = "c" * 32
+    for args in (
+        ["numbers", "create", N1, "--account", ghost],
+        ["numbers", "create", N1, "--account", ghost, "--via-broker"],  # checked before publishing
+        ["generate-numbers", "managed", ghost, "12223336000", "2"],
+    ):
+        line = one_line_error(knm(*args, code=2))
+        assert f"{ghost}: no such account" in line, args
+        assert "--force" in line
+    assert as_json(knm("numbers", "get", N1, "--json", code=1))["failed"] == {
+        N1: {"error": "not_found"}
+    }
+    forced = as_json(knm("numbers", "create", N1, "--account", ghost, "--force", "--json"))
+    assert forced["succeeded"][N1]["pvt_assigned_to"] == ghost
+    generated = as_json(
+        knm("generate-numbers", "managed", ghost, "12223336000", "2", "--force", "--json")
+    )
+    assert len(generated["success"]) == 2
+    # an existing account needs no --force; --force belongs to create only
+    knm("numbers", "create", N2, "--account", ROOT)
+    line = one_line_error(knm("numbers", "reserve", N2, "--account", CHILD, "--force", code=2))
+    assert "only valid for 'numbers create'" in line
+
+
+def test_features_system_show_prints_json_values(knm: Run) -> None:
+    lines = dict(
+        line.split(": ", 1) for line in knm("features", "system", "show").stdout.splitlines()
+    )
+    assert json.loads(lines["features"]) == {"allow": None, "deny": None}
+    assert json.loads(lines["cnam_provider"]) == "knm_cnam_notifier"
+    assert json.loads(lines["local_feature_override"]) is False
+    assert lines["e911_provider"] == "(default)"
+    assert "None" not in "".join(lines.values())
+    assert "'" not in "".join(lines.values())
+
+
+def test_print_env_only_works_while_the_sandbox_runs(knm: Run) -> None:
+    from carriers.sandbox import Sandbox
+
+    with Sandbox() as running:
+        port = running.url.rsplit(":", 1)[1]
+        printed = knm("sandbox", "serve", "--port", port, "--print-env-only").stdout
+        exports = dict(line.removeprefix("export ").split("=", 1) for line in printed.splitlines())
+        assert exports == {k: shlex.quote(v) for k, v in running.env().items()}
+    line = one_line_error(knm("sandbox", "serve", "--port", "0", "--print-env-only", code=2))
+    assert "needs the sandbox's --port" in line

@@ -1,4 +1,5 @@
-"""``knm ... --via-broker``, ``knm worker``, ``knm beat`` and ``knm demo`` over real brokers.
+"""``knm ... --via-broker``, ``knm worker`` and ``knm beat`` over real
+brokers (``knm demo``: tests/integration/test_demo.py).
 
 A real worker subprocess (``python -m knm worker --pool solo``) consumes a real Redis broker
 (db ``BROKER_DB``, flushed per test) and writes to this test's database on the MongoDB wire
@@ -28,7 +29,6 @@ from typer.testing import CliRunner, Result
 from config.settings import Settings
 from knm.cli.root import cli
 from knm.services.numbers_requests import NumbersRequest, Operation
-from knm.store import embedded
 from tests import workers_rig as rig
 from workers import producer
 
@@ -271,10 +271,9 @@ def test_search_and_rejected_requests_via_broker(
     assert "invalid get request" in str(failed.value)
 
 
+@pytest.mark.timeout(60)  # a hang guard: the command gives up after its --timeout
 def test_via_broker_without_a_worker(via: Run) -> None:
-    started = time.monotonic()
     result = via("numbers", "get", N1, "--via-broker", "--timeout", "2", code=1)
-    assert time.monotonic() - started < 15
     assert result.stdout == ""
     assert one_line_error(result) == (
         "knm: error: no worker answered within 2 s: start one with 'knm worker'"
@@ -300,7 +299,7 @@ def test_unreachable_broker_is_one_line(env: dict[str, str]) -> None:
     assert "secret" not in line
 
 
-# ------------------------------------------------------------------------------ beat, demo
+# ------------------------------------------------------------------------------ beat
 def test_beat_runs_on_the_embedded_broker(tmp_path: Path) -> None:
     data_dir = tmp_path / "beat-data"
     env = {**_clean_env(), "KNM_DATA_DIR": str(data_dir)}
@@ -325,63 +324,3 @@ def test_beat_runs_on_the_embedded_broker(tmp_path: Path) -> None:
     text = log.read_text()
     assert "broker: knmfs:// (the embedded broker" in text
     assert f"schedule: {data_dir.resolve() / 'beat-schedule'}" in text
-
-
-def test_demo_embedded_end_to_end(tmp_path: Path) -> None:
-    """``knm demo`` with nothing configured: embedded MongoDB, embedded broker, real worker."""
-    data_dir = tmp_path / "demo-data"
-    env = {**_clean_env(), "KNM_DATA_DIR": str(data_dir)}
-    try:
-        started = time.monotonic()
-        done = subprocess.run(
-            [sys.executable, "-m", "knm", "demo"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
-        elapsed = time.monotonic() - started
-        assert done.returncode == 0, (done.stdout, done.stderr)
-        out = done.stdout
-        for step in (
-            "1. accounts",
-            "2. create the demo numbers",
-            "3. the customer searches",
-            "4. the reseller reserves",
-            "5. the customer activates",
-            "6. the customer tries to delete",
-            "7. the customer releases",
-            "8. the customer searches 646555 at Telnyx",
-            "9. the customer activates",
-            "10. the sandbox saw 2 order requests",
-            "11. the customer releases it",
-            "12. where everything stands",
-        ):
-            assert step in out
-        assert "carrier sandbox (fake providers over HTTP): http://127.0.0.1:" in out
-        assert "knm.numbers.activate → queue carrier.knm_telnyx, worker knm-demo-" in out
-        assert "and 1 purchase of +1646555" in " ".join(out.split())
-        assert "the embedded broker" in out
-        assert "knm.numbers.create → queue carrier.knm_local, worker knm-demo-" in out
-        assert "knm.numbers.get → queue knm" in out
-        assert "forbidden" in out
-        assert "in_service" in out
-        assert "worker stopped" in out
-        pid = int(out.split("started a worker: pid ", 1)[1].split(",", 1)[0])
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)  # the demo's worker is gone
-        print(f"knm demo took {elapsed:.1f} s")
-
-        again = subprocess.run(
-            [sys.executable, "-m", "knm", "demo"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
-        assert again.returncode == 0, (again.stdout, again.stderr)
-        assert "removed 2 demo numbers" in again.stdout
-    finally:
-        embedded.stop_server(data_dir)

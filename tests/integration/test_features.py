@@ -1,8 +1,8 @@
-"""Number features through the operations, against a real store (spec §8, §9.6, §9.12, §9.13).
+"""Number features through the operations, against a real store.
 
 Every changed number runs the feature providers before it is written: a feature it may not use
 fails it 403 and nothing is stored. Release and hard delete de-provision the features before
-wiping them (DECISIONS 8). ``dirty`` is observed through the store: a write bumps ``pvt_rev``.
+wiping them. ``dirty`` is observed through the store: a write bumps ``pvt_rev``.
 
 Upstream E911 is played by a stub provider registered in the test (``knm_stub_e911``, named by
 ``KNM_E911_PROVIDER``), so no carrier sandbox is needed.
@@ -148,7 +148,7 @@ def rev(store: Store, number: str) -> int:
     return value
 
 
-# =========================================================================== §9.6
+# =========================================================================== the save pipeline
 class TestKazooNumberTests:
     def test_e911_on_a_local_number_is_forbidden_and_nothing_changes(self, store: Store) -> None:
         load_kazoo(store.db, [TEST_IN_SERVICE_NUM])
@@ -246,7 +246,7 @@ class TestLocalNumbers:
         assert (pn.public["e911"], pn.features) == (E911, {"local": {}})
 
 
-# =========================================================================== §9.12
+# =========================================================================== force_outbound
 class TestForceOutbound:
     def test_force_outbound_values_and_dirtiness(self, store: Store) -> None:
         load_kazoo(store.db, [TEST_TELNYX_NUM])
@@ -296,7 +296,7 @@ class TestForceOutbound:
         assert "force_outbound" in pn.to_public_json()["_read_only"]["features"]["available"]
 
 
-# =========================================================================== §9.13
+# =========================================================================== module renames
 class TestRenameCarrier:
     def test_create_with_a_carrier_name(self, store: Store) -> None:
         load_kazoo(store.db)
@@ -582,7 +582,7 @@ class TestPipeline:
         load_kazoo(store.db, [TEST_OLD6_NUM])
         pn = only(manager(store).assign_to_app([TEST_OLD6_NUM], "callflow"), TEST_OLD6_NUM)
         assert (pn.used_by, "failover" in pn.features) == ("callflow", True)
-        # the next save that runs the providers refuses the failover (KAZOO's gap 19)
+        # the next save that runs the providers refuses the failover
         batch = manager(store).update([TEST_OLD6_NUM], [merge({"custom": 1})])
         trunkstore = "denied by the trunkstore rule (failover needs used_by trunkstore)"
         assert failures(batch) == {TEST_OLD6_NUM: refused(TEST_OLD6_NUM, "failover", trunkstore)}

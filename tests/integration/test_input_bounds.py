@@ -88,7 +88,7 @@ def _failed(result: Result) -> dict[str, Doc]:
 def test_a_key_mongodb_would_misread_is_a_clean_400_naming_its_path(
     knm_cli: Run, knm: Knm, option: str, fields: Doc, path: str, rule: str
 ) -> None:
-    knm_cli("numbers", "create", N1, "--account", ACCOUNT)
+    knm_cli("numbers", "create", N1, "--account", ACCOUNT, "--force")
     before = knm.store.find_numbers([N1])[N1]
     result = knm_cli("numbers", "update", N1, option, json.dumps(fields), "--json", code=1)
     error = _failed(result)[N1]
@@ -100,7 +100,7 @@ def test_a_key_mongodb_would_misread_is_a_clean_400_naming_its_path(
 
 
 def test_the_table_output_names_the_path_without_a_traceback(knm_cli: Run) -> None:
-    knm_cli("numbers", "create", N1, "--account", ACCOUNT)
+    knm_cli("numbers", "create", N1, "--account", ACCOUNT, "--force")
     result = knm_cli("numbers", "update", N1, "--merge", '{"$where":"x"}', code=1)
     assert "invalid_field" in result.stdout
     assert "$where" in result.stdout
@@ -110,7 +110,7 @@ def test_the_table_output_names_the_path_without_a_traceback(knm_cli: Run) -> No
 def test_public_fields_over_64_kib_are_refused_and_at_the_limit_taken(
     knm_cli: Run, knm: Knm
 ) -> None:
-    knm_cli("numbers", "create", N1, N2, "--account", ACCOUNT)
+    knm_cli("numbers", "create", N1, N2, "--account", ACCOUNT, "--force")
     at_limit = {"note": "x" * (MAX_PUBLIC_BYTES - len('{"note":""}'))}
     knm_cli("numbers", "update", N1, "--set", json.dumps(at_limit), "--json")
     over = {"note": "x" * MAX_PUBLIC_BYTES}
@@ -129,7 +129,16 @@ def test_numbers_longer_than_e164_allows_are_not_reconcilable_and_never_stored(
     fifteen = "+441234567890123"  # 15 digits: the longest E.164 number
     sixteen = "+4412345678901234"
     result = knm_cli(
-        "numbers", "create", HUGE, sixteen, fifteen, "--account", ACCOUNT, "--json", code=1
+        "numbers",
+        "create",
+        HUGE,
+        sixteen,
+        fifteen,
+        "--account",
+        ACCOUNT,
+        "--force",
+        "--json",
+        code=1,
     )
     out = json.loads(result.stdout)
     assert out["failed"] == {
@@ -144,7 +153,7 @@ def test_the_in_process_cli_takes_at_most_10000_numbers_like_the_task_contract(
     knm_cli: Run, knm: Knm
 ) -> None:
     numbers = [f"+1415{n:07d}" for n in range(10_001)]
-    result = knm_cli("numbers", "create", *numbers, "--account", ACCOUNT, code=2)
+    result = knm_cli("numbers", "create", *numbers, "--account", ACCOUNT, "--force", code=2)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "at most 10,000 numbers per request (10,001 given)" in lines[0]

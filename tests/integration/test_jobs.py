@@ -1,4 +1,4 @@
-"""CSV jobs in process (spec §6 under DECISIONS 8): create_job, run_chunk, fail_chunk, results.
+"""CSV jobs in process: create_job, run_chunk, fail_chunk, results.
 
 Every action once with its per-row semantics, the row checks made at creation, the result file,
 and what makes chunks safe to run twice. Jobs run here by calling ``run_chunk`` for each chunk,

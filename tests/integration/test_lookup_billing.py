@@ -1,7 +1,7 @@
 """``lookup_account`` and billing quantities against a real store with KAZOO's fixtures.
 
-Reproduces the lookup facts of spec §4.4 ("lookup_account", "is_force_outbound") and §9.12, the
-billing rules of §8.1/§8.5 (``kz_services_quantities``), and the two CLI commands
+Reproduces the lookup facts ("lookup_account", "is_force_outbound"), the
+billing rules (``kz_services_quantities``), and the two CLI commands
 (``knm numbers lookup``, ``knm billing quantities``) of knm/cli/numbers_extra.py.
 """
 
@@ -56,7 +56,7 @@ from tests.fixtures_kazoo import (
 
 pytestmark = pytest.mark.integration
 
-#: Every §9.0 fixture number the lookup tests read.
+#: Every fixture number the lookup tests read.
 LOOKUP_NUMBERS = (
     TEST_AVAILABLE_NUM,
     TEST_IN_SERVICE_NUM,
@@ -134,7 +134,7 @@ def reads(commands: _Commands) -> list[str]:
 
 # ================================================================================ lookup
 class TestForceOutboundFacts:
-    """§4.4 "is_force_outbound" test facts (knm_force_outbound_tests, §9.12)."""
+    """The "is_force_outbound" test facts (knm_force_outbound_tests)."""
 
     @pytest.mark.parametrize(
         ("number", "expected"),
@@ -163,7 +163,7 @@ class TestForceOutboundFacts:
 
 
 class TestLookupAccount:
-    """§4.4 "lookup_account": errors, the port fallback and every property."""
+    """``lookup_account``: errors, the port fallback and every property."""
 
     def test_local_in_service(self, store: Store, knm: Knm) -> None:
         load_kazoo(store.db, [TEST_IN_SERVICE_NUM])
@@ -367,7 +367,7 @@ class TestLookupAccount:
 
 # ================================================================================ billing
 class TestBillingQuantities:
-    """``kz_services_quantities`` for numbers (§8.1 billing row, §8.5 "Not quantified")."""
+    """``kz_services_quantities`` for numbers (the billing rules, "not quantified" included)."""
 
     def test_local_numbers_are_not_phone_numbers(self, store: Store, knm: Knm) -> None:
         load_kazoo(store.db, [TEST_IN_SERVICE_NUM])
@@ -477,7 +477,7 @@ class TestBillingQuantities:
         }
 
     def test_renamed_to_inventory_becomes_billable(self, store: Store, knm: Knm) -> None:
-        """§8.5: renaming a local number to ``knm_inventory`` drops the marker: billed."""
+        """Renaming a local number to ``knm_inventory`` drops the marker: billed."""
         doc = number_doc("+15552233344", "in_service", "knm_inventory", assigned_to=CHILD)
         load_kazoo(store.db, extra=[doc])
         counted = billing.quantities(knm, CHILD)

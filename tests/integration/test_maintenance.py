@@ -1,4 +1,4 @@
-"""KAZOO's number maintenance (spec §7) on the command line: carriers, purge, features, repairs.
+"""KAZOO's number maintenance on the command line: carriers, purge, features, repairs.
 
 Runs ``knm`` in process (``knm.cli.root.cli`` with ``knm.cli.maintenance.register``) against this
 test's database and checks the exit-code and one-line-error conventions of ``knm.cli``.

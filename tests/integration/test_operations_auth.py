@@ -1,4 +1,4 @@
-"""Authorization (spec §4.2): who may get / reserve / activate / release / delete a number, and who
+"""Authorization: who may get / reserve / activate / release / delete a number, and who
 may create numbers in which state.
 
 The numbers below belong to CHILD, so the actors are: its non-admin parent RESELLER, the
@@ -38,7 +38,7 @@ S = NumberState
 NUM = "+14155550160"
 OTHER = "+14155550161"
 ACTORS = ("system", MASTER, RESELLER, CHILD, ACCOUNT_4, UNRELATED)
-#: Who is authorized over a number assigned to CHILD (is_authorized, §4.2).
+#: Who is authorized over a number assigned to CHILD (is_authorized).
 MANAGERS = frozenset({"system", MASTER, RESELLER, CHILD})
 
 

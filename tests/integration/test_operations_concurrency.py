@@ -1,4 +1,4 @@
-"""No lost updates (DECISIONS 4), dry runs (DECISIONS 10) and the fixed round-trip cost of a batch.
+"""No lost updates, dry runs and the fixed round-trip cost of a batch.
 
 * Two threads, each with its own client, update the same number many times: every successful
   update is in the final document and ``pvt_rev`` counts them exactly.

@@ -1,8 +1,8 @@
-"""KAZOO's number-manager eunit facts against a real store (spec §4.4, §9.6-§9.8, §9.11, §9.14).
+"""KAZOO's number-manager eunit facts against a real store.
 
-Each test loads only the §9.0 fixture documents it needs (tests/fixtures_kazoo.py) and asserts
+Each test loads only the KAZOO fixture documents it needs (tests/fixtures_kazoo.py) and asserts
 states, owners, histories and error objects, both on the operation's result and in the store.
-``dirty`` (spec §1.5) is observed on records that were not written (get, dry runs, records built
+``dirty`` is observed on records that were not written (get, dry runs, records built
 directly) and, for written ones, through the store: a write bumps ``pvt_rev``, a no-op does not.
 """
 
@@ -92,7 +92,7 @@ def _only(batch: Any, number: str) -> PhoneNumber:
     return pn
 
 
-# =========================================================================== create (§4.4, §9.7)
+# =========================================================================== create
 class TestCreate:
     def test_master_creates_new_number_for_reseller(self, store: Store, nm: NumberManager) -> None:
         load_kazoo(store.db)
@@ -245,7 +245,7 @@ class TestCreate:
 
 
 class TestCreateChecks:
-    """§9.7: ensure_can_create, ensure_can_load_to_create, ensure_numbers_are_not_porting."""
+    """ensure_can_create, ensure_can_load_to_create, ensure_numbers_are_not_porting."""
 
     @pytest.mark.parametrize("state", ["available", "port_in", "aging"])
     def test_existing_number_in_creatable_state(
@@ -319,7 +319,7 @@ class TestCreateChecks:
         assert all(pn.assigned_to == CHILD for pn in batch.succeeded.values())
 
 
-# =========================================================================== move (§4.4, §9.8)
+# =========================================================================== move
 class TestMove:
     @pytest.mark.parametrize("auth_by", ACCOUNTS)
     @pytest.mark.parametrize("assign_to", ACCOUNTS)
@@ -468,7 +468,7 @@ class TestMove:
         assert failures(batch) == {"+14155550199": NOT_FOUND}
 
 
-# =========================================================================== reserve (§4.4)
+# =========================================================================== reserve
 class TestReserve:
     def test_available_reserved_for_reseller(self, store: Store, nm: NumberManager) -> None:
         load_kazoo(store.db, [TEST_AVAILABLE_NUM])
@@ -539,7 +539,7 @@ class TestReserve:
         assert stored(store.db, TEST_AVAILABLE_NUM) == fixture_doc(TEST_AVAILABLE_NUM)
 
 
-# =========================================================================== get (§9.6)
+# =========================================================================== get
 class TestGet:
     @pytest.mark.parametrize("auth_by", [RESELLER, MASTER, RANDOM_HEX, UNRELATED, "system"])
     def test_available_number_is_visible_to_all(
@@ -568,7 +568,7 @@ class TestGet:
     def test_module_name_option_is_applied_to_fetched_numbers(
         self, store: Store, nm: NumberManager
     ) -> None:
-        """§4.1: module_name is also applied to existing numbers loaded by get (not saved)."""
+        """module_name is also applied to existing numbers loaded by get (not saved)."""
         load_kazoo(store.db, [TEST_AVAILABLE_NUM, TEST_AVAILABLE_NON_LOCAL_NUM])
         batch = nm.get(
             [TEST_AVAILABLE_NUM, TEST_AVAILABLE_NON_LOCAL_NUM], Options(module_name="knm_telnyx")
@@ -582,7 +582,7 @@ class TestGet:
     def test_reserved_by_superduper_admin_is_visible_to_anyone(
         self, store: Store, nm: NumberManager
     ) -> None:
-        """is_reserved_from_parent holds when the owner is a superduper admin (§4.2)."""
+        """is_reserved_from_parent holds when the owner is a superduper admin."""
         doc = number_doc(TEST_CREATE_NUM, "reserved", assigned_to=MASTER, history=[MASTER])
         load_kazoo(store.db, extra=[doc])
         for auth_by in (UNRELATED, CHILD, None):
@@ -610,7 +610,7 @@ class TestGet:
         assert failures(batch) == {"1000": NOT_RECONCILABLE, "+14156301234": NOT_FOUND}
 
 
-# =========================================================================== MDN (§9.6)
+# =========================================================================== MDN
 class TestMdn:
     def test_move_mdn_in_service_to_master(self, store: Store, nm: NumberManager) -> None:
         load_kazoo(store.db, [TEST_IN_SERVICE_MDN])
@@ -690,13 +690,13 @@ class TestMdn:
             assert doc == fixture_doc(number)
 
     def test_mdn_guard_ignores_unchanged_numbers(self, store: Store, nm: NumberManager) -> None:
-        """Only dirty records go through the guard (spec §1.7 save, steps 2-3)."""
+        """Only dirty records go through the guard (the save pipeline's persist step)."""
         load_kazoo(store.db, [TEST_IN_SERVICE_MDN])
         batch = nm.update([TEST_IN_SERVICE_MDN], [], Options(auth_by=MASTER))
         assert _only(batch, TEST_IN_SERVICE_MDN).dirty is False
 
 
-# =========================================================================== used_by (§9.6)
+# =========================================================================== used_by
 class TestUsedBy:
     def test_assign_to_app(self, store: Store, nm: NumberManager) -> None:
         load_kazoo(store.db, [TEST_IN_SERVICE_NUM])
@@ -771,7 +771,7 @@ class TestUsedBy:
         assert "pvt_used_by" not in doc
 
 
-# =========================================================================== §9.11 (local)
+# =========================================================================== local numbers
 class TestLocalSearchAndInfo:
     def test_local_find_numbers_without_account_is_not_available(
         self, store: Store, nm: NumberManager
@@ -827,7 +827,7 @@ class TestLocalSearchAndInfo:
         assert registry.is_number_billable(pn.carrier_module, ctx) is True
 
 
-# =========================================================================== ports (§9.14)
+# =========================================================================== ports
 class TestPortRequest:
     @pytest.mark.parametrize("number", [TEST_PORT_IN_NUM, TEST_PORT_IN2_NUM])
     def test_port_in_number_completes(self, store: Store, nm: NumberManager, number: str) -> None:
@@ -914,7 +914,7 @@ class TestPortRequest:
         assert (doc["pvt_state"], doc["pvt_rev"], doc["port_id"]) == ("in_service", 2, "p1")
 
 
-# =========================================================================== update (§4.4)
+# =========================================================================== update
 class TestUpdate:
     def test_update_bypasses_the_state_engine(self, store: Store, nm: NumberManager) -> None:
         """The port "compatibility transition": port_in -> in_service by explicit setters."""

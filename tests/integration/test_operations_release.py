@@ -1,4 +1,4 @@
-"""Release: the unwind of spec §2.5 and its configuration (should_age, should_permanently_delete,
+"""Release: the unwind and its configuration (should_age, should_permanently_delete,
 released_state), authorization, and the carrier disconnect (knm_managed inventory)."""
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def _doc(store: Store, number: str) -> Doc:
     return doc
 
 
-# =========================================================================== §2.5 consequences
+# =========================================================================== release consequences
 def test_local_in_service_single_history_is_deleted(store: Store, nm: NumberManager) -> None:
     load_kazoo(store.db, [TEST_IN_SERVICE_NUM], accounts=False)
     pn = _only(nm.release([TEST_IN_SERVICE_NUM]), TEST_IN_SERVICE_NUM)

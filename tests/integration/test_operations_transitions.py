@@ -1,4 +1,4 @@
-"""Every cell of the transition table (spec §2.2-§2.3), allowed and refused.
+"""Every cell of the transition table, allowed and refused.
 
 Two levels:
 * the engine itself (``knm.states.transition``) for every (current, target) pair, including
@@ -6,7 +6,7 @@ Two levels:
 * the operations that reach each cell against a real store: ``reserve`` (-> reserved), ``move``
   (-> in_service, discovery numbers from the search cache or a stored discovery doc) and ``create``
   on existing or new numbers (-> available / aging / port_in / reserved / in_service; existing
-  numbers must be aging/available/port_in, else 409 number_exists, spec §4.4 create).
+  numbers must be aging/available/port_in, else 409 number_exists).
 
 Acquisition is observed through a recording carrier module registered for these tests.
 """
@@ -60,7 +60,7 @@ UNSUPPORTED_TARGETS = tuple(s for s in ALL_STATES if s not in SUPPORTED_TARGETS)
 #: States in which the fixtures below keep the number assigned to RESELLER.
 ASSIGNED_STATES = frozenset({S.RESERVED, S.IN_SERVICE, S.PORT_IN, S.PORT_OUT})
 
-#: (current, target) -> (needs authorization?, acquires?) for the allowed cells of §2.3.
+#: (current, target) -> (needs authorization?, acquires?) for the allowed cells.
 ALLOWED: dict[tuple[NumberState, NumberState], tuple[bool, bool]] = {
     (S.DISCOVERY, S.RESERVED): (True, True),
     (S.AVAILABLE, S.RESERVED): (True, False),
@@ -195,7 +195,7 @@ def test_engine_unsupported_target_for_mdn_has_no_cause(target: NumberState) -> 
     ("current", "target"), list(ALLOWED), ids=[f"{c}->{t}" for c, t in ALLOWED]
 )
 def test_engine_authorization(current: NumberState, target: NumberState) -> None:
-    """An account that is not an ancestor of the owner/assignee: refused exactly where §2.3
+    """An account that is not an ancestor of the owner/assignee: refused exactly where the table
     says "authorize" (available and aging numbers may be bought by anyone)."""
     needs_auth, acquires = ALLOWED[(current, target)]
     pn = _pn(current)
@@ -390,7 +390,7 @@ def test_reserve_reserved_for_its_owner_is_no_change(store: Store, nm: NumberMan
 
 
 def test_reserve_discovery_with_unknown_module_fails(store: Store, nm: NumberManager) -> None:
-    """DECISIONS 9: acquiring through a module knm does not know fails and changes nothing."""
+    """Acquiring through a module knm does not know fails and changes nothing."""
     doc = _stored_in(store.db, S.DISCOVERY, "knm_pacwest")
     batch = nm.reserve([NUM], Options(assign_to=CHILD))
     assert failures(batch) == {

@@ -1,4 +1,4 @@
-"""The authorization model (spec §4.2) over the §9.0 account tree (DECISIONS 5).
+"""The authorization model over KAZOO's fixture account tree.
 
 MASTER is a superduper admin allowed additions; RESELLER is allowed additions; CHILD and 0004 sit
 below it; UNRELATED is a 32-character id with no account document.

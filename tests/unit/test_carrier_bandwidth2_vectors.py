@@ -1,4 +1,4 @@
-"""knm_bandwidth2 against the fixture vectors of spec carriers.md §8, plus request building, the
+"""knm_bandwidth2 against the fixture vectors, plus request building, the
 bounded order polling and reconciliation (over a mock transport: no server, no database)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""knm_bandwidth (deprecated) against the fixture vector of spec carriers.md §8, plus request
+"""knm_bandwidth (deprecated) against the fixture vector, plus request
 building, error mapping, reconciliation and the once-per-process deprecation warning."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The upstream feature providers (Telnyx and Vitelity E911/CNAM) against the fixture vectors of
-spec carriers.md §8 and the request building of §1.6-1.7 and §2.5-2.6, over a mock transport
-(no server, no database: the provisioning ledger is an in-memory stand-in)."""
+"""The upstream feature providers (Telnyx and Vitelity E911/CNAM) against the fixture
+vectors and the request building, over a mock transport (no server, no database: the provisioning
+ledger is an in-memory stand-in)."""
 
 from __future__ import annotations
 
@@ -178,7 +178,7 @@ def _pn(
 
 
 def _telnyx_fixtures(request: httpx.Request) -> httpx.Response:
-    """KAZOO's compiled-in Telnyx dispatcher (spec §1.10) for the E911 calls."""
+    """KAZOO's compiled-in Telnyx dispatcher for the E911 calls."""
     path = request.url.raw_path.decode()
     if request.method == "POST" and path == "/origination/e911_addresses":
         assert json.loads(request.content)["line_1"] == "301 MARINA BLVD"
@@ -224,7 +224,7 @@ def test_e911_sequence_over_the_fixtures_replaces_the_address_id() -> None:
     assert create.headers["x-api-token"] == "token-s3cret"
     assert create.headers["content-type"] == "application/json"
     assert "content-type" not in delete.headers  # DELETE: empty body, no content type
-    # DECISIONS 8: the address id is replaced (KAZOO's "existing keys win" kept the old one)
+    # knm fixes this: the address id is replaced (KAZOO's "existing keys win" kept the old one)
     assert pn.carrier_data == {"order_id": "411389090580137691", "address_id": CREATED}
     assert pn.features["e911"] == MARINA  # the address as given, not the cleansed one
     assert rig.ledger.events[0] == ("begin", "activate")
@@ -452,7 +452,7 @@ def test_delete_without_an_active_feature_calls_nothing() -> None:
 
 # ======================================================================== Telnyx CNAM
 def _cnam_handler(request: httpx.Request) -> httpx.Response:
-    """KAZOO's dispatcher for ``PUT numbers/<n>``: echoes what was set (§1.10)."""
+    """KAZOO's dispatcher for ``PUT numbers/<n>``: echoes what was set."""
     assert request.method == "PUT"
     assert request.url.raw_path.decode() == PATH
     body = json.loads(request.content)

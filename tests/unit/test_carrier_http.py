@@ -1,4 +1,4 @@
-"""The carrier HTTP layer and its retry policy (DECISIONS 7), over httpx's mock transport."""
+"""The carrier HTTP layer and its retry policy, over httpx's mock transport."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""knm_other request building and parsing against the peer answers of spec carriers.md §7.3
+"""knm_other request building and parsing against the peer answers
 (knm_other has no fixture files; no server)."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ URL = "http://phonebook.example/api"
 def test_number_search_url_encodes_the_prefix() -> None:
     request = SearchRequest(prefix="+1415886", quantity=500, offset=0)
     url = other.search_url(URL, "US", request)
-    # DECISIONS 8: KAZOO sent a literal ``+`` (a server decodes it as a space)
+    # knm fixes this: KAZOO sent a literal ``+`` (a server decodes it as a space)
     assert url == f"{URL}/numbers/US/search?prefix=%2B1415886&limit=500&offset=0"
     assert dict(parse_qsl(urlsplit(url).query)) == {
         "prefix": "+1415886",
@@ -67,7 +67,7 @@ def test_maximal_prefix_length_is_ten() -> None:
     assert other.OtherCarrier.releases_upstream is False
 
 
-# ----------------------------------------------------------------------------- §7.3 answers
+# ----------------------------------------------------------------------------- peer answers
 def test_numbers_answer_gives_one_discovery_result_per_key_in_order() -> None:
     answer = {
         "status": "success",

@@ -1,4 +1,4 @@
-"""knm_telnyx parsing against the fixture vectors of spec carriers.md §8 (no server)."""
+"""knm_telnyx parsing against the fixture vectors (no server)."""
 
 from __future__ import annotations
 

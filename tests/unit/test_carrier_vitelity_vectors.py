@@ -1,4 +1,4 @@
-"""knm_vitelity parsing against the fixture vectors of spec carriers.md §8, request building,
+"""knm_vitelity parsing against the fixture vectors, request building,
 prefix dispatch and error mapping (no server: the wire checks use an httpx mock transport)."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _search(body: str, prefix: str, quantity: int = 500, dialcode: str = "+1") -
     return vitelity.parse_search(root, prefix, quantity, dialcode)
 
 
-# ================================================================================ §8 vectors
+# ================================================================================ fixture vectors
 def test_listnpa_vector() -> None:
     prefix, params = vitelity.search_params("+1987", 500, CONFIG)
     assert prefix == "987"

@@ -1,4 +1,4 @@
-"""knm_voip_innovations against the fixture vectors of spec carriers.md §8 (no server)."""
+"""knm_voip_innovations against the fixture vectors (no server)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def _did(tn: str, code: str, status: str, availability: str = "") -> str:
     )
 
 
-# ------------------------------------------------------------------------------ §8 vectors
+# ------------------------------------------------------------------------------ fixture vectors
 def test_get_response_vector_npa_435() -> None:
     assert vi.search_clause("+1435") == {"npa": "435"}
     root = vi.decode(_ok(fixture_text("voip_innovations_get_response.xml")))

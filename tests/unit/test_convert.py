@@ -1,4 +1,4 @@
-"""Behaviour of knm.convert: spec §1.9 and the eunit suites of §9.1-§9.3."""
+"""Behaviour of knm.convert: KAZOO's conversion rules and eunit suites."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def _default_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 NANP_FORMS = ["+12234567890", "12234567890", "2234567890"]
 
 # --------------------------------------------------------------------------------------------
-# normalize (§1.9, §9.1)
+# normalize
 # --------------------------------------------------------------------------------------------
 
 
@@ -68,7 +68,7 @@ def test_normalize_nanp_forms(number: str) -> None:
         ("44123456", "+44123456"),  # 8+ digits not starting 0/1 -> already international
         ("4412345", "4412345"),  # 7 digits: nothing matches
         ("0114412", "0114412"),  # 011 + fewer than 5 digits
-        ("+anything", "+anything"),  # '+' means normalized, no validation (gap 23)
+        ("+anything", "+anything"),  # '+' means normalized, no validation
         ("", ""),
     ],
 )
@@ -119,7 +119,7 @@ def test_normalize_follows_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# NANP conversions (§1.9, §9.1)
+# NANP conversions
 # --------------------------------------------------------------------------------------------
 
 
@@ -213,7 +213,7 @@ def test_property_nanp_range_consistency() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Reconcilability (§1.9)
+# Reconcilability
 # --------------------------------------------------------------------------------------------
 
 
@@ -244,7 +244,7 @@ def test_is_reconcilable_custom_regex_and_converters() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Classification (§1.9)
+# Classification
 # --------------------------------------------------------------------------------------------
 
 
@@ -314,7 +314,7 @@ def test_available_classifiers_converts_bare_strings_and_fills_friendly_name() -
 
 
 # --------------------------------------------------------------------------------------------
-# Pretty printing (§1.9, §9.2)
+# Pretty printing
 # --------------------------------------------------------------------------------------------
 
 
@@ -368,7 +368,7 @@ def test_pretty_print_plus_one_default_and_first_match_decides() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Countries (§9.3)
+# Countries
 # --------------------------------------------------------------------------------------------
 
 ISO_PAIRS = [("USA", "US"), ("FRO", "FO"), ("DEU", "DE"), ("FRA", "FR")]

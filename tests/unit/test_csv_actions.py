@@ -96,7 +96,7 @@ def test_each_verifier(column: str, good: list[str], bad: list[str]) -> None:
 
 
 def test_every_verifier_of_the_spec_is_registered() -> None:
-    # KAZOO registered only the first four; DECISIONS 8 (gap 3) validates the others too
+    # KAZOO registered only the first four; knm validates the others too
     assert set(VERIFIERS) >= {
         "account_id",
         "carrier_module",

@@ -1,4 +1,4 @@
-"""KAZOO's error objects (spec §4.6, DECISIONS 9 and 12): names, codes, messages, causes."""
+"""KAZOO's error objects: names, codes, messages, causes."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""Number features without a store: the catalogue (spec §8.1), availability (§8.3), the local
-providers (§8.2), the save pipeline (§8.4) and the system config's fallbacks.
+"""Number features without a store: the catalogue, availability, the local
+providers, the save pipeline and the system config's fallbacks.
 
 Numbers are loaded from documents (so they start clean, as fetched ones do) and the feature
-rules get a ``FeatureEnv`` built from the §9.0 accounts; providers never touch the database.
+rules get a ``FeatureEnv`` built from KAZOO's fixture accounts; providers never touch the database.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ CTX = CarrierContext(_CLIENT["unused"], Settings())
 
 
 def accounts(**number_manager: NumberManagerConfig) -> AccountDirectory:
-    """The §9.0 accounts; ``number_manager`` replaces an account's config by account id."""
+    """The fixture accounts; ``number_manager`` replaces an account's config by account id."""
     out = []
     for account_id, doc in account_docs().items():
         account = Account.from_document(doc)
@@ -207,7 +207,7 @@ def test_reseller_lists_apply_to_their_accounts_numbers() -> None:
 
 
 def test_a_reseller_deny_list_replaces_the_local_rule() -> None:
-    """KAZOO's gap 20: once a reseller sets features.deny, its local numbers get e911."""
+    """A KAZOO quirk kept: once a reseller sets features.deny, its local numbers get e911."""
     directory = accounts(**{RESELLER: NumberManagerConfig(features_deny=["prepend"])})
     got = features.available_features(pn(module="knm_local"), env(directory=directory))
     assert "e911" in got
@@ -333,7 +333,7 @@ def test_failover_copies_the_public_object() -> None:
 
 
 def test_ringback_copies_early_and_transfer() -> None:
-    """KAZOO has no ringback module (gap 17); knm's copies it like prepend."""
+    """KAZOO has no ringback module; knm's copies it like prepend."""
     public = {"ringback": {"early": "media-1", "transfer": "", "other": "x"}}
     record = pn(public=public)
     RingbackProvider(CTX).save(record, fctx())
@@ -631,7 +631,7 @@ def test_saving_unchanged_features_changes_nothing() -> None:
 
 
 def test_renaming_to_local_strips_what_local_numbers_may_not_use() -> None:
-    """VITELITY renamed to local (§9.13): cnam goes from both sides, prepend stays."""
+    """VITELITY renamed to local: cnam goes from both sides, prepend stays."""
     cnam = {"display_name": "KAZOO", "inbound_lookup": True}
     prepend = {"enabled": True, "name": "Vitelity"}
     record = pn(

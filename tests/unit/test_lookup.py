@@ -1,4 +1,4 @@
-"""``lookup_account``'s properties and ``is_force_outbound`` without a store (spec §4.4, §9.12).
+"""``lookup_account``'s properties and ``is_force_outbound`` without a store.
 
 The integration tests (tests/integration/test_lookup_billing.py) run the same facts through the
 store with KAZOO's fixture documents; these pin the rules themselves, setting by setting.

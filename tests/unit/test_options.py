@@ -1,4 +1,4 @@
-"""Operation options (spec §4.1, §9.4): defaults, which options were given, and ``but()``."""
+"""Operation options: defaults, which options were given, and ``but()``."""
 
 from __future__ import annotations
 
