@@ -343,18 +343,17 @@ def carrier_routes(
         target: str | None = None
         if number is not None:
             doc = docs.get(number)
-            if doc is not None:
-                stored = doc.get("pvt_carrier_module", doc.get("pvt_module_name"))
-                if isinstance(stored, str):
-                    stored = knm.numbers.modules.migrate(
-                        stored, kazoo="pvt_carrier_module" not in doc
-                    )
-                target = (
-                    stored if isinstance(stored, str) and stored else settings.available_module_name
-                )
-            else:
-                target = fallback.get(number)
+            target = stored_module(knm, doc) if doc is not None else fallback.get(number)
         if target not in knm.numbers.carriers:
             target = None
         routes[target].append(raw)
     return dict(routes)
+
+
+def stored_module(knm: Knm, doc: dict[str, Any]) -> str:
+    """The carrier module a stored document names (a KAZOO module migrated to knm's; none:
+    the available module)."""
+    stored = doc.get("pvt_carrier_module", doc.get("pvt_module_name"))
+    if isinstance(stored, str):
+        stored = knm.numbers.modules.migrate(stored, kazoo="pvt_carrier_module" not in doc)
+    return stored if isinstance(stored, str) and stored else knm.settings.available_module_name
