@@ -5,10 +5,14 @@ pymongo's command monitoring (a global listener, so every client the worker open
 it; ``getMore`` counts like any other command) counts commands by name; a thread writes the
 counts as JSON to ``KNM_BENCH_COMMANDS_FILE`` every ``DUMP_S`` seconds, so a benchmark reads
 the counts before and after a phase (``read_counts``) without stopping the worker.
+
+``KNM_BENCH_PROFILE=<path>``: the worker runs under cProfile timing CPU (not wall) time, and
+writes the profile there when it stops (``python -m pstats <path>``).
 """
 
 from __future__ import annotations
 
+import cProfile
 import json
 import os
 import sys
@@ -54,7 +58,15 @@ def main() -> None:
     from celery.__main__ import main as celery_main
 
     sys.argv = ["celery", *sys.argv[1:]]
-    celery_main()
+    profile_to = os.environ.get("KNM_BENCH_PROFILE")
+    if not profile_to:
+        celery_main()
+        return
+    profiler = cProfile.Profile(time.process_time)
+    try:
+        profiler.runcall(celery_main)
+    finally:
+        profiler.dump_stats(profile_to)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,9 @@ def _rows_arguments(
 class ChunkTask(KnmTask):
     """A chunk that fails for good fails its unfinished rows, so the job still finishes."""
 
+    #: A chunk's report is short: logged whole.
+    resultrepr_maxsize = 1024
+
     def on_failure(
         self,
         exc: Exception,

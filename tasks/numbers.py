@@ -57,6 +57,9 @@ class KnmTask(Task[Any, Any]):
     Strategy = "tasks.strategy:guarded"
     autoretry_for = TRANSIENT
     throws = (InvalidRequestError,)
+    #: Celery formats every result for its "succeeded" log line, up to this many characters,
+    #: whatever the log level; a result holds whole documents, so keep the line short.
+    resultrepr_maxsize = 200
 
     @property
     def max_retries(self) -> int:  # type: ignore[override]
