@@ -57,6 +57,8 @@ from knm.store import read_once
 
 #: The task that runs one carrier's rows of a chunk, on ``carrier.<module>``.
 JOB_ROWS_TASK: Final[str] = "knm.jobs.rows"
+#: A dead letter of a job's rows names its operation ``jobs.<action>``.
+JOB_OPERATION_PREFIX: Final[str] = "jobs."
 
 Outcomes = dict[str, tuple[PhoneNumber | None, KnmError | None]]
 
@@ -199,6 +201,53 @@ def fail_rows(knm: Knm, job_id: str, chunk: int, module: str | None, reason: str
     return report
 
 
+def reopen_rows(knm: Knm, job_id: str, chunk: int, numbers: list[str]) -> int:
+    """Put a chunk's dead-lettered rows (failed ``numbers``) back to pending, to run again.
+
+    The chunk's totals come off the job (it is counted again, whole, when it finishes) and the
+    job is running again. Returns how many rows were reopened; send ``knm.jobs.chunk`` next.
+    """
+    store = JobStore(knm)
+    docs = list(
+        store.rows.find(
+            {"job_id": job_id, "chunk": chunk}, {"status": 1, "precounted": 1, "number": 1}
+        )
+    )
+    wanted = set(numbers)
+    reopen = [
+        d
+        for d in docs
+        if d["number"] in wanted and d["status"] == RowStatus.FAILED and not d.get("precounted")
+    ]
+    if not reopen:
+        return 0
+    counted = [d["status"] for d in docs if not d.get("precounted")]
+    succeeded = counted.count(RowStatus.SUCCEEDED)
+    failed = counted.count(RowStatus.FAILED)
+    store.jobs.update_one(
+        {"_id": job_id, "chunks_done": chunk},
+        {
+            "$pull": {"chunks_done": chunk},
+            "$inc": {"done": -(succeeded + failed), "succeeded": -succeeded, "failed": -failed},
+        },
+    )
+    store.jobs.update_one(
+        {"_id": job_id},
+        {"$set": {"status": JobStatus.RUNNING.value}, "$unset": {"finished": "", "expires_at": ""}},
+    )
+    store.rows.bulk_write(
+        [
+            UpdateOne(
+                {"_id": d["_id"], "status": RowStatus.FAILED.value},
+                {"$set": {"status": RowStatus.PENDING.value, "error": None}},
+            )
+            for d in reopen
+        ],
+        ordered=False,
+    )
+    return len(reopen)
+
+
 def _hand_over(
     store: JobStore, broker: Broker, job_id: str, chunk: int, away: dict[str | None, list[_Row]]
 ) -> None:
@@ -280,7 +329,7 @@ def _dead_letter(
     knm.dead_letters.put(
         f"{job.id}:{chunk}",
         module or "-",
-        f"jobs.{job.action}",
+        f"{JOB_OPERATION_PREFIX}{job.action}",
         module,
         {"job_id": job.id, "chunk": chunk, "module": module},
         {"succeeded": {}, "failed": failed},
@@ -457,6 +506,7 @@ __all__ = [
     "error_text",
     "fail_chunk",
     "fail_rows",
+    "reopen_rows",
     "run_chunk",
     "run_listing",
     "run_rows",

@@ -13,6 +13,8 @@ MongoDB wire server. Jobs are created in process with ``jobs.create_job`` and pu
 - A breaker opened during a job re-queues the provider rows without failing them: the first
   order fails (503) and opens the breaker; the rows are re-queued untouched and bought once the
   breaker lets calls through again.
+- Rows still failing transiently after their retries fail with a dead letter; the retry (what
+  ``knm requests retry <job id>:<chunk>`` does) reopens them and the job finishes again.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from celery import Celery
 from carriers.sandbox import Sandbox, SandboxClient
 from config.settings import Settings
 from knm.domain.options import Options
-from knm.services import jobs
+from knm.services import jobs, request_status
 from knm.services.facade import Knm
 from knm.services.search import SearchQuery
 from tests import workers_rig as rig
@@ -238,5 +240,63 @@ def test_a_breaker_opened_during_a_job_requeues_its_provider_rows_without_failin
         assert sandbox.purchases("telnyx") == dict.fromkeys(bought, 1)
         assert sandbox.requests("telnyx")["order"] == len(bought) + 1  # + the refused one
         assert knm.dead_letters.count() == 0
+    finally:
+        knm.close()
+
+
+def test_rows_failing_past_their_retries_leave_a_dead_letter_that_retry_runs_again(
+    sandbox_server: Sandbox,
+    sandbox: SandboxClient,
+    monkeypatch: pytest.MonkeyPatch,
+    broker: str,
+    client: Celery,
+    mongo_url: str,
+    db_name: str,
+    tmp_path: Path,
+) -> None:
+    env = _env(
+        sandbox_server,
+        monkeypatch,
+        broker,
+        mongo_url,
+        db_name,
+        tmp_path / "data",
+        KNM_CARRIER_HTTP__MAX_ATTEMPTS="1",
+        KNM_CARRIER_HTTP__BREAKER_FAILURES="100",
+        KNM_CARRIER_RETRY_BASE_S="0.1",
+        KNM_CARRIER_RETRY_MAX_S="0.2",
+        KNM_TASK_MAX_RETRIES="1",
+    )
+    knm = _knm(mongo_url, db_name)
+    try:
+        [number] = _discover(knm, "415", 1)
+        job = _job(knm, [number])
+        sandbox.fault("status", provider="telnyx", match="order", status=503, times=None)
+        with rig.run_worker(env, ["knm", f"carrier.{TELNYX}"], tmp_path / "logs"):
+            assert producer.submit_job(job.id, job.chunks, client) == 1
+            failed = _final(knm, job.id)
+            assert (failed.status, failed.failed, failed.done) == (jobs.JobStatus.FAILED, 1, 1)
+            assert "HTTP 503" in _rows(knm, job.id)[number]["error"]
+            [dead] = request_status.dead_shares(knm, f"{job.id}:0")
+            assert (dead["task"], dead["kwargs"]) == (
+                "knm.jobs.chunk",
+                {"job_id": job.id, "chunk": 0},
+            )
+            assert dead["attempts"] == 2
+
+            # the provider is back: the retry reopens the row and sends its chunk again
+            sandbox.reset()
+            request_status.prepare_retry(knm, dead)
+            client.send_task(dead["task"], kwargs=dead["kwargs"], queue="knm")
+            done = _final(knm, job.id)
+        assert (done.status, done.succeeded, done.failed, done.done) == (
+            jobs.JobStatus.SUCCEEDED,
+            1,
+            0,
+            1,
+        )
+        assert _rows(knm, job.id)[number]["status"] == "succeeded"
+        assert knm.dead_letters.count() == 0
+        assert sandbox.purchases("telnyx") == {number: 1}
     finally:
         knm.close()
