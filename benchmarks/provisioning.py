@@ -36,7 +36,7 @@ from typing import Any
 from celery import Celery
 from pymongo import MongoClient
 
-from benchmarks.common import mongo_server, redis_server
+from benchmarks.common import mongo_server, process_cpu_s, redis_server, server_pid
 from benchmarks.counting_worker import read_counts
 from carriers.http import close_clients
 from carriers.sandbox import Injection, Sandbox, SandboxClient
@@ -171,6 +171,8 @@ def _run(
             control = SandboxClient(sandbox.url)
             before = control.requests("telnyx").get("order", 0)
             commands_before = _commands(files)
+            store_pid = server_pid(url)
+            store_before = process_cpu_s(store_pid) if store_pid else 0.0
             cpu_before = (_cpu_s(router.pid), _cpu_s(buyer.pid))
             own_before = resource.getrusage(resource.RUSAGE_SELF)
             started = time.perf_counter()
@@ -185,6 +187,7 @@ def _run(
             values = [r.get(timeout=600) for r in results]
             wall = time.perf_counter() - started
             cpu = (_cpu_s(router.pid) - cpu_before[0], _cpu_s(buyer.pid) - cpu_before[1])
+            store_cpu = process_cpu_s(store_pid) - store_before if store_pid else None
             own_after = resource.getrusage(resource.RUSAGE_SELF)
             own = (own_after.ru_utime - own_before.ru_utime) + (
                 own_after.ru_stime - own_before.ru_stime
@@ -226,6 +229,8 @@ def _run(
         "router_cpu_s": cpu[0],
         "buyer_cpu_s": cpu[1],
         "store_sandbox_producer_cpu_s": own,
+        #: the embedded store's own process (None: another store, measured elsewhere)
+        "store_server_cpu_s": store_cpu,
         "peak_in_flight": stats.get("peak_in_flight", {}).get("telnyx", 0),
     }
 
@@ -293,6 +298,15 @@ def main() -> None:
         f"{knm_ms:.1f} ms per purchase); MongoDB server + sandbox + producer "
         f"{r['store_sandbox_producer_cpu_s']:.1f} s"
     )
+    if r["store_server_cpu_s"] is not None:
+        busy = r["router_cpu_s"] + r["buyer_cpu_s"] + r["store_sandbox_producer_cpu_s"]
+        print(
+            f"the embedded store's server used {r['store_server_cpu_s']:.1f} s of CPU; all "
+            f"processes {busy + r['store_server_cpu_s']:.1f} s over {r['wall_s']:.1f} s on "
+            f"{os.cpu_count()} cores; without the store on this host the CPU left would allow "
+            f"{max(r['limit_s'], busy / (os.cpu_count() or 1)):.2f} s "
+            f"({max(r['limit_s'], busy / (os.cpu_count() or 1)) / r['limit_s']:.2f}x the bound)"
+        )
     ratio = r["purchase_cpu_vs_noop"]
     print(
         f"published to {r['via']}: worker CPU per purchase {r['worker_cpu_ms_per_purchase']:.2f} "

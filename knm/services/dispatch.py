@@ -200,15 +200,16 @@ def route_request(
     pending: list[Share] = []
     with read_once.reuse_reads():
         docs: dict[str, dict[str, Any]] = {}
-        routes = requests.carrier_routes(knm, op, request.for_numbers(remaining), docs)
+        asked = _restricted(request, remaining)
+        routes = requests.carrier_routes(knm, op, asked, docs)
         for module, numbers in sorted(routes.items(), key=lambda r: r[0] or ""):
-            part = request.for_numbers(numbers)
+            part = _restricted(asked, numbers)
             if not (inline_all or runs_here(knm, module, here)):
                 pending.append(Share(module, part.to_payload()))
                 continue
             _remember(knm, part, docs)
             outcome = run_share(
-                knm, broker, op, part, request_id, module, claimed=fresh, before=docs
+                knm, broker, op, part, request_id, module, claimed=fresh, before=docs, scope=scope
             )
             if isinstance(outcome, Requeue):  # goes on as a share message, later
                 share = Share(module, part.to_payload(), outcome.transient_attempts)
@@ -261,6 +262,7 @@ def run_share(
     transient_attempts: int = 0,
     claimed: bool = False,
     before: Mapping[str, Mapping[str, Any]] | None = None,
+    scope: str | None = None,
 ) -> dict[str, Any] | Requeue:
     """Run one carrier's share in this process: its result, or when to run it again.
 
@@ -312,7 +314,7 @@ def run_share(
         result,
         numbers=request.numbers,
         events=[e.model_dump(mode="json") for e in events],
-        scope=requests.request_scope(op, request),
+        scope=scope or requests.request_scope(op, request),
     )
     return result
 
@@ -340,6 +342,11 @@ def _forward(
         kwargs["then"] = [s.to_json() for s in rest]
     broker.publish(CARRIER_RUN_TASK, kwargs, queue, task_id=task_id, countdown=share.countdown)
     return Forwarded(queue)
+
+
+def _restricted(request: NumbersRequest, numbers: list[str]) -> NumbersRequest:
+    """The request for some of its numbers (itself when they are all of them)."""
+    return request if numbers == request.numbers else request.for_numbers(numbers)
 
 
 def _delayed(share: Share, countdown: float) -> Share:
