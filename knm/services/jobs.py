@@ -17,7 +17,7 @@ carry the chunk's request id, so nothing is applied twice.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -34,6 +34,7 @@ from knm.services import dispatch
 from knm.services import numbers_requests as requests
 from knm.services.csv_actions import ACTIONS, Action, public_fields
 from knm.services.dispatch import Broker, Requeue
+from knm.services.events import events_for
 from knm.services.facade import InputError, Knm
 from knm.services.job_creation import create_job
 from knm.services.job_listings import run_listing
@@ -57,6 +58,16 @@ from knm.store import read_once
 
 #: The task that runs one carrier's rows of a chunk, on ``carrier.<module>``.
 JOB_ROWS_TASK: Final[str] = "knm.jobs.rows"
+#: The operation a job's row events name, per action (``find`` changes nothing: no event).
+EVENT_OPERATIONS: Final[dict[str, str]] = {
+    "import": "create",
+    "assign_to": "activate",
+    "reserve": "reserve",
+    "release": "release",
+    "delete": "delete",
+    "update_merge": "update",
+    "update_overwrite": "update",
+}
 #: A dead letter of a job's rows names its operation ``jobs.<action>``.
 JOB_OPERATION_PREFIX: Final[str] = "jobs."
 
@@ -109,7 +120,8 @@ def run_chunk(
                 {"$set": {"started": utcnow(), "status": JobStatus.RUNNING.value}},
             )
         with read_once.reuse_reads():
-            modules = _row_modules(knm, job, action, pending)
+            before: dict[str, dict[str, Any]] = {}
+            modules = _row_modules(knm, job, action, pending, before)
             here_rows: list[_Row] = []
             for row in pending:
                 module = modules.get(row.number)
@@ -119,6 +131,7 @@ def run_chunk(
                     away.setdefault(module, []).append(row)
             if here_rows:
                 outcomes = _apply(knm, job, action, here_rows, request_id=f"{job_id}:{chunk}")
+                _emit(broker, job, chunk, here_rows, outcomes, before, modules)
                 _record(knm, store, here_rows, outcomes)
         report.processed = len(here_rows)
         pending = here_rows
@@ -167,19 +180,26 @@ def run_rows(
     rows = _rows(store.rows.find(query, {"listing": 0}))
     if rows:
         request_id = f"{job_id}:{chunk}"
-        try:
-            outcomes = _apply(knm, job, action, rows, request_id=request_id)
-        except CircuitOpenError as exc:
-            return Requeue(
-                max(exc.retry_in_s, dispatch.BREAKER_MIN_WAIT_S), transient_attempts, breaker=True
-            )
+        numbers = list(dict.fromkeys(r.number for r in rows))
+        with read_once.reuse_reads():
+            before = knm.store.find_numbers(numbers)  # for the events; handed to the operation
+            read_once.remember("numbers", numbers, before)
+            try:
+                outcomes = _apply(knm, job, action, rows, request_id=request_id)
+            except CircuitOpenError as exc:
+                wait = max(exc.retry_in_s, dispatch.BREAKER_MIN_WAIT_S)
+                return Requeue(wait, transient_attempts, breaker=True)
         retry = [r for r in rows if (e := outcomes[r.number][1]) is not None and e.retryable]
+        carriers = dict.fromkeys(numbers, module)
         if retry and transient_attempts < get_settings().task_max_retries:
             later = {r.id for r in retry}
-            _record(knm, store, [r for r in rows if r.id not in later], outcomes)
+            done = [r for r in rows if r.id not in later]
+            _emit(broker, job, chunk, done, outcomes, before, carriers)
+            _record(knm, store, done, outcomes)
             return Requeue(dispatch.requeue_delay(transient_attempts), transient_attempts + 1)
         if retry:
             _dead_letter(knm, job, chunk, module, retry, outcomes, transient_attempts + 1)
+        _emit(broker, job, chunk, rows, outcomes, before, carriers)
         _record(knm, store, rows, outcomes)
         report.processed = len(rows)
     report.counted, report.status = _count_if_complete(store, job_id, chunk)
@@ -265,13 +285,17 @@ def _hand_over(
         broker.publish(JOB_ROWS_TASK, kwargs, dispatch.queue_of(module))
 
 
-def _row_modules(knm: Knm, job: Job, action: Action, rows: list[_Row]) -> dict[str, str | None]:
+def _row_modules(
+    knm: Knm, job: Job, action: Action, rows: list[_Row], docs_out: dict[str, dict[str, Any]]
+) -> dict[str, str | None]:
     """The carrier module of each row's number: the stored one, else the one it will get (the
     search's carrier for a discovered number being assigned, the creation module for an
-    import). What is read is remembered for the operation that runs next (``read_once``)."""
+    import). What is read is remembered for the operation that runs next (``read_once``) and
+    copied to ``docs_out`` (the documents before the rows run, for their events)."""
     numbers = list(dict.fromkeys(r.number for r in rows))
     docs = knm.store.find_numbers(numbers)
     read_once.remember("numbers", numbers, docs)
+    docs_out.update({n: dict(d) for n, d in docs.items()})
     modules: dict[str, str | None] = {n: requests.stored_module(knm, d) for n, d in docs.items()}
     missing = [n for n in numbers if n not in docs]
     if missing and action.name == "assign_to":
@@ -288,6 +312,30 @@ def _row_modules(knm: Knm, job: Job, action: Action, rows: list[_Row]) -> dict[s
                     options = options.but(state=NumberState(state))
                 modules[row.number] = knm.numbers.creation_module(options)
     return {n: m if m in knm.numbers.carriers else None for n, m in modules.items()}
+
+
+def _emit(
+    broker: Broker | None,
+    job: Job,
+    chunk: int,
+    rows: list[_Row],
+    outcomes: Outcomes,
+    before: Mapping[str, Mapping[str, Any]],
+    carriers: Mapping[str, str | None],
+) -> None:
+    """The rows' outcome events (``knm.events``, request id ``<job id>:<chunk>``), before their
+    results are recorded: a crash in between publishes them again (at least once)."""
+    operation = EVENT_OPERATIONS.get(job.action)
+    if broker is None or operation is None or not rows:
+        return
+    result: dict[str, dict[str, Any]] = {"succeeded": {}, "failed": {}}
+    for row in rows:
+        pn, error = outcomes[row.number]
+        if error is None and pn is not None:
+            result["succeeded"][row.number] = pn.to_document()
+        else:
+            result["failed"][row.number] = (error or _internal()).to_json()
+    broker.emit(events_for(f"{job.id}:{chunk}", operation, result, before, carriers), None)
 
 
 def _record(knm: Knm, store: JobStore, rows: list[_Row], outcomes: Outcomes) -> None:

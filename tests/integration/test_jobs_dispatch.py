@@ -8,8 +8,8 @@ MongoDB wire server. Jobs are created in process with ``jobs.create_job`` and pu
 - A job whose rows name a provider carrier (``knm_telnyx``) and a local one (``knm_local``):
   with only a ``knm`` worker, the local rows finish and the provider rows wait on
   ``carrier.knm_telnyx`` (nothing bought, the job running); a worker serving that queue then
-  buys them and the job finishes. Publishing the job again changes nothing (exact per-row
-  results and counters under redelivery).
+  buys them and the job finishes, with one outcome event per row. Publishing the job again
+  changes nothing (exact per-row results and counters under redelivery).
 - A breaker opened during a job re-queues the provider rows without failing them: the first
   order fails (503) and opens the breaker; the rows are re-queued untouched and bought once the
   breaker lets calls through again.
@@ -20,6 +20,7 @@ MongoDB wire server. Jobs are created in process with ``jobs.create_job`` and pu
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
+from kombu import Connection, Exchange, Queue
 
 from carriers.sandbox import Sandbox, SandboxClient
 from config.settings import Settings
@@ -111,6 +113,23 @@ def _rows(knm: Knm, job_id: str) -> dict[str, dict[str, Any]]:
     return {d["number"]: d for d in knm.store.db["job_rows"].find({"job_id": job_id})}
 
 
+def _drain(conn: Connection, queue: Queue, want: int, timeout_s: float = 15.0) -> list[Any]:
+    got: list[Any] = []
+    simple = conn.SimpleQueue(queue)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(got) < want and time.monotonic() < deadline:
+            try:
+                message = simple.get(timeout=0.5)
+            except simple.Empty:
+                continue
+            got.append(message.payload)
+            message.ack()
+    finally:
+        simple.close()
+    return got
+
+
 def _final(knm: Knm, job_id: str, timeout_s: float = 60.0) -> jobs.Job:
     store = jobs.JobStore(knm)
 
@@ -140,6 +159,11 @@ def test_provider_rows_wait_for_their_carrier_worker_while_local_rows_finish(
         job = _job(knm, [LOCAL[0], bought[0], LOCAL[1], bought[1]])
         logs = tmp_path / "logs"
         queued = redis.Redis.from_url(broker)
+        exchange = Exchange("knm.events", type="topic", durable=True)
+        audit = Queue("audit-job-events", exchange, routing_key="number.activate.#")
+        with Connection(broker) as conn:
+            audit.maybe_bind(conn)
+            audit.declare()  # a service listening to every activation, the rows' too
         with rig.run_worker(env, ["knm"], logs, label="a") as a:
             assert producer.submit_job(job.id, job.chunks, client) == 1
 
@@ -174,6 +198,17 @@ def test_provider_rows_wait_for_their_carrier_worker_while_local_rows_finish(
                 4,
             )
             assert sandbox.purchases("telnyx") == dict.fromkeys(bought, 1)
+            # one outcome event per row, local or provider, under the chunk's request id
+            with Connection(broker) as conn:
+                events = _drain(conn, audit, 4)
+            assert sorted(e["number"] for e in events) == sorted(LOCAL + bought)
+            assert {(e["request_id"], e["outcome"]) for e in events} == {
+                (f"{job.id}:0", "succeeded")
+            }
+            assert {e["number"]: e["carrier"] for e in events} == {
+                **dict.fromkeys(LOCAL, "knm_local"),
+                **dict.fromkeys(bought, TELNYX),
+            }
             rows = _rows(knm, job.id)
             assert {n: r["status"] for n, r in rows.items()} == dict.fromkeys(
                 LOCAL + bought, "succeeded"
