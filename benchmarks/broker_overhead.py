@@ -3,8 +3,11 @@
 A real worker (one solo process) serves Redis; the producer is a plain Celery client. For
 ``knm.ping`` (no-op), ``knm.numbers.get`` (one number, runs where received) and
 ``knm.numbers.activate`` (one number already in service: routed to its carrier queue, so two
-hops), it times N round trips and takes the median. The operation's own time, measured in
-process on the same store, is subtracted to give the overhead knm adds to the broker's.
+hops at HEAD of issue 15) and ``knm.numbers.update`` (a routed write on the local carrier that
+really changes the document: a public field alternates), it times N round trips and takes the
+median, and measures the worker's CPU per task against the no-op's. The operation's own time,
+measured in process on the same store, is subtracted to give the overhead knm adds to the
+broker's.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from knm.services.numbers_requests import NumbersRequest, Operation, execute
 from knm.store.numbers import Store
 
 ROUNDS = 60
+#: Tasks per CPU measurement: the kernel counts CPU in 10 ms ticks, so many make it precise.
+CPU_ROUNDS = 300
 ACCOUNT = "bench0000000000000000000000000e1"
 NUMBER = "+14155550999"
 
@@ -54,7 +59,7 @@ def _cpu_s(pid: int) -> float:
 
 
 def _worker_cpu_ms(pid: int, fn: Callable[[], Any], rounds: int | None = None) -> float:
-    rounds = rounds or ROUNDS
+    rounds = rounds or min(CPU_ROUNDS, 5 * ROUNDS)
     """The worker's CPU per call of ``fn`` (its own process only: not the store, not us)."""
     fn()
     before = _cpu_s(pid)
@@ -100,13 +105,8 @@ def _run(BROKER: str) -> dict[str, Any]:  # noqa: N803
         worker = subprocess.Popen(
             [
                 sys.executable,
-                *(
-                    ["-m", "cProfile", "-o", os.environ["KNM_BENCH_PROFILE"]]
-                    if os.environ.get("KNM_BENCH_PROFILE")
-                    else []
-                ),
                 "-m",
-                "celery",
+                "benchmarks.counting_worker",
                 "-A",
                 "workers.app",
                 "worker",
@@ -144,10 +144,19 @@ def _run(BROKER: str) -> dict[str, Any]:  # noqa: N803
             act_call = lambda: client.send_task(  # noqa: E731
                 "knm.numbers.activate", kwargs=act_kwargs
             ).get(timeout=30)
+            flips = iter(range(10**9))
+
+            def write_call() -> Any:
+                kwargs = {"numbers": [NUMBER], "public_fields": {"bench": next(flips) % 2}}
+                return client.send_task("knm.numbers.update", kwargs=kwargs).get(timeout=30)
+
+            written = write_call()
+            assert NUMBER in written["succeeded"], written
             cpu = {
                 "noop": _worker_cpu_ms(worker.pid, ping_call),
                 "get": _worker_cpu_ms(worker.pid, get_call),
                 "activate": _worker_cpu_ms(worker.pid, act_call),
+                "routed_write": _worker_cpu_ms(worker.pid, write_call),
             }
             get_op = _median_ms(
                 lambda: execute(knm, Operation.GET, NumbersRequest(numbers=[NUMBER]))
@@ -186,6 +195,9 @@ def _run(BROKER: str) -> dict[str, Any]:  # noqa: N803
             "activate_worker_cpu_vs_noop": (
                 round(cpu["activate"] / cpu["noop"], 2) if cpu["noop"] else None
             ),
+            "routed_write_worker_cpu_vs_noop": (
+                round(cpu["routed_write"] / cpu["noop"], 2) if cpu["noop"] else None
+            ),
         },
     }
 
@@ -201,6 +213,13 @@ def main() -> None:
     print(
         f"knm.numbers.activate (routed to carrier.knm_local, two hops): "
         f"{r['activate_round_trip_vs_noop']}x; overhead {r['activate_broker_overhead_vs_noop']}x"
+    )
+    cpu = report["worker_cpu_ms_per_task"]
+    print(
+        f"worker CPU per task (ms): no-op {cpu['noop']}, get {cpu['get']}, activate "
+        f"{cpu['activate']}, routed local write (update) {cpu['routed_write']}: "
+        f"get {r['get_worker_cpu_vs_noop']}x, activate {r['activate_worker_cpu_vs_noop']}x, "
+        f"routed write {r['routed_write_worker_cpu_vs_noop']}x a no-op"
     )
 
 

@@ -156,6 +156,11 @@ class Settings(BaseSettings):
     )
     result_expires_s: int = Field(default=86_400, ge=1)
     worker_concurrency: int = Field(default=2, ge=1)
+    task_events: bool = Field(
+        default=False,
+        description="Workers send Celery task events (what Flower shows); off by default, "
+        "as in Celery: they cost each task a few broker writes.",
+    )
     task_max_retries: int = Field(
         default=5, ge=0, description="Retries of a task whose store or broker was unreachable."
     )

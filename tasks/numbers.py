@@ -1,15 +1,12 @@
 """Tasks on numbers: ``knm.numbers.<operation>``, ``knm.carrier.run`` and ``knm.search``.
 
-A ``knm.numbers.*`` task validates its payload, then hands each carrier's share of the numbers to
-``knm.carrier.run`` on that carrier's queue (``carrier.<pvt_carrier_module>``): the shares run
-one after another as a chain that replaces the task, so the caller's result is the merged result
-of every share. Each share records its outcome before its message is acknowledged; a redelivered
-share returns the recorded outcome, and numbers already written by the request are not redone.
-
-Before anything is routed, a request naming a carrier module is checked (a registered module,
-named by an admin), and its request id is claimed for it: an id that belongs to another request
-fails every number with 409 ``request_id_conflict`` and runs nothing. Nothing is ever published
-to the queue of a module no registered carrier owns.
+Thin adapters: each parses its message and hands it to ``knm.services.dispatch``, which runs
+the shares of the numbers that belong where the message was received (local carriers, and the
+carrier whose queue this is) and hands the others to their carriers' queues under the caller's
+task id, so the caller's result is the merged result of every share. A producer that knows a
+number's module (a search result, a stored document) may publish ``knm.numbers.<op>`` straight
+to ``carrier.<module>``: it is served there in one hop, and only numbers whose stored module is
+another carrier's are forwarded.
 """
 
 from __future__ import annotations
@@ -17,24 +14,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from celery import Signature, Task, chain
-from celery.exceptions import Ignore, Retry
+from celery import Task
+from celery.exceptions import Retry
 from pymongo.errors import ConnectionFailure
 
-from carriers.retry import CircuitOpenError, backoff_delay
+from carriers.retry import backoff_delay
 from config.settings import get_settings
-from knm.domain import convert, errors
-from knm.domain.errors import KnmError
+from knm.services import dispatch
 from knm.services import numbers_requests as requests
-from knm.services.events import events_for
-from knm.services.facade import InputError, Knm
+from knm.services.dispatch import Decision, Done, Forwarded, Share
+from knm.services.facade import InputError
 from knm.services.numbers_requests import InvalidRequestError, NumbersRequest, Operation
 from knm.services.search import SearchQuery
-from knm.store.outcomes import OutcomeStore, other_scope
-from tasks.events import publish_events
 from tasks.runtime import get_knm, store_unreachable
+from workers import dispatch_broker
 from workers.app import app
-from workers.celery_config import carrier_queue
 
 #: Failures of the store or the network that a retry can cure.
 TRANSIENT = (ConnectionFailure,)
@@ -63,6 +57,9 @@ class KnmTask(Task[Any, Any]):
     Strategy = "tasks.strategy:guarded"
     autoretry_for = TRANSIENT
     throws = (InvalidRequestError,)
+    #: Celery formats every result for its "succeeded" log line, up to this many characters,
+    #: whatever the log level; a result holds whole documents, so keep the line short.
+    resultrepr_maxsize = 200
 
     @property
     def max_retries(self) -> int:  # type: ignore[override]
@@ -100,49 +97,49 @@ class KnmTask(Task[Any, Any]):
             store_unreachable()
 
 
+def arrived_on(task: Task[Any, Any]) -> str | None:
+    """The queue a message was received on (its routing key), when the broker says."""
+    info = task.request.delivery_info or {}
+    key = info.get("routing_key")
+    return key if isinstance(key, str) and key else None
+
+
+def _inline(task: Task[Any, Any]) -> bool:
+    """Run in the caller's process (eager, or called directly): every share runs here."""
+    return bool(task.request.is_eager or task.request.called_directly)
+
+
+def apply_decision(task: Task[Any, Any], decision: Decision) -> Any:
+    """What dispatch decided, in Celery's terms: a result, no result of this message's own
+    (the work went on under the caller's id), or a retry of this message."""
+    if isinstance(decision, Done):
+        return decision.result
+    if isinstance(decision, Forwarded):
+        # the share published under this id answers the caller: store nothing here (no
+        # exception, so Celery formats no traceback)
+        task.request.ignore_result = True
+        return None
+    kwargs = {**(task.request.kwargs or {}), "transient_attempts": decision.transient_attempts}
+    raise task.retry(
+        countdown=decision.countdown, max_retries=UNBOUNDED_RETRIES, kwargs=kwargs
+    ) from None
+
+
 def _route(
     task: Task[Any, Any], op: Operation, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    """Run ``op`` on each carrier's queue; the caller's result is the last share's result.
-
-    Shares already recorded for this request (a redelivered or duplicated message) are not
-    routed again: their recorded results are merged with those of the numbers still to do. One
-    carrier left (the usual case): the share is published under this task's id and this task
-    ends without a result of its own, so the share's result is the caller's. Several carriers:
-    a chain of shares, each on its own queue, replaces this task.
-    """
+    """``knm.numbers.<op>``: dispatch the request from the queue it arrived on."""
     request = _parse(op, args, kwargs)
-    task_id = task.request.id
-    request_id = request.request_id or task_id
-    knm = get_knm()
-    if (refusal := requests.carrier_refusal(knm, request)) is not None:
-        return _refused(knm, request, refusal)
-    recorded = knm.outcomes.for_request(request_id) if request_id else []
-    if request_id:
-        conflict = _claim(knm, op, request, request_id, recorded, new=not recorded)
-        if conflict is not None:
-            return _refused(knm, request, errors.request_id_conflict(conflict))
-    done = {number for part in recorded for number in part.get("numbers", [])}
-    previous = requests.merge_results([p["result"] for p in recorded]) if recorded else None
-    remaining = [n for n in request.numbers if n not in done]
-    if not remaining:
-        return previous
-    routes = requests.carrier_routes(knm, op, request.for_numbers(remaining))
-    links: list[Signature[Any]] = []
-    for module, numbers in sorted(routes.items(), key=lambda r: r[0] or ""):
-        part = request.for_numbers(numbers).to_payload()
-        queue = carrier_queue(module)
-        if not links:
-            sig = run_on_carrier.si(previous, op.value, part, request_id, module)
-        else:
-            sig = run_on_carrier.s(op.value, part, request_id, module)
-        links.append(sig.set(queue=queue))
-    if task.request.is_eager or task.request.called_directly:
-        return chain(*links).apply().get()
-    if len(links) == 1:
-        links[0].apply_async(task_id=task_id)
-        raise Ignore()
-    raise task.replace(chain(*links))
+    decision = dispatch.route_request(
+        get_knm(),
+        dispatch_broker.for_app(app),
+        op,
+        request,
+        task_id=str(task.request.id),
+        queue=arrived_on(task),
+        inline_all=_inline(task),
+    )
+    return apply_decision(task, decision)
 
 
 @app.task(name="knm.carrier.run", bind=True, base=KnmTask, acks_late=True)
@@ -154,8 +151,10 @@ def run_on_carrier(
     request_id: str,
     module: str | None,
     transient_attempts: int = 0,
-) -> dict[str, Any]:
-    """One carrier's share of a request; merges the shares before it in the chain.
+    then: list[dict[str, Any]] | None = None,
+) -> Any:
+    """One carrier's share of a request; merges the shares before it (``previous``) and
+    publishes the next (``then``, optional) under the caller's task id.
 
     Its outcome is recorded (with the inputs it covered) before the message is acknowledged,
     so a rerun returns it instead of running again. A share whose numbers failed with a
@@ -163,126 +162,30 @@ def run_on_carrier(
     retries) and dead-lettered when they are used up; an open circuit breaker re-queues it
     for when the breaker lets calls through again, without spending an attempt.
     """
-    op = Operation(operation)
-    request = requests.parse(op, payload)
-    knm = get_knm()
-    part = OutcomeStore.part_key(module, request.numbers)
-    recorded = knm.outcomes.get_record(request_id, part)
-    conflict = _claim(knm, op, request, request_id, [recorded] if recorded else [])
-    if conflict is not None:
-        result = _refused(knm, request, errors.request_id_conflict(conflict))
-    elif recorded is None:
-        before = _stored_before(knm, request)
-        try:
-            batch = requests.run(knm, op, request, request_id)
-        except CircuitOpenError as exc:
-            raise self.retry(
-                countdown=max(exc.retry_in_s, 0.5),
-                max_retries=UNBOUNDED_RETRIES,
-                kwargs={"transient_attempts": transient_attempts},
-            ) from None
-        result = requests.result_json(batch)
-        if request.dry_run:
-            return requests.merge_results([previous, result] if previous else [result])
-        retryable = sorted(key for key, error in batch.failed.items() if error.retryable)
-        if retryable:
-            settings = get_settings()
-            if transient_attempts < settings.task_max_retries:
-                raise self.retry(
-                    countdown=_requeue_delay(transient_attempts),
-                    max_retries=UNBOUNDED_RETRIES,
-                    kwargs={"transient_attempts": transient_attempts + 1},
-                ) from None
-            knm.dead_letters.put(
-                request_id,
-                part,
-                op.value,
-                module,
-                payload,
-                result,
-                f"{len(retryable)} numbers still failing transiently: {', '.join(retryable)}",
-                transient_attempts + 1,
-            )
-        events = events_for(request_id, op.value, result, before, _routes_of(module, request))
-        # events first, then the outcome: a crash in between reruns the share (harmlessly)
-        # and publishes again, so events go out at least once
-        publish_events(events, request.reply_to)
-        knm.outcomes.put(
-            request_id,
-            part,
-            op.value,
-            result,
-            numbers=request.numbers,
-            events=[e.model_dump(mode="json") for e in events],
-            scope=requests.request_scope(op, request),
-        )
-    else:
-        result = dict(recorded["result"])
-    return requests.merge_results([previous, result] if previous else [result])
-
-
-def _claim(
-    knm: Knm,
-    op: Operation,
-    request: NumbersRequest,
-    request_id: str,
-    recorded: list[dict[str, Any]],
-    *,
-    new: bool = False,
-) -> str | None:
-    """Claim ``request_id`` for this request; the cause of a conflict when it is another's."""
-    scope = requests.request_scope(op, request)
-    conflict = knm.request_keys.claim(
+    try:
+        op = Operation(operation)
+    except ValueError:
+        raise InvalidRequestError(f"unknown operation {operation!r}") from None
+    shares = [Share.from_json(s) for s in then or []]
+    decision = dispatch.run_carrier_share(
+        get_knm(),
+        dispatch_broker.for_app(app),
+        op,
+        payload,
         request_id,
-        scope=scope,
-        auth_by=request.auth_by,
-        operation=op.value,
-        numbers=request.numbers,
-        record=not request.dry_run,
-        new=new,
+        module,
+        previous=previous,
+        then=shares,
+        transient_attempts=transient_attempts,
+        task_id=str(self.request.id),
     )
-    return conflict or other_scope(recorded, request_id, scope)
-
-
-def _refused(knm: Knm, request: NumbersRequest, error: KnmError) -> dict[str, Any]:
-    """The result of a request refused as a whole: every input fails with ``error``."""
-    return requests.result_json(requests.refused(knm.settings, request.numbers, error))
+    return apply_decision(self, decision)
 
 
 #: Celery's retry limit for shares: knm counts transient retries itself (``transient_attempts``).
 UNBOUNDED_RETRIES = 1_000_000
-
-
-def _requeue_delay(transient_attempts: int) -> float:
-    """How long a share re-queued after transient failures waits: ``carriers.retry``'s backoff
-    from ``carrier_retry_base_s``, capped at ``carrier_retry_max_s``, at least 0.1 s."""
-    settings = get_settings()
-    return backoff_delay(
-        transient_attempts + 1,
-        settings.carrier_retry_base_s,
-        settings.carrier_retry_max_s,
-        min_s=0.1,
-    )
-
-
-def _stored_before(knm: Knm, request: NumbersRequest) -> dict[str, dict[str, Any]]:
-    """The documents as they were before the share ran, by normalized number and by input."""
-    settings = knm.settings
-    normalized = {
-        raw: convert.normalize(raw, settings.e164_converters)
-        for raw in request.numbers
-        if convert.is_reconcilable(raw, settings.reconcile_regex)
-    }
-    docs = knm.store.find_numbers(list(dict.fromkeys(normalized.values())))
-    before: dict[str, dict[str, Any]] = dict(docs)
-    for raw, number in normalized.items():
-        if number in docs:
-            before[raw] = docs[number]
-    return before
-
-
-def _routes_of(module: str | None, request: NumbersRequest) -> dict[str, str | None]:
-    return dict.fromkeys(request.numbers, module)
+#: How long a share re-queued after transient failures waits (``dispatch.requeue_delay``).
+_requeue_delay = dispatch.requeue_delay
 
 
 def _make_routed(op: Operation) -> Task[Any, Any]:

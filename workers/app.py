@@ -11,7 +11,7 @@ from celery import Celery
 
 from carriers.registry import default_registry
 from config.settings import Settings, get_settings
-from workers import filesystem_transport
+from workers import filesystem_transport, redis_transport
 from workers.celery_config import CELERY_DEFAULT_QUEUE, DEFAULT_QUEUE, celery_config
 from workers.messages import register_bounded_decoders
 
@@ -27,6 +27,7 @@ def all_queues(settings: Settings | None = None) -> list[str]:
 def create_app(settings: Settings | None = None) -> Celery:
     """A knm Celery app for ``settings`` (the environment's by default)."""
     filesystem_transport.register()
+    redis_transport.register()
     settings = settings or get_settings()
     register_bounded_decoders(settings.message_max_bytes)
     app = Celery("knm", include=TASK_MODULES)

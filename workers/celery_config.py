@@ -114,8 +114,9 @@ def celery_config(settings: Settings, queues: list[str]) -> dict[str, Any]:
         "result_expires": settings.result_expires_s,
         "result_extended": True,
         "task_track_started": True,
-        "task_send_sent_event": True,
-        "worker_send_task_events": True,
+        # task events cost each task broker writes: off unless monitoring asks (KNM_TASK_EVENTS)
+        "task_send_sent_event": settings.task_events,
+        "worker_send_task_events": settings.task_events,
         "timezone": "UTC",
         "enable_utc": True,
         "task_default_queue": DEFAULT_QUEUE,

@@ -116,7 +116,7 @@ def retry(
     from knm.cli import render
 
     for value in results:
-        if "succeeded" in value:
+        if isinstance(value.get("succeeded"), dict):  # a request's result, not a chunk's report
             console().print(render.result_table(value, title=f"retry of {request_id}"))
         else:
             typer.echo(f"sent {value['task']} as task {value['task_id']}")

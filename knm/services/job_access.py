@@ -16,7 +16,7 @@ from knm.domain.errors import KnmError
 
 if TYPE_CHECKING:
     from knm.services.facade import Knm
-    from knm.services.jobs import Job
+    from knm.services.job_store import Job
 
 
 def job_refusal(knm: Knm, job: Job, auth_by: str) -> KnmError | None:

@@ -26,6 +26,7 @@ from knm.domain.errors import KnmError
 from knm.domain.number import NumberState, PhoneNumber
 from knm.domain.options import Options
 from knm.services.facade import Knm
+from knm.store import read_once
 
 MAX_NUMBERS_PER_REQUEST: Final[int] = 10_000
 #: A request id: letters, digits and ``._:-``, up to 128 characters (a UUID fits).
@@ -301,8 +302,16 @@ def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def carrier_routes(knm: Knm, op: Operation, request: NumbersRequest) -> dict[str | None, list[str]]:
+def carrier_routes(
+    knm: Knm,
+    op: Operation,
+    request: NumbersRequest,
+    docs_out: dict[str, dict[str, Any]] | None = None,
+) -> dict[str | None, list[str]]:
     """Which carrier module handles each input, read from the stored ``pvt_carrier_module``.
+
+    ``docs_out`` receives the stored documents read (by E.164), and what was read is
+    remembered (``read_once``) for the operation that runs next in this thread.
 
     Numbers not stored yet go to the module they will get: the search's carrier for a discovered
     number being activated, the creation module for create. Inputs knm cannot place (not
@@ -315,13 +324,17 @@ def carrier_routes(knm: Knm, op: Operation, request: NumbersRequest) -> dict[str
     for raw in request.numbers:
         if convert.is_reconcilable(raw, settings.reconcile_regex):
             normalized[raw] = convert.normalize(raw, settings.e164_converters)
-    docs = knm.store.find_numbers(normalized.values())
-    missing = [n for n in dict.fromkeys(normalized.values()) if n not in docs]
+    keys = list(dict.fromkeys(normalized.values()))
+    docs = knm.store.find_numbers(keys)
+    read_once.remember("numbers", keys, docs)
+    if docs_out is not None:
+        docs_out.update(docs)
+    missing = [n for n in keys if n not in docs]
     fallback: dict[str, str] = {}
     if missing and op == Operation.ACTIVATE:
-        fallback = {
-            n: r.carrier_module for n, r in knm.numbers.search_cache.discovered(missing).items()
-        }
+        hits = knm.numbers.search_cache.discovered(missing)
+        read_once.remember("discovered", missing, hits)
+        fallback = {n: r.carrier_module for n, r in hits.items()}
     elif missing and op == Operation.CREATE:
         fallback = dict.fromkeys(missing, knm.numbers.creation_module(to_options(op, request)))
     routes: dict[str | None, list[str]] = defaultdict(list)
@@ -330,18 +343,17 @@ def carrier_routes(knm: Knm, op: Operation, request: NumbersRequest) -> dict[str
         target: str | None = None
         if number is not None:
             doc = docs.get(number)
-            if doc is not None:
-                stored = doc.get("pvt_carrier_module", doc.get("pvt_module_name"))
-                if isinstance(stored, str):
-                    stored = knm.numbers.modules.migrate(
-                        stored, kazoo="pvt_carrier_module" not in doc
-                    )
-                target = (
-                    stored if isinstance(stored, str) and stored else settings.available_module_name
-                )
-            else:
-                target = fallback.get(number)
+            target = stored_module(knm, doc) if doc is not None else fallback.get(number)
         if target not in knm.numbers.carriers:
             target = None
         routes[target].append(raw)
     return dict(routes)
+
+
+def stored_module(knm: Knm, doc: dict[str, Any]) -> str:
+    """The carrier module a stored document names (a KAZOO module migrated to knm's; none:
+    the available module)."""
+    stored = doc.get("pvt_carrier_module", doc.get("pvt_module_name"))
+    if isinstance(stored, str):
+        stored = knm.numbers.modules.migrate(stored, kazoo="pvt_carrier_module" not in doc)
+    return stored if isinstance(stored, str) and stored else knm.settings.available_module_name

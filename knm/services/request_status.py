@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from knm.services import jobs
 from knm.services.facade import Knm
+from knm.services.jobs import JOB_OPERATION_PREFIX
 from knm.services.numbers_requests import merge_results
 
 
@@ -53,13 +55,25 @@ def describe(knm: Knm, request_id: str) -> dict[str, Any] | None:
 
 
 def dead_shares(knm: Knm, request_id: str) -> list[dict[str, Any]]:
-    """The request's dead letters, each with the task and kwargs that send its share again."""
+    """The request's dead letters, each with the task and kwargs that send its share again.
+
+    A CSV job's rows (request id ``<job id>:<chunk>``) go again as their chunk, which hands
+    them to their carrier's queue.
+    """
     out: list[dict[str, Any]] = []
     for dead in knm.dead_letters.for_request(request_id):
         payload = dict(dead["payload"])
+        if _is_job(dead):
+            kwargs = {"job_id": payload["job_id"], "chunk": payload["chunk"]}
+            out.append({**dead, "task": "knm.jobs.chunk", "kwargs": kwargs})
+            continue
         payload["request_id"] = request_id
         out.append({**dead, "task": f"knm.numbers.{dead['operation']}", "kwargs": payload})
     return out
+
+
+def _is_job(dead: dict[str, Any]) -> bool:
+    return str(dead.get("operation", "")).startswith(JOB_OPERATION_PREFIX)
 
 
 def prepare_retry(knm: Knm, dead: dict[str, Any]) -> None:
@@ -69,7 +83,11 @@ def prepare_retry(knm: Knm, dead: dict[str, Any]) -> None:
     and the ledger asks the provider before re-ordering anything. If sending fails, call
     ``undo_retry``.
     """
-    knm.outcomes.forget(dead["request_id"], dead["part"])
+    if _is_job(dead):
+        failed = list((dead.get("result") or {}).get("failed", {}))
+        jobs.reopen_rows(knm, dead["payload"]["job_id"], dead["payload"]["chunk"], failed)
+    else:
+        knm.outcomes.forget(dead["request_id"], dead["part"])
     knm.dead_letters.remove(dead["request_id"], dead["part"])
 
 

@@ -25,6 +25,7 @@ from config.settings import Settings
 from knm.domain import convert
 from knm.domain.accounts import Account
 from knm.domain.number import NumberState, utcnow
+from knm.store import read_once
 from knm.store.numbers import chunked, find_in
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,9 @@ class SearchCache:
         found: dict[str, SearchResult] = {}
         if not wanted:
             return found
+        reused = read_once.take("discovered", wanted)
+        if reused is not None:  # dispatch just read them to route this share
+            return reused
         if len(wanted) <= FEW_NUMBERS:
             for number in wanted:
                 hit = self._discovered_one(number)

@@ -26,7 +26,7 @@ from knm.domain import errors
 from knm.domain.accounts import Account
 from knm.domain.errors import KnmError
 from knm.domain.number import PhoneNumber, utcnow
-from knm.store import job_retention, system_config
+from knm.store import job_retention, read_once, system_config
 
 DUPLICATE_KEY: Final[int] = 11000
 #: The largest document MongoDB stores (BSON).
@@ -148,8 +148,13 @@ class Store:
 
     # ------------------------------------------------------------------------------ numbers
     def find_numbers(self, numbers: Iterable[str]) -> dict[str, Document]:
-        """The stored documents of ``numbers`` (missing ones are absent), in one query."""
-        return {doc["_id"]: doc for doc in find_in(self.numbers, "_id", numbers, self.max_in)}
+        """The stored documents of ``numbers`` (missing ones are absent), in one query (none
+        when the dispatch of this very share just read them: ``read_once``)."""
+        wanted = list(numbers)
+        reused = read_once.take("numbers", wanted)
+        if reused is not None:
+            return reused
+        return {doc["_id"]: doc for doc in find_in(self.numbers, "_id", wanted, self.max_in)}
 
     def commit(self, pns: Sequence[PhoneNumber]) -> CommitResult:
         """Write dirty and deleted records in one conditional bulk write.

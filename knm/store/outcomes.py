@@ -121,10 +121,33 @@ class RequestKeys:
         ``record=False`` (a dry run) only checks. ``new``: the id is most likely unused (a
         request arriving), so the claim is tried first (one command instead of two).
         """
+        return self.claim_fresh(
+            request_id,
+            scope=scope,
+            auth_by=auth_by,
+            operation=operation,
+            numbers=numbers,
+            record=record,
+            new=new,
+        )[0]
+
+    def claim_fresh(
+        self,
+        request_id: str,
+        *,
+        scope: str,
+        auth_by: str,
+        operation: str,
+        numbers: list[str],
+        record: bool = True,
+        new: bool = False,
+    ) -> tuple[str | None, bool]:
+        """``claim``, and whether this call claimed the id first: then nothing can have been
+        recorded under it yet, and the caller need not look for earlier outcomes."""
         doc = None if new and record else self.collection.find_one({"_id": request_id})
         if doc is None:
             if not record:
-                return None
+                return None, False
             now = utcnow()
             try:
                 self.collection.insert_one(
@@ -138,12 +161,12 @@ class RequestKeys:
                         "expires_at": now + self.ttl,
                     }
                 )
-                return None
+                return None, True
             except DuplicateKeyError:  # used before (or concurrently): compare with that one
                 doc = self.collection.find_one({"_id": request_id})
                 if doc is None:
-                    return None
-        return _conflict(doc, request_id, scope, auth_by, operation, numbers)
+                    return None, False
+        return _conflict(doc, request_id, scope, auth_by, operation, numbers), False
 
 
 def _conflict(

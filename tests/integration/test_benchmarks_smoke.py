@@ -62,11 +62,15 @@ def test_broker_overhead(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(broker_overhead, "ROUNDS", 2)
     report = broker_overhead.run()
     assert report["median_ms"]["noop_round_trip"] > 0
+    assert set(report["worker_cpu_ms_per_task"]) == {"noop", "get", "activate", "routed_write"}
 
 
 def test_provisioning() -> None:
-    report = provisioning.run(3, 10.0, 2)
+    report = provisioning.run(3, 10.0, 2, csv_rows=2)
     assert (report["bought"], report["failed"]) == (3, 0)
+    assert report["mongo_commands_per_purchase"] > 0
+    assert (report["csv"]["succeeded"], report["csv"]["failed"]) == (2, 0)
+    assert report["csv"]["mongo_commands_per_row"] > 0
 
 
 def test_api(monkeypatch: pytest.MonkeyPatch) -> None:

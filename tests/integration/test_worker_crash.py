@@ -2,14 +2,15 @@
 
 Design. The window that matters is deterministic here, not a race against a sleep:
 
-- Worker B consumes ``knm`` (validation, routing) and ``carrier.knm_local`` (prefork, one
-  child) and talks to MongoDB through a TCP proxy owned by the test (``FreezeProxy``).
+- Worker B consumes ``knm`` (validation, routing, and the local carrier's share, which runs
+  where the request was received) and ``carrier.knm_local`` (prefork, one child) and talks to
+  MongoDB through a TCP proxy owned by the test (``FreezeProxy``).
 - The proxy reads the MongoDB wire protocol (OP_MSG) from B. When B sends the write chosen by the
   test (``insert`` into ``numbers``, or ``update`` of ``request_outcomes``), the proxy forwards it,
   waits for the server's reply (so the write is applied), and swallows the reply: B hangs inside
   the task with the write durable but not known to it.
 - The test then SIGKILLs B's whole process group (main process and pool child): nothing is
-  acknowledged, rejected or requeued; the share's message stays in Redis' ``unacked`` set.
+  acknowledged, rejected or requeued; the request's message stays in Redis' ``unacked`` set.
 - With ``KNM_BROKER_VISIBILITY_TIMEOUT_S=12``, once the message is older than the timeout a new
   worker C restores it when it starts (kombu restores visible unacked messages when it begins
   polling, flagged ``redelivered``; a running worker only sweeps every ~100 s by default, which
@@ -227,7 +228,7 @@ def test_sigkill_mid_write_then_the_request_completes_exactly_once(
         proxy.arm(command, collection)
         result = client.send_task("knm.numbers.create", kwargs=request, queue="knm")
         assert proxy.write_applied.wait(20), (proxy.seen, b.tail())
-        assert f"knm.carrier.run[{result.id}] received" in b.log()
+        assert f"knm.numbers.create[{result.id}] received" in b.log()
         if victim == "pool-child":
             # Only the pool process dies: B's main process sees WorkerLostError and, with
             # task_reject_on_worker_lost, requeues the message at once; B's new child reruns it.
@@ -245,9 +246,9 @@ def test_sigkill_mid_write_then_the_request_completes_exactly_once(
             outcomes = knm.outcomes.for_request(result.id)
             assert len(outcomes) == (1 if collection == "request_outcomes" else 0)
             unacked = _unacked(broker)
-            assert [name for name, _ in unacked] == ["knm.carrier.run"], unacked
+            assert [name for name, _ in unacked] == ["knm.numbers.create"], unacked
             delivered = unacked[0][1]
-            # Past the visibility timeout a new carrier worker restores the message, runs it.
+            # Past the visibility timeout a new worker restores the message, runs it.
             rig.wait_until(
                 lambda: time.time() > delivered + VISIBILITY_TIMEOUT_S + 0.5,
                 VISIBILITY_TIMEOUT_S + 5,

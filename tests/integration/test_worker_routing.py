@@ -2,8 +2,10 @@
 
 Workers are real ``celery -A workers.app worker`` processes; the producer is a plain Celery
 client calling ``send_task("knm.numbers.activate", kwargs=..., queue="knm")`` like any service.
-Worker A consumes only ``knm`` (validation and routing), worker B only ``carrier.knm_managed``,
-worker C (started late) only ``carrier.knm_local``.
+Worker A consumes only ``knm`` (validation, routing, and the local carriers' work, which takes
+no second hop), worker B only ``carrier.knm_managed``, worker C (started late) only
+``carrier.knm_inum``. A producer that names the carrier queue is served there in one hop; a
+number published to another carrier's queue is forwarded to its own.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ pytestmark = pytest.mark.integration
 
 BROKER_DB = 13  # Redis dbs: 5, 6, 7, 9, 12, 13 are the test_worker_* modules
 ACCOUNT = "a1" * 16
-MANAGED = ["+12025550140", "+12025550141"]
+MANAGED = ["+12025550140", "+12025550141", "+12025550142", "+12025550143"]
+INUM = "+13035550180"
 LOCAL = "+13125550170"
 
 
@@ -69,6 +72,12 @@ def _seed(knm: Knm) -> None:
         SearchQuery(prefix="202555", quantity=5, account_id=ACCOUNT, carriers=["knm_managed"])
     )
     assert {r.number: r.carrier_module for r in found} == dict.fromkeys(MANAGED, "knm_managed")
+    report = knm.generate_numbers("inum", ACCOUNT, int(INUM[1:]), 1)
+    assert report["errors"] == {}
+    found = knm.search(
+        SearchQuery(prefix="303555", quantity=5, account_id=ACCOUNT, carriers=["knm_inum"])
+    )
+    assert {r.number: r.carrier_module for r in found} == {INUM: "knm_inum"}
     created = requests.execute(
         knm,
         Operation.CREATE,
@@ -79,9 +88,9 @@ def _seed(knm: Knm) -> None:
     assert list(created["succeeded"]) == [LOCAL], created
 
 
-def _activate(client: Celery, number: str) -> Any:
+def _activate(client: Celery, number: str, queue: str = "knm") -> Any:
     return client.send_task(
-        "knm.numbers.activate", kwargs={"numbers": [number], "account": ACCOUNT}, queue="knm"
+        "knm.numbers.activate", kwargs={"numbers": [number], "account": ACCOUNT}, queue=queue
     )
 
 
@@ -117,37 +126,64 @@ def test_carrier_work_runs_on_the_carrier_queue_and_a_missing_carrier_worker_blo
         assert "Task knm.carrier.run[" not in a.log()
         assert f"knm.carrier.run[{result.id}]" in b.log()
 
-        # -- bulkhead: nobody consumes carrier.knm_local yet ------------------------------------
-        local = _activate(client, LOCAL)
-        managed = rig.wait_result(_activate(client, MANAGED[1]))
-        assert managed.state == "SUCCESS", (managed.result, managed.traceback)
-        assert managed.worker == b.name
-        assert list(managed.result["succeeded"]) == [MANAGED[1]]
-        # A routed the local share to carrier.knm_local, where it waits: no other queue blocked
-        queued = redis.Redis.from_url(broker)
-        try:
-            rig.wait_until(
-                lambda: queued.llen("carrier.knm_local") == 1, 10.0, what="the local share queued"
-            )
-        finally:
-            queued.close()
-        # not done: STARTED is what A recorded before it replaced itself (task_track_started)
-        assert not local.ready()
-        assert local.state in {"PENDING", "STARTED"}
-        stored_local = knm.store.numbers.find_one({"_id": LOCAL})
-        assert stored_local is not None
-        assert stored_local["pvt_state"] == "available"
-        assert f"knm.carrier.run[{local.id}]" not in b.log()
-
-        # -- a knm_local worker arrives: the waiting share runs there ------------------------------
-        with rig.run_worker(env, ["carrier.knm_local"], logs, label="c") as c:
-            done = rig.wait_result(local)
-            assert done.state == "SUCCESS", (done.result, done.traceback)
-            assert done.worker == c.name
-        assert done.result["failed"] == {}
-        assert done.result["succeeded"][LOCAL]["pvt_state"] == "in_service"
+        # -- a local number: done on A itself, no second hop -------------------------------
+        local = rig.wait_result(_activate(client, LOCAL))
+        assert local.state == "SUCCESS", (local.result, local.traceback)
+        assert (local.worker, local.name) == (a.name, "knm.numbers.activate")
+        assert local.result["failed"] == {}
+        assert local.result["succeeded"][LOCAL]["pvt_state"] == "in_service"
         stored_local = knm.store.numbers.find_one({"_id": LOCAL})
         assert stored_local is not None
         assert stored_local["pvt_state"] == "in_service"
         assert stored_local["pvt_assigned_to"] == ACCOUNT
         assert stored_local["pvt_request_id"] == local.id
+        assert f"knm.carrier.run[{local.id}]" not in a.log() + b.log()
+
+        # -- bulkhead: nobody consumes carrier.knm_inum yet -----------------------------------
+        inum = _activate(client, INUM)
+        managed = rig.wait_result(_activate(client, MANAGED[1]))
+        assert managed.state == "SUCCESS", (managed.result, managed.traceback)
+        assert managed.worker == b.name
+        assert list(managed.result["succeeded"]) == [MANAGED[1]]
+        # A routed the inum share to carrier.knm_inum, where it waits: no other queue blocked
+        queued = redis.Redis.from_url(broker)
+        try:
+            rig.wait_until(
+                lambda: queued.llen("carrier.knm_inum") == 1, 10.0, what="the inum share queued"
+            )
+        finally:
+            queued.close()
+        # not done: STARTED is what A recorded before it forwarded the share
+        assert not inum.ready()
+        assert inum.state in {"PENDING", "STARTED"}
+        assert knm.store.numbers.find_one({"_id": INUM}) is None  # still only discovered
+        assert f"knm.carrier.run[{inum.id}]" not in b.log()
+
+        # -- one hop: a producer naming the carrier's queue is served there directly --------
+        direct = rig.wait_result(_activate(client, MANAGED[2], "carrier.knm_managed"))
+        assert direct.state == "SUCCESS", (direct.result, direct.traceback)
+        assert (direct.worker, direct.name) == (b.name, "knm.numbers.activate")
+        assert direct.result["succeeded"][MANAGED[2]]["pvt_state"] == "in_service"
+        assert f"knm.carrier.run[{direct.id}]" not in b.log()
+        assert direct.id not in a.log()
+
+        # -- a knm_inum worker arrives: the waiting share runs there --------------------------
+        with rig.run_worker(env, ["carrier.knm_inum"], logs, label="c") as c:
+            done = rig.wait_result(inum)
+            assert done.state == "SUCCESS", (done.result, done.traceback)
+            assert (done.worker, done.name) == (c.name, "knm.carrier.run")
+            assert done.result["failed"] == {}
+            assert done.result["succeeded"][INUM]["pvt_state"] == "in_service"
+            stored = knm.store.numbers.find_one({"_id": INUM})
+            assert stored is not None
+            assert stored["pvt_state"] == "in_service"
+            assert stored["pvt_assigned_to"] == ACCOUNT
+            assert stored["pvt_request_id"] == inum.id
+
+            # -- the wrong queue: C verifies the stored module and forwards to B ---------------
+            wrong = rig.wait_result(_activate(client, MANAGED[3], "carrier.knm_inum"))
+            assert wrong.state == "SUCCESS", (wrong.result, wrong.traceback)
+            assert (wrong.worker, wrong.name) == (b.name, "knm.carrier.run")
+            assert wrong.result["succeeded"][MANAGED[3]]["pvt_carrier_module"] == "knm_managed"
+            assert f"knm.numbers.activate[{wrong.id}]" in c.log()
+            assert f"knm.carrier.run[{wrong.id}]" not in c.log()
