@@ -159,7 +159,8 @@ def csv_import(demo: Demo) -> None:
 
 
 def local_numbers(demo: Demo) -> None:
-    """Search, reserve, activate and a refusal: work on the knm_local carrier's queue."""
+    """Search, reserve, activate and a refusal on knm_local: a local carrier, so the work runs
+    where it was received (queue knm), with no second hop."""
     demo.search(
         "3. the customer searches 41555501 (every carrier the search asks)",
         SearchQuery(prefix="41555501", quantity=5, account_id=DEMO_CHILD),

@@ -20,6 +20,7 @@ from knm.domain.accounts import SYSTEM, AccountDirectory, bad_account_id, is_acc
 from knm.services.csv_actions import ACTIONS, Action, row_error
 from knm.services.csv_files import CsvInputError, CsvReader, row_bytes
 from knm.services.facade import InputError, Knm
+from knm.services.first_rows import FirstRows
 from knm.services.job_store import (
     CHUNK_MAX_BYTES,
     DEFAULT_CHUNK_SIZE,
@@ -132,8 +133,20 @@ def _store_rows(
     """Validate every row and insert them in batches; returns (rows, rows failed already,
     chunks). A chunk has at most ``job.chunk_size`` rows and ``CHUNK_MAX_BYTES`` of input.
     ``on_stored`` hears the running count of rows stored (progress)."""
+    with FirstRows() as seen:
+        return _store_checked_rows(knm, store, job, action, reader, seen, on_stored)
+
+
+def _store_checked_rows(
+    knm: Knm,
+    store: JobStore,
+    job: Job,
+    action: Action,
+    reader: CsvReader,
+    seen: FirstRows,
+    on_stored: Callable[[int], None] | None,
+) -> tuple[int, int, int]:
     settings = knm.settings
-    seen: dict[str, int] = {}
     batch: list[InsertOne[dict[str, Any]]] = []
     batch_bytes = 0
     total = failed = 0
@@ -155,7 +168,7 @@ def _store_rows(
                 error = "not_reconcilable"
             else:
                 normalized = convert.normalize(raw, settings.e164_converters)
-                first = seen.setdefault(normalized, number)
+                first = seen.first(normalized, number)
                 if first != number:
                     error = f"duplicate of row {first} ({normalized})"
         if error is not None:
