@@ -201,3 +201,107 @@ def test_counts_past_fifty_thousand_documents(
     coll.insert_many([{"_id": f"c{i:06d}", "job_id": "j"} for i in range(50_001)])
     assert coll.count_documents({}) == 50_001
     assert coll.count_documents({"job_id": "j"}) == 50_001
+
+
+# ================================================================================ batched writes
+@pytest.fixture(scope="module")
+def reference_server() -> Iterator[WireServerThread]:
+    """mongoeco's in-memory engine: the answers the adapted engine must give."""
+    server = WireServerThread()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+_SEED: list[Doc] = [
+    {"_id": "a", "status": "pending", "n": 1, "idx": "x"},
+    {"_id": "b", "status": "done", "n": 2, "idx": "y"},
+    {"_id": "c", "status": "pending", "nested": {"k": [1, 2]}, "idx": "z"},
+    {"_id": "d", "status": "pending", "n": 4},
+]
+
+_UPDATE_COMMANDS: list[list[Doc]] = [
+    # the lean shape: $set of top-level fields by _id, with or without more conditions
+    [
+        {"q": {"_id": "a", "status": "pending"}, "u": {"$set": {"status": "ok", "l": {"e": 1}}}},
+        {"q": {"_id": "b", "status": "pending"}, "u": {"$set": {"status": "ok"}}},  # no match
+        {"q": {"_id": "zz"}, "u": {"$set": {"status": "ok"}}},  # no document
+        {"q": {"_id": "d"}, "u": {"$set": {"n": 4}}},  # matched, not modified
+        {"q": {"_id": "c", "nested.k": 2}, "u": {"$set": {"error": None, "big": 2**40}}},
+    ],
+    # not the lean shape: each runs through mongoeco (upsert, an indexed field, $inc, _id)
+    [
+        {"q": {"_id": "a"}, "u": {"$set": {"x": 1}}},
+        {"q": {"_id": "new"}, "u": {"$set": {"x": 2}}, "upsert": True},
+    ],
+    [{"q": {"_id": "b"}, "u": {"$set": {"idx": "moved"}}}],
+    [{"q": {"_id": "b"}, "u": {"$inc": {"n": 5}}}],
+    [
+        {"q": {"_id": "d"}, "u": {"$set": {"y": 1}}},
+        {"q": {"_id": "d"}, "u": {"$set": {"_id": "other"}}},  # refused: _id is immutable
+        {"q": {"_id": "a"}, "u": {"$set": {"y": 2}}},  # ordered: never runs
+    ],
+]
+
+
+def _run_updates(url: str, name: str) -> tuple[list[Doc], list[Doc], list[str]]:
+    mongo: pymongo.MongoClient[Doc] = pymongo.MongoClient(url, tz_aware=True)
+    try:
+        db = mongo["engine_batched"]
+        db.drop_collection(name)
+        db[name].insert_many([dict(d) for d in _SEED])
+        db[name].create_index("idx")
+        replies = []
+        for updates in _UPDATE_COMMANDS:
+            reply = db.command("update", name, updates=updates, ordered=True)
+            errors = [(e["index"], e["code"]) for e in reply.get("writeErrors", [])]
+            replies.append({"n": reply["n"], "nModified": reply["nModified"], "errors": errors})
+        docs = list(db[name].find().sort("_id", 1))
+        by_index = [d["_id"] for d in db[name].find({"idx": "moved"})]
+        return replies, docs, by_index
+    finally:
+        mongo.close()
+
+
+def test_batched_updates_answer_as_mongoeco(
+    sqlite_server: WireServerThread, reference_server: WireServerThread
+) -> None:
+    """The same update commands (the lean shape and others) give the same replies and leave
+    the same documents on the adapted engine as on mongoeco's own."""
+    counters = sqlite_server.engine.counters
+    counters.reset()
+    adapted = _run_updates(sqlite_server.url, "batched")
+    expected = _run_updates(reference_server.url, "batched")
+    assert adapted == expected
+    assert adapted[0][0] == {"n": 3, "nModified": 2, "errors": []}
+    assert adapted[0][4]["errors"] == [(1, 66)]
+    assert adapted[2] == ["b"]  # the indexed field was written through mongoeco's index path
+    snapshot = counters.snapshot()
+    assert snapshot["lean_updates"] == len(_UPDATE_COMMANDS[0])
+    assert snapshot["write_batches"] == len(_UPDATE_COMMANDS)
+
+
+def test_an_update_command_is_one_batch(
+    sqlite_server: WireServerThread,
+    client: pymongo.MongoClient[Doc],
+    request: pytest.FixtureRequest,
+) -> None:
+    """A thousand statements (a chunk's row results) run as one batch on the lean path."""
+    coll = _coll(client, request)
+    coll.insert_many([{"_id": f"r{i:04d}", "status": "pending"} for i in range(1000)])
+    counters = sqlite_server.engine.counters
+    counters.reset()
+    result = coll.bulk_write(
+        [
+            pymongo.UpdateOne({"_id": f"r{i:04d}", "status": "pending"}, {"$set": {"status": "ok"}})
+            for i in range(1000)
+        ],
+        ordered=False,
+    )
+    assert (result.matched_count, result.modified_count) == (1000, 1000)
+    snapshot = counters.snapshot()
+    assert (snapshot["write_batches"], snapshot["lean_updates"]) == (1, 1000)
+    assert snapshot["collection_loads"] == 0
+    assert coll.count_documents({"status": "ok"}) == 1000

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import sqlite3
 import threading
@@ -35,6 +37,9 @@ from knm.store.embedded_engine.support import (
     _PlanRegistry,
     pinned_ids,
 )
+
+#: Set while a batched write command runs: the engine's blocking work runs inline (7).
+_INLINE: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar("knm_inline", default=False)
 
 
 # ================================================================================ the engine
@@ -404,6 +409,71 @@ class KnmSQLiteEngine(SQLiteEngine):
                 paired.append((sql, [p for _, ps in pair for p in ps]))
             parts = paired
         return parts[0]
+
+    # ---------------------------------------------------------------- 7. batched writes
+    async def _run_blocking(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        if _INLINE.get():
+            return func(*args, **kwargs)
+        return await super()._run_blocking(func, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    @contextlib.contextmanager
+    def write_batch(self) -> Iterator[None]:
+        """One SQLite transaction for every statement of a wire write command.
+
+        Runs on the event loop's thread holding the engine's lock, with the engine's blocking
+        work inline: no other command's work can interleave, and each statement's own write
+        scope becomes a savepoint of this transaction (a failed statement rolls back alone).
+        What the statements wrote is committed at the end, whatever happened after them, as
+        MongoDB keeps the statements of a failed batch that ran before the failure.
+        """
+        with self._lock:
+            conn = self._require_connection(None)
+            began = not conn.in_transaction
+            if began:
+                conn.execute("BEGIN IMMEDIATE")
+            self.counters.add("write_batches")
+            token = _INLINE.set(True)
+            try:
+                yield
+            finally:
+                _INLINE.reset(token)
+                if began and conn.in_transaction:
+                    conn.commit()
+
+    @contextlib.contextmanager
+    def knm_savepoint(self) -> Iterator[None]:
+        """A savepoint in the current transaction, rolled back if the block raises."""
+        conn = self._require_connection(None)
+        conn.execute("SAVEPOINT knm_batch")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK TO SAVEPOINT knm_batch")
+            conn.execute("RELEASE SAVEPOINT knm_batch")
+            raise
+        conn.execute("RELEASE SAVEPOINT knm_batch")
+
+    def knm_can_set_directly(self, db_name: str, coll_name: str, fields: set[str]) -> bool:
+        """Whether setting these top-level fields needs nothing but the document written:
+        no validator or other collection options, no search index, no TTL, partial, text or
+        wildcard index, and no index on any of the fields (SQLite keeps the expression indexes
+        on the documents table itself; mongoeco's entry tables are not touched)."""
+        conn = self._require_connection(None)
+        if self._collection_options_or_empty_sync(conn, db_name, coll_name):
+            return False
+        if self._load_search_index_rows(db_name, coll_name):
+            return False
+        for index in self._load_indexes(db_name, coll_name):
+            if (
+                index.partial_filter_expression is not None
+                or index.expire_after_seconds is not None
+                or index.weights is not None
+            ):
+                return False
+            for name in index.fields:
+                if name.startswith("$") or "$**" in name or name.split(".", 1)[0] in fields:
+                    return False
+        return True
 
     # ---------------------------------------------------------------- 6. no change publication
     def dispatch_committed_changes(self, consumer_id: str, consumer: Callable[..., None]) -> None:

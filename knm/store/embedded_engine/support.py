@@ -41,6 +41,8 @@ class EngineCounters:
     probe_delta_checks: int = 0
     id_lookups: int = 0
     vm_steps: int = 0
+    write_batches: int = 0
+    lean_updates: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, name: str, amount: int = 1) -> None:
