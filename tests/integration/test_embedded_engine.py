@@ -7,8 +7,12 @@ probe scans, SQLite VM steps), never by timing.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import re
+import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -305,3 +309,99 @@ def test_an_update_command_is_one_batch(
     assert (snapshot["write_batches"], snapshot["lean_updates"]) == (1, 1000)
     assert snapshot["collection_loads"] == 0
     assert coll.count_documents({"status": "ok"}) == 1000
+
+
+# ================================================================================ $in as a set
+_IN_DOCS: list[Doc] = [
+    {"_id": "s1", "f": "+14150000001"},
+    {"_id": "s2", "f": ["x", "+14150000002"]},
+    {"_id": "s3", "f": ["y", ["+14150000003"]]},  # nested array: $in does not look inside
+    {"_id": "s4", "f": {"k": "+14150000004"}},
+    {"_id": "s5", "f": 14150000005},
+    {"_id": "s6"},
+    {"_id": "s7", "f": None},
+    {"_id": "s8", "f": "o'brien \u00e9\u00e8"},
+    {"_id": "s9", "f": ["+14150000009", "+14150000001"]},
+    {"_id": "s10", "f": datetime(2026, 1, 1, tzinfo=UTC)},
+    {"_id": "s11", "f": "+14150000011", "g": "active"},
+]
+
+
+def _in_answers(url: str) -> list[list[str]]:
+    mongo: pymongo.MongoClient[Doc] = pymongo.MongoClient(url, tz_aware=True)
+    try:
+        coll = mongo["engine_in"]["docs"]
+        coll.drop()
+        coll.insert_many([dict(d) for d in _IN_DOCS])
+        coll.create_index("f")
+        many = [f"+1415{i:07d}" for i in range(0, 2000)] + ["o'brien \u00e9\u00e8", "x"]
+        queries: list[Doc] = [
+            {"f": {"$in": many}},
+            {"f": {"$in": many}, "g": {"$in": ["active", "a", "b", "c", "d", "e", "f", "g", "h"]}},
+            {"f": {"$in": [*many[:20], 14150000005]}},  # a number among them: mongoeco's SQL
+            {"f": {"$in": [*many[:20], None]}},  # null matches missing fields too
+            {"f": {"$nin": many[:5]}},
+            {"$or": [{"f": {"$in": many[:30]}}, {"_id": "s5"}]},
+        ]
+        return [sorted(d["_id"] for d in coll.find(q)) for q in queries]
+    finally:
+        mongo.close()
+
+
+def test_long_in_lists_answer_as_mongoeco(
+    sqlite_server: WireServerThread, reference_server: WireServerThread
+) -> None:
+    """``$in`` over many strings is tested against the set of values: the same documents as
+    mongoeco's own engine, arrays, nested arrays, other types and missing fields included."""
+    counters = sqlite_server.engine.counters
+    counters.reset()
+    adapted = _in_answers(sqlite_server.url)
+    assert adapted == _in_answers(reference_server.url)
+    assert adapted[0] == ["s1", "s11", "s2", "s8", "s9"]
+    assert counters.snapshot()["in_sets"] >= 1
+
+
+# ================================================================================ scoped indexes
+def _document_indexes(path: Path) -> dict[str, str]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        rows = db.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'documents' "
+            "AND sql IS NOT NULL"
+        ).fetchall()
+    return {str(name): str(sql) for name, sql in rows}
+
+
+def test_collection_indexes_cover_only_their_collection(tmp_path: Path) -> None:
+    """Each collection's index is partial (its own documents only), also for a store whose
+    indexes were built whole before: they are rebuilt when the engine connects."""
+    path = tmp_path / "scoped.sqlite"
+    server = WireServerThread(path)
+    server.start()
+    try:
+        mongo: pymongo.MongoClient[Doc] = pymongo.MongoClient(server.url)
+        Store(mongo["knm"]).ensure_indexes()
+        mongo["knm"]["numbers"].insert_one({"_id": "+14155550000", "pvt_state": "in_service"})
+        mongo.close()
+    finally:
+        server.stop()
+    indexes = _document_indexes(path)
+    assert len(indexes) >= 10
+    for sql in indexes.values():
+        assert re.search(r"\) WHERE db_name = 'knm' AND coll_name = '\w+'$", sql), sql
+    with contextlib.closing(sqlite3.connect(path)) as db:  # as an older knm left them: whole
+        for name, sql in indexes.items():
+            db.execute(f'DROP INDEX "{name}"')
+            db.execute(sql[: sql.rindex(" WHERE ")])
+        db.commit()
+    assert all(" WHERE " not in sql for sql in _document_indexes(path).values())
+
+    server = WireServerThread(path)
+    server.start()
+    try:
+        mongo = pymongo.MongoClient(server.url)
+        numbers = mongo["knm"]["numbers"]
+        assert [d["_id"] for d in numbers.find({"pvt_state": "in_service"})] == ["+14155550000"]
+        mongo.close()
+    finally:
+        server.stop()
+    assert _document_indexes(path) == indexes

@@ -27,6 +27,7 @@ from mongoeco.engines.sqlite_planner import (
     _sql_physical_plan,
 )
 
+from knm.store.embedded_engine import scoped_indexes
 from knm.store.embedded_engine.support import (
     _CHANGE_LOG_LIMIT,
     _UNIVERSAL_PROBE_PREFIX,
@@ -51,6 +52,8 @@ class KnmSQLiteEngine(SQLiteEngine):
 
     #: ``$in`` lists longer than this are translated in groups joined as a balanced tree.
     IN_GROUP: Final[int] = 100
+    #: ``$in`` lists of strings longer than this are tested against the set of values.
+    IN_SET_MIN: Final[int] = 8
 
     def __init__(self, path: str, **kwargs: Any) -> None:
         # mongoeco refuses aggregations (count_documents too) past 50,000 documents unless they
@@ -63,6 +66,7 @@ class KnmSQLiteEngine(SQLiteEngine):
         self._knm_checked: dict[tuple[str, str, str], int] = {}
         self._knm_changes_lock = threading.Lock()
         self._knm_local = threading.local()
+        self._knm_index_scopes: scoped_indexes.Scopes = {}
 
     # ---------------------------------------------------------------- connections
     def _create_sqlite_connection(self) -> sqlite3.Connection:
@@ -74,6 +78,7 @@ class KnmSQLiteEngine(SQLiteEngine):
             conn.create_function("knm_match", 2, self._knm_match)
             conn.create_function("knm_written", 3, self._knm_written)
             conn.install_counter(self.counters)
+            conn.index_scopes = self._knm_index_scopes
         except BaseException:
             conn.close()
             raise
@@ -83,6 +88,8 @@ class KnmSQLiteEngine(SQLiteEngine):
         super()._connect_sync()
         conn = self._connection  # the connection every write goes through
         if conn is not None:
+            with self._lock:
+                scoped_indexes.scope_existing(conn, self._knm_index_scopes)
             for event in ("INSERT", "UPDATE"):
                 conn.execute(
                     f"CREATE TEMP TRIGGER IF NOT EXISTS knm_log_{event.lower()} "
@@ -96,6 +103,11 @@ class KnmSQLiteEngine(SQLiteEngine):
         if delta is not None:
             return _DeltaConnection(conn, delta)  # type: ignore[return-value]
         return conn
+
+    def _physical_index_name(self, db_name: str, coll_name: str, index_name: str) -> str:
+        name: str = super()._physical_index_name(db_name, coll_name, index_name)
+        self._knm_index_scopes[name] = (db_name, coll_name)  # created partial (9)
+        return name
 
     # ---------------------------------------------------------------- counting
     def _deserialize_document(self, payload: str, *, preserve_bson_wrappers: bool = True) -> Any:
@@ -393,7 +405,12 @@ class KnmSQLiteEngine(SQLiteEngine):
     def _translate_query_plan_with_multikey(
         self, db_name: str, coll_name: str, plan: QueryNode
     ) -> tuple[str, list[object]]:
-        if not isinstance(plan, InCondition) or len(plan.values) <= self.IN_GROUP:
+        if not isinstance(plan, InCondition) or len(plan.values) <= self.IN_SET_MIN:
+            return super()._translate_query_plan_with_multikey(db_name, coll_name, plan)
+        as_set = self._in_as_set(db_name, coll_name, plan)
+        if as_set is not None:
+            return as_set
+        if len(plan.values) <= self.IN_GROUP:
             return super()._translate_query_plan_with_multikey(db_name, coll_name, plan)
         parts = [
             super(KnmSQLiteEngine, self)._translate_query_plan_with_multikey(
@@ -409,6 +426,42 @@ class KnmSQLiteEngine(SQLiteEngine):
                 paired.append((sql, [p for _, ps in pair for p in ps]))
             parts = paired
         return parts[0]
+
+    def _in_as_set(
+        self, db_name: str, coll_name: str, plan: InCondition
+    ) -> tuple[str, list[object]] | None:
+        """An ``$in`` of strings as one test against the set of values, or None.
+
+        mongoeco translates ``$in`` to one OR'd fragment per value, each the same SQL with the
+        value bound at every ``= ?``: a statement of hundreds of kilobytes for a thousand values,
+        which SQLite plans anew each time. When every value is a string and the fragment is that
+        template (checked on the first, the last and the longest value), ``x = v1 OR x = v2 ...``
+        is ``x IN (v1, v2, ...)``: each ``= ?`` becomes ``IN (SELECT value FROM json_each(?))``
+        with the values as one JSON array, the same test written once.
+        """
+        values = [v for v in plan.values if type(v) is str]
+        if len(values) != len(plan.values):
+            return None
+        samples = {values[0], values[-1], max(values, key=len)}
+        template: str | None = None
+        for value in samples:
+            sql, params = super()._translate_query_plan_with_multikey(
+                db_name, coll_name, replace(plan, values=(value,))
+            )
+            count = sql.count("?")
+            if (
+                (template is not None and sql != template)
+                or count == 0
+                or sql.count("= ?") != count
+                or params != [value] * count
+            ):
+                return None
+            template = sql
+        assert template is not None
+        self.counters.add("in_sets")
+        values_json = json.dumps(list(dict.fromkeys(values)))
+        sql = template.replace("= ?", "IN (SELECT value FROM json_each(?))")
+        return sql, [values_json] * template.count("?")
 
     # ---------------------------------------------------------------- 7. batched writes
     async def _run_blocking(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:

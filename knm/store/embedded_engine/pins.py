@@ -60,6 +60,9 @@ PATCHED_SOURCES: Final[dict[str, str]] = {
     "_sqlite_session_runtime.SQLiteSessionRuntime.commit_write": "1af79b01710bdbf6",
     "paths.set_document_value": "bbb8cae0b73387a7",
     "query_plan.compile_filter": "0ef8c1dc4d142b0f",
+    # 9. scoped indexes: the physical names and the statement that creates them
+    "SQLiteEngine._physical_index_name": "bba565fe2e9cb341",
+    "_sqlite_index_admin.create_index": "ab9cdd5a6338fca3",
     # 8. the encoder
     "DocumentCodec.encode": "a89dded8864e7fbe",
     "DocumentCodec.to_internal": "b1eff2fdd2ea8261",
@@ -74,6 +77,7 @@ def patched_source_hashes() -> dict[str, str]:
     from mongoeco.core import bson_scalars, paths, query_plan
     from mongoeco.core.codec import DocumentCodec
     from mongoeco.engines import (
+        _sqlite_index_admin,
         _sqlite_modify_ops,
         _sqlite_outbox,
         _sqlite_read_fast_path_runtime,
@@ -86,6 +90,7 @@ def patched_source_hashes() -> dict[str, str]:
         "_sqlite_outbox": _sqlite_outbox,
         "_database_admin_write_commands": write_commands,
         "_sqlite_modify_ops": _sqlite_modify_ops,
+        "_sqlite_index_admin": _sqlite_index_admin,
         "_sqlite_session_runtime": _sqlite_session_runtime,
         "paths": paths,
         "query_plan": query_plan,
