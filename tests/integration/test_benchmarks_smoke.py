@@ -77,7 +77,8 @@ def test_run_takes_names_and_import_sizes(capsys: pytest.CaptureFixture[str]) ->
     finally:
         csv_import.SIZES = saved
     out = capsys.readouterr().out
-    assert "== CSV import" in out and "== sweeps" not in out
+    assert "== CSV import" in out
+    assert "== sweeps" not in out
     assert '"40": {' in out
 
 
