@@ -12,7 +12,7 @@ import io
 import re
 import sqlite3
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -405,3 +405,111 @@ def test_collection_indexes_cover_only_their_collection(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert _document_indexes(path) == indexes
+
+
+# ================================================================================ index ranges
+_BASE = datetime(2026, 1, 1, tzinfo=UTC)
+_RANGE_QUERIES: list[tuple[Doc, list[tuple[str, int]]]] = [
+    ({"pvt_state": "aging", "pvt_modified": {"$lt": _BASE + timedelta(days=20)}}, []),
+    (
+        {"pvt_state": "aging", "pvt_modified": {"$lte": _BASE + timedelta(days=20)}},
+        [("pvt_state", 1), ("pvt_modified", 1)],
+    ),
+    ({"pvt_state": "aging", "pvt_modified": {"$gte": _BASE}}, [("pvt_modified", -1)]),
+    ({"pvt_state": "released"}, []),
+    ({"pvt_state": "aging", "x": 1}, [("pvt_modified", 1)]),
+]
+# Sorts are on unique values: MongoDB leaves the order of ties open.
+
+
+def _range_answers(url: str, extra: list[Doc]) -> list[list[str]]:
+    mongo: pymongo.MongoClient[Doc] = pymongo.MongoClient(url, tz_aware=True)
+    try:
+        coll = mongo["engine_ranges"]["numbers"]
+        coll.drop()
+        coll.create_index([("pvt_state", 1), ("pvt_modified", 1)], name="state_modified")
+        states = ("aging", "released", "in_service")
+        coll.insert_many(
+            [
+                {
+                    "_id": f"+1{i:010d}",
+                    "pvt_state": states[i % 3],
+                    "pvt_modified": _BASE + timedelta(days=i % 40, seconds=i),
+                    "x": i % 2,
+                }
+                for i in range(300)
+            ]
+            + [dict(d) for d in extra]
+        )
+        return [
+            [d["_id"] for d in coll.find(q, {"_id": 1}, sort=sort or None, limit=50)]
+            if sort
+            else sorted(d["_id"] for d in coll.find(q, {"_id": 1}))
+            for q, sort in _RANGE_QUERIES
+        ]
+    finally:
+        mongo.close()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        [
+            {"_id": "arr", "pvt_state": ["aging", "x"], "pvt_modified": _BASE - timedelta(hours=1)}
+        ],  # an array
+        [{"_id": "str", "pvt_state": "aging", "pvt_modified": "2026-01-02"}],  # not a date
+        [{"_id": "none", "pvt_state": "aging", "pvt_modified": None}],
+        [{"_id": "gone", "pvt_state": "aging"}],  # no pvt_modified
+    ],
+    ids=["dates", "array-state", "string-modified", "null-modified", "missing-modified"],
+)
+def test_index_ranges_answer_as_mongoeco(
+    sqlite_server: WireServerThread, reference_server: WireServerThread, extra: list[Doc]
+) -> None:
+    """A filter and sort on a leading index field read the index range: the same documents,
+    in the same order, as mongoeco's own engine, whatever else the collection holds."""
+    counters = sqlite_server.engine.counters
+    counters.reset()
+    assert _range_answers(sqlite_server.url, extra) == _range_answers(reference_server.url, extra)
+    if not extra:
+        assert counters.snapshot()["index_ranges"] >= 3
+
+
+def test_a_sweep_batch_reads_its_range_not_the_collection(
+    sqlite_server: WireServerThread,
+    client: pymongo.MongoClient[Doc],
+    request: pytest.FixtureRequest,
+) -> None:
+    """The aging sweep's find costs the same among 200 or 20,000 documents not due."""
+    coll = _coll(client, request)
+    coll.create_index([("pvt_state", 1), ("pvt_modified", 1)], name="state_modified")
+    due = [
+        {"_id": f"d{i:05d}", "pvt_state": "aging", "pvt_modified": _BASE + timedelta(seconds=i)}
+        for i in range(200)
+    ]
+    coll.insert_many(due)
+    query = {"pvt_state": "aging", "pvt_modified": {"$lt": _BASE + timedelta(days=1)}}
+    counters = sqlite_server.engine.counters
+
+    def batch_cost() -> int:
+        list(coll.find(query).sort([("pvt_state", 1), ("pvt_modified", 1)]).limit(101))
+        counters.reset()
+        found = coll.find(query, {"_id": 1}).sort([("pvt_state", 1), ("pvt_modified", 1)])
+        assert len(list(found.limit(101).batch_size(101))) == 101
+        return counters.snapshot()["vm_steps"]
+
+    few = batch_cost()
+    later = _BASE + timedelta(days=30)
+    for start in range(0, 20_000, 5_000):
+        coll.insert_many(
+            [
+                {
+                    "_id": f"n{i:06d}",
+                    "pvt_state": "aging" if i % 2 else "in_service",
+                    "pvt_modified": later if i % 2 else _BASE,
+                }
+                for i in range(start, start + 5_000)
+            ]
+        )
+    assert batch_cost() <= few * 2 + 20_000

@@ -42,6 +42,10 @@ import of N rows cost O(N^2):
    of nesting; its result is mongoeco's.
 9. **Each collection's indexes** (:mod:`.scoped_indexes`) are partial, limited to its own
    documents, so a write maintains only the indexes of the collection it writes.
+10. **Index ranges** (:mod:`.index_ranges`): a find whose filter pins a leading index field to
+    a string or bounds it by a date (the sweeps' ``{pvt_state, pvt_modified}``) gets the same
+    conditions in the index's terms, implied by the filter, and reads the index range in order
+    instead of every document of the collection.
 
 Everything else is mongoeco's. :data:`PATCHED_SOURCES` pins the source of every mongoeco function
 these adaptations rely on; ``tests/unit/test_embedded_engine.py`` fails when an upgrade changes

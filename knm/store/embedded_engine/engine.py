@@ -27,7 +27,7 @@ from mongoeco.engines.sqlite_planner import (
     _sql_physical_plan,
 )
 
-from knm.store.embedded_engine import scoped_indexes
+from knm.store.embedded_engine import index_ranges, scoped_indexes
 from knm.store.embedded_engine.support import (
     _CHANGE_LOG_LIMIT,
     _UNIVERSAL_PROBE_PREFIX,
@@ -171,12 +171,16 @@ class KnmSQLiteEngine(SQLiteEngine):
         hint: Any = None,
     ) -> SQLiteReadExecutionPlan:
         pinned = None
-        if semantics.collation is None and semantics.text_query is None and hint is None:
+        plain = semantics.collation is None and semantics.text_query is None and hint is None
+        if plain:
             pinned = pinned_ids(semantics.query_plan)
         if pinned is None:
-            return super()._compile_read_execution_plan(
+            plan = super()._compile_read_execution_plan(
                 db_name, coll_name, semantics, select_clause=select_clause, hint=hint
             )
+            if plain and plan.use_sql and plan.sql:
+                plan = self._with_index_ranges(db_name, coll_name, semantics, plan)
+            return plan
         sql, extra = self._id_sql(pinned, select_clause)
         params = (db_name, coll_name, *extra)
         if semantics.sort:  # a handful of rows: sort them in Python, as mongoeco's hybrid does
@@ -205,6 +209,68 @@ class KnmSQLiteEngine(SQLiteEngine):
             sql=sql,
             params=params,
         )
+
+    # ---------------------------------------------------------------- 10. index ranges
+    def _with_index_ranges(
+        self,
+        db_name: str,
+        coll_name: str,
+        semantics: EngineFindSemantics,
+        plan: SQLiteReadExecutionPlan,
+    ) -> SQLiteReadExecutionPlan:
+        """mongoeco's plan with the index-range conditions its filter implies, if any."""
+        assert plan.sql is not None
+        conditions = index_ranges.implied(self, db_name, coll_name, semantics.query_plan)
+        if conditions is None:
+            return plan
+        rewritten = index_ranges.with_conditions(plan.sql, plan.params, conditions, semantics.sort)
+        if rewritten is None:
+            return plan
+        self.counters.add("index_ranges")
+        return replace(plan, sql=rewritten[0], params=rewritten[1])
+
+    def _sort_requires_python(
+        self, db_name: str, coll_name: str, plan: QueryNode, sort: Any
+    ) -> bool:
+        """mongoeco's answer, without its per-sort-field SQL check when the filter implies it
+        finds nothing: that check looks for a matching row holding an array or a numeric-like
+        object at the sort field, and every matching row holds there an untagged string (an
+        equality field) or a date (a date-range field) of the index-range conditions."""
+        conditions = index_ranges.implied(self, db_name, coll_name, plan) if sort else None
+        covered = conditions.equal | conditions.dates if conditions is not None else frozenset()
+        if not sort or not all(
+            isinstance(key, (list, tuple)) and key and key[0] in covered for key in sort
+        ):
+            return bool(super()._sort_requires_python(db_name, coll_name, plan, sort))
+        if self._plan_has_array_traversing_paths(db_name, coll_name, plan):
+            return True
+        return any(
+            self._field_traverses_array_in_collection(db_name, coll_name, field)
+            or self._field_contains_tagged_bytes_in_collection(db_name, coll_name, field)
+            or self._field_contains_tagged_undefined_in_collection(db_name, coll_name, field)
+            for field, _direction in sort
+        )
+
+    def knm_field_may_hold_arrays(self, db_name: str, coll_name: str, field: str) -> bool:
+        """Whether some document holds an array at ``field`` (cached probes)."""
+        return self._field_is_top_level_array_in_collection(
+            db_name, coll_name, field
+        ) or self._field_traverses_array_in_collection(db_name, coll_name, field)
+
+    def knm_field_holds_only_dates(self, db_name: str, coll_name: str, field: str) -> bool:
+        """Whether every document holding ``field`` holds a date there (a cached probe)."""
+        key = (db_name, coll_name, f"knm_not_only_dates:{field}")
+
+        def run() -> bool:
+            conn = self._require_connection()
+            with sqlite_read_scope(conn):
+                row = conn.execute(
+                    index_ranges.not_only_dates_sql(field), (db_name, coll_name)
+                ).fetchone()
+            self._collection_features_cache[key] = row is not None
+            return row is not None
+
+        return not self._probe(run, key)
 
     def _select_first_document_for_plan(
         self,

@@ -63,6 +63,9 @@ PATCHED_SOURCES: Final[dict[str, str]] = {
     # 9. scoped indexes: the physical names and the statement that creates them
     "SQLiteEngine._physical_index_name": "bba565fe2e9cb341",
     "_sqlite_index_admin.create_index": "ab9cdd5a6338fca3",
+    # 10. index ranges: the sort check they answer (the read plan is pinned above)
+    "SQLiteEngine._sort_requires_python": "40df45295b763ee5",
+    "_sqlite_plan_heuristics.sort_requires_python": "43dde6499e2b40fa",
     # 8. the encoder
     "DocumentCodec.encode": "a89dded8864e7fbe",
     "DocumentCodec.to_internal": "b1eff2fdd2ea8261",
@@ -80,6 +83,7 @@ def patched_source_hashes() -> dict[str, str]:
         _sqlite_index_admin,
         _sqlite_modify_ops,
         _sqlite_outbox,
+        _sqlite_plan_heuristics,
         _sqlite_read_fast_path_runtime,
         _sqlite_session_runtime,
     )
@@ -91,6 +95,7 @@ def patched_source_hashes() -> dict[str, str]:
         "_database_admin_write_commands": write_commands,
         "_sqlite_modify_ops": _sqlite_modify_ops,
         "_sqlite_index_admin": _sqlite_index_admin,
+        "_sqlite_plan_heuristics": _sqlite_plan_heuristics,
         "_sqlite_session_runtime": _sqlite_session_runtime,
         "paths": paths,
         "query_plan": query_plan,

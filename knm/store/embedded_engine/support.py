@@ -46,6 +46,7 @@ class EngineCounters:
     write_batches: int = 0
     lean_updates: int = 0
     in_sets: int = 0
+    index_ranges: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, name: str, amount: int = 1) -> None:
