@@ -373,7 +373,8 @@ def _document_indexes(path: Path) -> dict[str, str]:
 
 def test_collection_indexes_cover_only_their_collection(tmp_path: Path) -> None:
     """Each collection's index is partial (its own documents only), also for a store whose
-    indexes were built whole before: they are rebuilt when the engine connects."""
+    indexes were built whole before: they are rebuilt after the engine connects, while it
+    answers."""
     path = tmp_path / "scoped.sqlite"
     server = WireServerThread(path)
     server.start()
@@ -400,6 +401,8 @@ def test_collection_indexes_cover_only_their_collection(tmp_path: Path) -> None:
     try:
         mongo = pymongo.MongoClient(server.url)
         numbers = mongo["knm"]["numbers"]
+        assert [d["_id"] for d in numbers.find({"pvt_state": "in_service"})] == ["+14155550000"]
+        assert server.engine.knm_indexes_scoped.wait(120)  # rebuilt by a thread, one by one
         assert [d["_id"] for d in numbers.find({"pvt_state": "in_service"})] == ["+14155550000"]
         mongo.close()
     finally:

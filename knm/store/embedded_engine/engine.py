@@ -28,9 +28,8 @@ from mongoeco.engines.sqlite_planner import (
 )
 
 from knm.store.embedded_engine import index_ranges, scoped_indexes
+from knm.store.embedded_engine.probes import ProbeCaching
 from knm.store.embedded_engine.support import (
-    _CHANGE_LOG_LIMIT,
-    _UNIVERSAL_PROBE_PREFIX,
     EngineCounters,
     _ChangeLog,
     _CountingConnection,
@@ -44,7 +43,7 @@ _INLINE: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar("knm_inlin
 
 
 # ================================================================================ the engine
-class KnmSQLiteEngine(SQLiteEngine):
+class KnmSQLiteEngine(ProbeCaching):
     """mongoeco's SQLite engine with knm's linear-cost adaptations (see the module doc)."""
 
     #: No change outbox (6): mongoeco then publishes changes in-process, after each write.
@@ -67,6 +66,8 @@ class KnmSQLiteEngine(SQLiteEngine):
         self._knm_changes_lock = threading.Lock()
         self._knm_local = threading.local()
         self._knm_index_scopes: scoped_indexes.Scopes = {}
+        #: Set once every index of the store is partial (9).
+        self.knm_indexes_scoped = threading.Event()
 
     # ---------------------------------------------------------------- connections
     def _create_sqlite_connection(self) -> sqlite3.Connection:
@@ -89,13 +90,28 @@ class KnmSQLiteEngine(SQLiteEngine):
         conn = self._connection  # the connection every write goes through
         if conn is not None:
             with self._lock:
-                scoped_indexes.scope_existing(conn, self._knm_index_scopes)
+                pending = scoped_indexes.unscoped(conn, self._knm_index_scopes)
+            if pending:
+                threading.Thread(
+                    target=self._knm_scope_indexes, args=(pending,), daemon=True
+                ).start()
+            else:
+                self.knm_indexes_scoped.set()
             for event in ("INSERT", "UPDATE"):
                 conn.execute(
                     f"CREATE TEMP TRIGGER IF NOT EXISTS knm_log_{event.lower()} "
                     f"AFTER {event} ON main.documents BEGIN "
                     "SELECT knm_written(NEW.db_name, NEW.coll_name, NEW.storage_key); END"
                 )
+
+    def _knm_scope_indexes(self, statements: list[str]) -> None:
+        """Rebuild whole-table indexes partial (9), one per transaction under the lock."""
+        for sql in statements:
+            with self._lock:
+                conn = self._connection
+                if conn is None or not scoped_indexes.rebuild(conn, sql, self._knm_index_scopes):
+                    return
+        self.knm_indexes_scoped.set()
 
     def _require_connection(self, context: Any = None) -> sqlite3.Connection:
         conn: sqlite3.Connection = super()._require_connection(context)
@@ -293,179 +309,6 @@ class KnmSQLiteEngine(SQLiteEngine):
         if row is None:
             return None
         return row[0], self._deserialize_document(row[1])
-
-    # ---------------------------------------------------------------- 3. probes
-    def _knm_written(self, db_name: str, coll_name: str, storage_key: str) -> None:
-        with self._knm_changes_lock:
-            log = self._knm_changes.setdefault((db_name, coll_name), _ChangeLog())
-            log.keys.append(storage_key)
-
-    def _invalidate_collection_features_cache(
-        self, db_name: str | None = None, coll_name: str | None = None
-    ) -> None:
-        if db_name is None or coll_name is None:
-            with self._knm_changes_lock:
-                self._knm_changes.clear()
-                self._knm_checked.clear()
-            super()._invalidate_collection_features_cache()
-            return
-        # Writes are in the change log; only the universal probe's answer is dropped here.
-        cache = self._collection_features_cache
-        for key in [k for k in cache if k[:2] == (db_name, coll_name)]:
-            if key[2].startswith(_UNIVERSAL_PROBE_PREFIX):
-                cache.pop(key, None)
-        self._trim_changes(db_name, coll_name)
-
-    def _trim_changes(self, db_name: str, coll_name: str) -> None:
-        """Forget logged writes every cached answer has seen; drop answers if the log is long."""
-        with self._knm_changes_lock:
-            log = self._knm_changes.get((db_name, coll_name))
-            if log is None:
-                return
-            checked = [
-                pos for key, pos in self._knm_checked.items() if key[:2] == (db_name, coll_name)
-            ]
-            log.trim(min(checked, default=log.end))
-            if len(log.keys) > _CHANGE_LOG_LIMIT:
-                for key in [k for k in self._knm_checked if k[:2] == (db_name, coll_name)]:
-                    self._knm_checked.pop(key, None)
-                    self._collection_features_cache.pop(key, None)
-                log.trim(log.end)
-
-    def _probe(self, run: Callable[[], Any], key: tuple[str, str, str]) -> Any:
-        """A probe's answer, re-checked against the rows written since it was last known."""
-        cache = self._collection_features_cache
-        with self._knm_changes_lock:
-            log = self._knm_changes.get(key[:2])
-            end = log.end if log is not None else 0
-            pending = log.since(self._knm_checked.get(key, 0)) if log is not None else []
-        if key in cache:
-            known = cache[key]
-            if known is True or not pending:
-                return known
-            del cache[key]
-            self.counters.add("probe_delta_checks")
-            self._knm_local.delta = pending
-            try:
-                fresh = run()
-            finally:
-                self._knm_local.delta = None
-            answer = bool(known) or bool(fresh)
-            cache[key] = answer
-        else:
-            answer = run()
-            if key in cache:
-                self.counters.add("probe_full_scans")
-        if key in cache:
-            with self._knm_changes_lock:
-                self._knm_checked[key] = end
-        return answer
-
-    def _field_contains_tagged_value_type_in_collection(
-        self, db_name: str, coll_name: str, field: str, value_type: str
-    ) -> bool:
-        return bool(
-            self._probe(
-                lambda: super(
-                    KnmSQLiteEngine, self
-                )._field_contains_tagged_value_type_in_collection(
-                    db_name, coll_name, field, value_type
-                ),
-                (db_name, coll_name, f"tagged_type:{field}:{value_type}"),
-            )
-        )
-
-    def _field_is_top_level_array_in_collection(
-        self, db_name: str, coll_name: str, field: str
-    ) -> bool:
-        return bool(
-            self._probe(
-                lambda: super(KnmSQLiteEngine, self)._field_is_top_level_array_in_collection(
-                    db_name, coll_name, field
-                ),
-                (db_name, coll_name, f"top_level_array:{field}"),
-            )
-        )
-
-    def _field_traverses_array_in_collection(
-        self, db_name: str, coll_name: str, field: str
-    ) -> bool:
-        return bool(
-            self._probe(
-                lambda: super(KnmSQLiteEngine, self)._field_traverses_array_in_collection(
-                    db_name, coll_name, field
-                ),
-                (db_name, coll_name, f"traverses_array:{field}"),
-            )
-        )
-
-    def _field_traverses_dbref_in_collection(
-        self, db_name: str, coll_name: str, field: str
-    ) -> bool:
-        return bool(
-            self._probe(
-                lambda: super(KnmSQLiteEngine, self)._field_traverses_dbref_in_collection(
-                    db_name, coll_name, field
-                ),
-                (db_name, coll_name, f"traverses_dbref:{field}"),
-            )
-        )
-
-    def _field_contains_real_numeric_in_collection(
-        self, db_name: str, coll_name: str, field: str
-    ) -> bool:
-        return bool(
-            self._probe(
-                lambda: super(KnmSQLiteEngine, self)._field_contains_real_numeric_in_collection(
-                    db_name, coll_name, field
-                ),
-                (db_name, coll_name, f"contains_real_numeric:{field}"),
-            )
-        )
-
-    def _field_contains_non_ascii_text_in_collection(
-        self, db_name: str, coll_name: str, field: str
-    ) -> bool:
-        return bool(
-            self._probe(
-                lambda: super(KnmSQLiteEngine, self)._field_contains_non_ascii_text_in_collection(
-                    db_name, coll_name, field
-                ),
-                (db_name, coll_name, f"contains_non_ascii_text:{field}"),
-            )
-        )
-
-    def _field_has_comparison_type_mismatch_in_collection(
-        self, db_name: str, coll_name: str, field: str, expected_type: str
-    ) -> bool:
-        return bool(
-            self._probe(
-                lambda: super(
-                    KnmSQLiteEngine, self
-                )._field_has_comparison_type_mismatch_in_collection(
-                    db_name, coll_name, field, expected_type
-                ),
-                (db_name, coll_name, f"comparison_mismatch:{field}:{expected_type}"),
-            )
-        )
-
-    def _field_has_scalar_or_array_element_type_mismatch_in_collection(
-        self, db_name: str, coll_name: str, field: str, expected_type: str
-    ) -> bool:
-        return bool(
-            self._probe(
-                lambda: super(
-                    KnmSQLiteEngine, self
-                )._field_has_scalar_or_array_element_type_mismatch_in_collection(
-                    db_name, coll_name, field, expected_type
-                ),
-                (
-                    db_name,
-                    coll_name,
-                    f"scalar_or_array_comparison_mismatch:{field}:{expected_type}",
-                ),
-            )
-        )
 
     # ---------------------------------------------------------------- 4. long $in lists
     def _translate_query_plan_with_multikey(

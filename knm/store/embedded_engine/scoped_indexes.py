@@ -11,7 +11,9 @@ Here an index is created partial, ``... WHERE db_name = 'knm' AND coll_name = 'n
 write maintains only its own collection's indexes. mongoeco's queries all say ``db_name = ? AND
 coll_name = ?``; SQLite matches bound values against a partial index's condition (and prepares
 the statement again when they change), so the same plans are chosen. Indexes of a store
-written before are rebuilt partial once, when the engine connects.
+written before are rebuilt partial once, one at a time, by a thread the engine starts when it
+connects: the server answers meanwhile (a whole index is still a correct one), and a large
+store's rebuild never holds up its start.
 """
 
 from __future__ import annotations
@@ -45,31 +47,35 @@ def scoped(sql: str, scopes: Scopes) -> str:
     )
 
 
-def scope_existing(conn: sqlite3.Connection, scopes: Scopes) -> int:
-    """Record the store's collection indexes in ``scopes`` and rebuild as partial those that
-    are not yet; returns how many were rebuilt."""
+def unscoped(conn: sqlite3.Connection, scopes: Scopes) -> list[str]:
+    """Record the store's collection indexes in ``scopes``; the statements that created those
+    still built whole (by an older knm), to rebuild partial with :func:`rebuild`."""
     rows = conn.execute(
         "SELECT db_name, coll_name, physical_name FROM indexes WHERE physical_name IS NOT NULL"
     ).fetchall()
-    rebuild: list[str] = []
+    pending: list[str] = []
     for db_name, coll_name, name in rows:
         scopes[str(name)] = (str(db_name), str(coll_name))
         found = conn.execute(
             "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)
         ).fetchone()
         if found is not None and found[0] and scoped(found[0], scopes) != found[0]:
-            rebuild.append(str(found[0]))
-    if not rebuild:
-        return 0
+            pending.append(str(found[0]))
+    return pending
+
+
+def rebuild(conn: sqlite3.Connection, sql: str, scopes: Scopes) -> bool:
+    """Drop the index ``sql`` created and create it partial, in one transaction; False when
+    the connection is inside another transaction (left for a later start)."""
+    match = _CREATE.fullmatch(sql.strip())
+    if match is None or conn.in_transaction:
+        return False
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for sql in rebuild:
-            name = _CREATE.fullmatch(sql.strip())
-            assert name is not None
-            conn.execute(f'DROP INDEX "{name["name"]}"')
-            conn.execute(scoped(sql, scopes))
+        conn.execute(f'DROP INDEX "{match["name"]}"')
+        conn.execute(scoped(sql, scopes))
     except BaseException:
         conn.rollback()
         raise
     conn.commit()
-    return len(rebuild)
+    return True
