@@ -57,8 +57,9 @@ def _plain_field(name: object) -> bool:
 def set_statements(
     admin: Any, collection: Any, engine: KnmSQLiteEngine, spec: dict[str, object]
 ) -> tuple[list[SetStatement], bool] | None:
-    """The statements of an ``update`` command if every one fits the lean path, with whether
-    the command is acknowledged; None if any does not (mongoeco runs the command then)."""
+    """The statements of an ``update`` command if every one has the lean shape, with whether
+    the command is acknowledged; None if any has not (mongoeco runs the command then). Reads
+    nothing: whether the collection allows it is :meth:`KnmSQLiteEngine.knm_can_set_directly`."""
     try:  # the command's own checks first: whatever they refuse, mongoeco refuses itself
         validate_write_fields(spec, "update")  # type: ignore[no-untyped-call]
         updates = admin._normalize_update_specs(spec.get("updates"))
@@ -93,12 +94,11 @@ def set_statements(
         if pinned is None or len(pinned[0]) != 1 or not isinstance(values, dict):
             return None
         statements.append(SetStatement(engine._storage_key(pinned[0][0]), pinned[1], values))
-    fields_set = {name for s in statements for name in s.fields}
-    if not engine.knm_can_set_directly(
-        collection._db_name, collection._collection_name, fields_set
-    ):
-        return None
     return statements, acknowledged
+
+
+def fields_set(statements: list[SetStatement]) -> set[str]:
+    return {name for statement in statements for name in statement.fields}
 
 
 def apply_sets(

@@ -87,27 +87,35 @@ async def _command_update(
     session: Any = None,
     execution_context: Any = None,
 ) -> object:
-    """The wire ``update``: every statement in one transaction for a KnmSQLiteEngine (7)."""
+    """The wire ``update`` for a KnmSQLiteEngine (7): the lean path when the statements and
+    the collection allow it, else mongoeco's, in one transaction when there are several
+    statements (a single one, say a long ``multi`` update, runs as mongoeco runs it)."""
     original = _ORIGINALS[
         "_database_admin_write_commands.DatabaseAdminWriteCommandService.command_update"
     ]
-    target = _batch_target(self, spec.get("update"), spec.get("updates"), session)
+    updates = spec.get("updates")
+    target = _batch_target(self, spec.get("update"), updates, session)
     if target is None:
         return await original(self, spec, session=session, execution_context=execution_context)
     engine, collection = target
+    lean = batched.set_statements(self._admin, collection, engine, spec)
+    if lean is None and isinstance(updates, list) and len(updates) < 2:
+        return await original(self, spec, session=session, execution_context=execution_context)
+    db_name, coll_name = collection._db_name, collection._collection_name
     with engine.write_batch():
-        lean = batched.set_statements(self._admin, collection, engine, spec)
         if lean is not None:
             statements, acknowledged = lean
-            try:
-                with engine.knm_savepoint():
-                    matched, modified = batched.apply_sets(
-                        engine, collection._db_name, collection._collection_name, statements
-                    )
-            except Exception:
-                log.warning("lean update path failed; mongoeco runs the command", exc_info=True)
-            else:
-                return batched.update_result(matched, modified, acknowledged)
+            fields = batched.fields_set(statements)
+            if engine.knm_can_set_directly(db_name, coll_name, fields):
+                try:
+                    with engine.knm_savepoint():
+                        matched, modified = batched.apply_sets(
+                            engine, db_name, coll_name, statements
+                        )
+                except Exception:
+                    log.warning("lean update failed; mongoeco runs the command", exc_info=True)
+                else:
+                    return batched.update_result(matched, modified, acknowledged)
         return await original(self, spec, session=session, execution_context=execution_context)
 
 
