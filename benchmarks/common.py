@@ -17,36 +17,72 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import redis
 from pymongo import MongoClient, monitoring
 
 from knm.store import embedded
 
+#: The documents MongoDB puts in a cursor's first batch when the command sets no batch size.
+MONGODB_FIRST_BATCH = 101
+
+
+def _sets_batch_size(command: Mapping[str, Any]) -> bool:
+    cursor = command.get("cursor")
+    return "batchSize" in command or (isinstance(cursor, Mapping) and "batchSize" in cursor)
+
+
+def implied_get_more(command: Mapping[str, Any] | None, reply: Mapping[str, Any]) -> bool:
+    """Whether MongoDB would have needed a ``getMore`` that the embedded server did not.
+
+    Without a batch size MongoDB answers a ``find`` or ``aggregate`` with 101 documents and
+    the rest on ``getMore``; mongoeco's wire server answers everything at once. So a reply
+    with more than 101 documents to a command that set no batch size stands for a ``getMore``
+    too (one: the rest fits the 16 MiB of one batch at the sizes measured here).
+    """
+    cursor = reply.get("cursor")
+    if command is None or not isinstance(cursor, Mapping) or _sets_batch_size(command):
+        return False
+    batch = cursor.get("firstBatch")
+    return cursor.get("id") == 0 and isinstance(batch, list) and len(batch) > MONGODB_FIRST_BATCH
+
 
 class CommandCounter(monitoring.CommandListener):
-    """Counts the commands pymongo sends, by name (independent of the server's speed)."""
+    """Counts the commands pymongo sends, by name (independent of the server's speed), and the
+    ``getMore`` MongoDB would add (:func:`implied_get_more`) as ``getMore`` too."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()
+        self.implied_get_more = 0
+        self._pending: dict[int, Mapping[str, Any]] = {}
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         with self._lock:
             self.counts[event.command_name] += 1
+            if event.command_name in ("find", "aggregate"):
+                self._pending[event.request_id] = event.command
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
+        with self._lock:
+            command = self._pending.pop(event.request_id, None)
+            if implied_get_more(command, event.reply):
+                self.counts["getMore"] += 1
+                self.implied_get_more += 1
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
+        with self._lock:
+            self._pending.pop(event.request_id, None)
 
     def reset(self) -> None:
         with self._lock:
             self.counts.clear()
+            self.implied_get_more = 0
+            self._pending.clear()
 
     @property
     def total(self) -> int:

@@ -23,14 +23,18 @@
 The store is the embedded default (knm's own server process on SQLite, as ``knm`` starts it)
 unless ``KNM_BENCH_ENGINE=memory`` (mongoeco in memory, in a thread) or ``KNM_BENCH_MONGODB_URL``;
 nothing in it is patched beyond what the product runs. For the embedded store its CPU time is
-read from /proc and reported per row (``store_cpu_ms_per_row``). Sizes: ``KNM_BENCH_CSV_SIZES``
-(default ``2000,10000,100000``); the in-memory engine, which scans its collections, runs only
-sizes up to 10,000 and the larger ones are derived (marked so) from the measured per-chunk
-constants. MongoDB commands include ``getMore`` (every command pymongo sends is counted).
+read from /proc and reported per row (``store_cpu_ms_per_row``). Sizes: ``--rows 2000,10000,100000``
+or ``KNM_BENCH_CSV_SIZES`` (default ``2000,10000``, so ``make bench`` stays within minutes); the
+in-memory engine, which scans its collections, runs only sizes up to 2,000 and the larger ones
+are derived (marked so) from the measured per-chunk constants. MongoDB commands include
+``getMore``: every command pymongo sends is counted, and
+where the embedded server answered more than 101 documents to a read that set no batch size,
+the ``getMore`` MongoDB would have needed for the rest is counted too (``implied_get_more``).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -51,6 +55,7 @@ from pymongo import MongoClient, monitoring
 from benchmarks.common import (
     CommandCounter,
     engine_name,
+    implied_get_more,
     mongo_server,
     process_cpu_s,
     redis_server,
@@ -67,9 +72,11 @@ from knm.store.numbers import Store
 from workers import producer
 from workers.celery_config import celery_config
 
-SIZES = tuple(int(n) for n in os.environ.get("KNM_BENCH_CSV_SIZES", "2000,10000,100000").split(","))
-#: The largest size run on the in-memory engine (larger ones are derived).
-MEMORY_MAX_JOB_SIZE = 10_000
+#: Rows per import measured: ``KNM_BENCH_CSV_SIZES`` or ``--rows`` (100,000 on request: minutes).
+SIZES = tuple(int(n) for n in os.environ.get("KNM_BENCH_CSV_SIZES", "2000,10000").split(","))
+#: The largest size run on the in-memory engine (larger ones are derived): its inserts scan the
+#: collection, and at 10,000 rows a storing batch outlasts the client's patience.
+MEMORY_MAX_JOB_SIZE = 2_000
 CHUNK = jobs.DEFAULT_CHUNK_SIZE
 ACCOUNT = "bench000000000000000000000000c5v"
 HEADER = "e164,state,opaque.batch"
@@ -137,22 +144,27 @@ class ChunkCommands(monitoring.CommandListener):
         self.per_chunk: list[list[str]] = []
         self.finished = threading.Event()
         self._current: list[str] | None = None
+        self._commands: dict[int, tuple[str, Any]] = {}
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if self._current is not None:
             target = event.command.get(event.command_name)
             where = target if isinstance(target, str) else ""
             self._current.append(f"{event.command_name} {where}".strip())
+            self._commands[event.request_id] = (where, event.command)
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
+        where, command = self._commands.pop(event.request_id, ("", None))
+        if self._current is not None and implied_get_more(command, event.reply):
+            self._current.append(f"getMore {where} (MongoDB's)".strip())
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
+        self._commands.pop(event.request_id, None)
 
     def reset(self) -> None:
         self.per_chunk.clear()
         self.finished.clear()
+        self._commands.clear()
 
     def prerun(self, **_: Any) -> None:
         self._current = []
@@ -206,6 +218,7 @@ def run_job(
     while broker.hlen("unacked") and time.monotonic() < deadline:
         time.sleep(0.02)
     commands = Counter(counter.counts)
+    implied = counter.implied_get_more
     stats = _commandstats(broker)
 
     done = jobs.JobStore(knm).get(job.id)
@@ -236,6 +249,7 @@ def run_job(
         "mongo_commands": sum(commands.values()),
         "mongo_commands_create_job": create_commands,
         "mongo_commands_by_name": dict(sorted(commands.items())),
+        "mongo_get_more_mongodb_would_add": implied,
         "mongo_commands_per_chunk": sorted(counts.items()),
         "mongo_commands_of_a_typical_chunk": breakdown,
         "mongo_commands_per_1000_rows": round(sum(commands.values()) * per_k, 2),
@@ -372,7 +386,21 @@ def run() -> dict[str, Any]:
     return report
 
 
-def main() -> None:
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """``2000,10000,100000`` -> the sizes (each at least 1)."""
+    sizes = tuple(int(n) for n in text.split(",") if n.strip())
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--rows takes positive row counts separated by commas, not {text!r}")
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> None:
+    global SIZES
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--rows", type=parse_sizes, default=SIZES, help="sizes, e.g. 2000,10000,100000"
+    )
+    SIZES = parser.parse_args(argv).rows
     report = run()
     print(json.dumps(report, indent=2))
     print()

@@ -65,9 +65,8 @@ def _pages(knm: Knm, query: dict[str, Any]) -> Iterator[list[str]]:
             bound["$gt"] = max(after, bound.get("$gte", after))
             bound.pop("$gte", None)
             page["_id"] = bound
-        ids = [
-            d["_id"] for d in knm.store.numbers.find(page, {"_id": 1}).sort("_id", 1).limit(BATCH)
-        ]
+        found = knm.store.numbers.find(page, {"_id": 1}).sort("_id", 1).limit(BATCH)
+        ids = [d["_id"] for d in found.batch_size(BATCH)]  # the whole page in one reply
         if not ids:
             return
         yield ids

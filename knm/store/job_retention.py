@@ -7,13 +7,18 @@ job document by itself; the rows (one document per input row, so many) are delet
 documents themselves (the embedded store removes expired documents only when the collection is
 read, so knm does not rely on a TTL monitor). ``knm jobs delete JOB`` removes one job at once.
 
-Rows whose job document is gone (a MongoDB TTL monitor got there first) are deleted too: the
-purge looks for row job ids that no longer have a job.
+Rows whose job document is gone (a MongoDB TTL monitor got there first) are deleted too. Every
+job records how many rows it has (``rows``), so the purge first compares the size of
+``job_rows`` (``estimated_document_count``: collection metadata, no scan) with what the jobs
+still there account for; only when there are more rows than that does it look for the job ids
+of rows that no longer have a job (``distinct``, a scan of the rows' job ids). A job being
+created or listed has rows before its count: that costs a scan that finds nothing, never a
+wrong deletion.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from pymongo import ASCENDING
@@ -24,6 +29,8 @@ from knm.domain.number import utcnow
 
 JOBS: Final[str] = "jobs"
 ROWS: Final[str] = "job_rows"
+#: Jobs read per batch by the purge (their ids, row counts and expiry only).
+JOBS_BATCH: Final[int] = 10_000
 
 Doc = dict[str, Any]
 
@@ -50,13 +57,27 @@ def purge_expired(db: Database[Doc], now: datetime | None = None) -> dict[str, i
     ``now`` defaults to the current time (tests pass a fake clock).
     """
     now = now or utcnow()
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
     jobs: Collection[Doc] = db[JOBS]
-    expired = [d["_id"] for d in jobs.find({"expires_at": {"$lte": now}}, {"_id": 1})]
+    listed = list(jobs.find({}, {"_id": 1, "rows": 1, "expires_at": 1}, batch_size=JOBS_BATCH))
+    expired = [d["_id"] for d in listed if _expired(d.get("expires_at"), now)]
     rows = 0
     for job_id in expired:
         rows += db[ROWS].delete_many({"job_id": job_id}).deleted_count
         jobs.delete_one({"_id": job_id, "expires_at": {"$lte": now}})
-    orphans = set(db[ROWS].distinct("job_id")) - {d["_id"] for d in jobs.find({}, {"_id": 1})}
+    kept = {d["_id"]: int(d.get("rows") or 0) for d in listed if d["_id"] not in set(expired)}
+    orphans: set[str] = set()
+    if db[ROWS].estimated_document_count() > sum(kept.values()):
+        orphans = set(db[ROWS].distinct("job_id")) - set(kept)
     for job_id in orphans:
         rows += db[ROWS].delete_many({"job_id": job_id}).deleted_count
     return {"jobs": len(expired), "rows": rows, "orphaned_jobs": len(orphans)}
+
+
+def _expired(expires_at: object, now: datetime) -> bool:
+    if not isinstance(expires_at, datetime):
+        return False
+    if expires_at.tzinfo is None:  # a client without tz_aware reads naive UTC
+        expires_at = expires_at.replace(tzinfo=UTC)
+    return expires_at <= now

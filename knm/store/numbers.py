@@ -62,12 +62,16 @@ def find_in(
     extra: Document | None = None,
     projection: Document | None = None,
 ) -> Iterator[Document]:
-    """Documents whose ``field`` is in ``values``: one query, or one per chunk of ``max_in``."""
+    """Documents whose ``field`` is in ``values``: one query, or one per chunk of ``max_in``.
+
+    Each query asks for a first batch as large as its list (plus one, so the server knows the
+    cursor is exhausted): a ``find`` answers 101 documents by default and a ``getMore`` the rest.
+    """
     for chunk in chunked(values, max_in):
         query: Document = {field: {"$in": chunk}}
         if extra:
             query.update(extra)
-        yield from collection.find(query, projection)
+        yield from collection.find(query, projection, batch_size=len(chunk) + 1)
 
 
 def unwritable(doc: Document) -> str | None:
@@ -274,7 +278,8 @@ class Store:
         wanted = [i for i in dict.fromkeys(ids) if i]
         if not wanted:
             return []
-        return [Account.from_document(d) for d in self.accounts.find({"_id": {"$in": wanted}})]
+        found = self.accounts.find({"_id": {"$in": wanted}}, batch_size=len(wanted) + 1)
+        return [Account.from_document(d) for d in found]
 
     def find_accounts_and_config(
         self, ids: Iterable[str | None]
@@ -308,7 +313,8 @@ class Store:
         ]
         accounts: dict[str, Account] = {}
         config: Document | None = None
-        for doc in self.accounts.aggregate(pipeline):
+        # each account, its reseller and the system config in the first batch
+        for doc in self.accounts.aggregate(pipeline, batchSize=2 * len(wanted) + 2):
             if doc.pop("_system_config", False) is True:
                 config = doc
                 continue

@@ -11,8 +11,17 @@ from typing import Any
 
 import pytest
 
-from benchmarks import api, broker_overhead, carriers, core_ops, csv_import, provisioning, sweeps
-from benchmarks.common import mongo_server
+from benchmarks import (
+    api,
+    broker_overhead,
+    carriers,
+    core_ops,
+    csv_import,
+    provisioning,
+    run,
+    sweeps,
+)
+from benchmarks.common import implied_get_more, mongo_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -82,3 +91,29 @@ def test_api(monkeypatch: pytest.MonkeyPatch) -> None:
     assert report["writes"]["api_vs_send_task"] > 0
     assert report["uploads"][0]["rows"] == 20
     assert report["uploads"][0]["peak_rss_mb"] > 0
+
+
+def test_run_takes_names_and_import_sizes(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m benchmarks.run csv_import --rows N`` runs that benchmark alone at that size."""
+    saved = csv_import.SIZES
+    try:
+        run.main(["csv_import", "--rows", "40"])
+    finally:
+        csv_import.SIZES = saved
+    out = capsys.readouterr().out
+    assert "== CSV import" in out
+    assert "== sweeps" not in out
+    assert '"40": {' in out
+
+
+def test_commands_count_the_get_more_mongodb_would_send() -> None:
+    """More than 101 documents answered to a read without a batch size: MongoDB would have
+    sent them in two replies (the embedded server sends one)."""
+    many = {"cursor": {"id": 0, "firstBatch": [{}] * 102}}
+    few = {"cursor": {"id": 0, "firstBatch": [{}] * 101}}
+    assert implied_get_more({"find": "c"}, many)
+    assert not implied_get_more({"find": "c"}, few)
+    assert not implied_get_more({"find": "c", "batchSize": 1001}, many)
+    assert implied_get_more({"aggregate": "c", "cursor": {}}, many)
+    assert not implied_get_more({"aggregate": "c", "cursor": {"batchSize": 500}}, many)
+    assert not implied_get_more({"find": "c"}, {"cursor": {"id": 7, "firstBatch": [{}] * 200}})

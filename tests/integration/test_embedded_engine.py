@@ -7,8 +7,12 @@ probe scans, SQLite VM steps), never by timing.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import re
+import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -201,3 +205,315 @@ def test_counts_past_fifty_thousand_documents(
     coll.insert_many([{"_id": f"c{i:06d}", "job_id": "j"} for i in range(50_001)])
     assert coll.count_documents({}) == 50_001
     assert coll.count_documents({"job_id": "j"}) == 50_001
+
+
+# ================================================================================ batched writes
+@pytest.fixture(scope="module")
+def reference_server() -> Iterator[WireServerThread]:
+    """mongoeco's in-memory engine: the answers the adapted engine must give."""
+    server = WireServerThread()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+_SEED: list[Doc] = [
+    {"_id": "a", "status": "pending", "n": 1, "idx": "x"},
+    {"_id": "b", "status": "done", "n": 2, "idx": "y"},
+    {"_id": "c", "status": "pending", "nested": {"k": [1, 2]}, "idx": "z"},
+    {"_id": "d", "status": "pending", "n": 4},
+]
+
+_UPDATE_COMMANDS: list[list[Doc]] = [
+    # the lean shape: $set of top-level fields by _id, with or without more conditions
+    [
+        {"q": {"_id": "a", "status": "pending"}, "u": {"$set": {"status": "ok", "l": {"e": 1}}}},
+        {"q": {"_id": "b", "status": "pending"}, "u": {"$set": {"status": "ok"}}},  # no match
+        {"q": {"_id": "zz"}, "u": {"$set": {"status": "ok"}}},  # no document
+        {"q": {"_id": "d"}, "u": {"$set": {"n": 4}}},  # matched, not modified
+        {"q": {"_id": "c", "nested.k": 2}, "u": {"$set": {"error": None, "big": 2**40}}},
+    ],
+    # not the lean shape: each runs through mongoeco (upsert, an indexed field, $inc, _id)
+    [
+        {"q": {"_id": "a"}, "u": {"$set": {"x": 1}}},
+        {"q": {"_id": "new"}, "u": {"$set": {"x": 2}}, "upsert": True},
+    ],
+    [{"q": {"_id": "b"}, "u": {"$set": {"idx": "moved"}}}],
+    [{"q": {"_id": "b"}, "u": {"$inc": {"n": 5}}}],
+    [
+        {"q": {"_id": "d"}, "u": {"$set": {"y": 1}}},
+        {"q": {"_id": "d"}, "u": {"$set": {"_id": "other"}}},  # refused: _id is immutable
+        {"q": {"_id": "a"}, "u": {"$set": {"y": 2}}},  # ordered: never runs
+    ],
+]
+
+
+def _run_updates(url: str, name: str) -> tuple[list[Doc], list[Doc], list[str]]:
+    mongo: pymongo.MongoClient[Doc] = pymongo.MongoClient(url, tz_aware=True)
+    try:
+        db = mongo["engine_batched"]
+        db.drop_collection(name)
+        db[name].insert_many([dict(d) for d in _SEED])
+        db[name].create_index("idx")
+        replies = []
+        for updates in _UPDATE_COMMANDS:
+            reply = db.command("update", name, updates=updates, ordered=True)
+            errors = [(e["index"], e["code"]) for e in reply.get("writeErrors", [])]
+            replies.append({"n": reply["n"], "nModified": reply["nModified"], "errors": errors})
+        docs = list(db[name].find().sort("_id", 1))
+        by_index = [d["_id"] for d in db[name].find({"idx": "moved"})]
+        return replies, docs, by_index
+    finally:
+        mongo.close()
+
+
+def test_batched_updates_answer_as_mongoeco(
+    sqlite_server: WireServerThread, reference_server: WireServerThread
+) -> None:
+    """The same update commands (the lean shape and others) give the same replies and leave
+    the same documents on the adapted engine as on mongoeco's own."""
+    counters = sqlite_server.engine.counters
+    counters.reset()
+    adapted = _run_updates(sqlite_server.url, "batched")
+    expected = _run_updates(reference_server.url, "batched")
+    assert adapted == expected
+    assert adapted[0][0] == {"n": 3, "nModified": 2, "errors": []}
+    assert adapted[0][4]["errors"] == [(1, 66)]
+    assert adapted[2] == ["b"]  # the indexed field was written through mongoeco's index path
+    snapshot = counters.snapshot()
+    assert snapshot["lean_updates"] == len(_UPDATE_COMMANDS[0])
+    # one transaction each, but for the lone $inc, which runs as mongoeco runs it
+    assert snapshot["write_batches"] == len(_UPDATE_COMMANDS) - 1
+
+
+def test_an_update_command_is_one_batch(
+    sqlite_server: WireServerThread,
+    client: pymongo.MongoClient[Doc],
+    request: pytest.FixtureRequest,
+) -> None:
+    """A thousand statements (a chunk's row results) run as one batch on the lean path."""
+    coll = _coll(client, request)
+    coll.insert_many([{"_id": f"r{i:04d}", "status": "pending"} for i in range(1000)])
+    counters = sqlite_server.engine.counters
+    counters.reset()
+    result = coll.bulk_write(
+        [
+            pymongo.UpdateOne({"_id": f"r{i:04d}", "status": "pending"}, {"$set": {"status": "ok"}})
+            for i in range(1000)
+        ],
+        ordered=False,
+    )
+    assert (result.matched_count, result.modified_count) == (1000, 1000)
+    snapshot = counters.snapshot()
+    assert (snapshot["write_batches"], snapshot["lean_updates"]) == (1, 1000)
+    assert snapshot["collection_loads"] == 0
+    assert coll.count_documents({"status": "ok"}) == 1000
+
+
+# ================================================================================ $in as a set
+_IN_DOCS: list[Doc] = [
+    {"_id": "s1", "f": "+14150000001"},
+    {"_id": "s2", "f": ["x", "+14150000002"]},
+    {"_id": "s3", "f": ["y", ["+14150000003"]]},  # nested array: $in does not look inside
+    {"_id": "s4", "f": {"k": "+14150000004"}},
+    {"_id": "s5", "f": 14150000005},
+    {"_id": "s6"},
+    {"_id": "s7", "f": None},
+    {"_id": "s8", "f": "o'brien \u00e9\u00e8"},
+    {"_id": "s9", "f": ["+14150000009", "+14150000001"]},
+    {"_id": "s10", "f": datetime(2026, 1, 1, tzinfo=UTC)},
+    {"_id": "s11", "f": "+14150000011", "g": "active"},
+]
+
+
+def _in_answers(url: str) -> list[list[str]]:
+    mongo: pymongo.MongoClient[Doc] = pymongo.MongoClient(url, tz_aware=True)
+    try:
+        coll = mongo["engine_in"]["docs"]
+        coll.drop()
+        coll.insert_many([dict(d) for d in _IN_DOCS])
+        coll.create_index("f")
+        many = [f"+1415{i:07d}" for i in range(0, 2000)] + ["o'brien \u00e9\u00e8", "x"]
+        queries: list[Doc] = [
+            {"f": {"$in": many}},
+            {"f": {"$in": many}, "g": {"$in": ["active", "a", "b", "c", "d", "e", "f", "g", "h"]}},
+            {"f": {"$in": [*many[:20], 14150000005]}},  # a number among them: mongoeco's SQL
+            {"f": {"$in": [*many[:20], None]}},  # null matches missing fields too
+            {"f": {"$nin": many[:5]}},
+            {"$or": [{"f": {"$in": many[:30]}}, {"_id": "s5"}]},
+        ]
+        return [sorted(d["_id"] for d in coll.find(q)) for q in queries]
+    finally:
+        mongo.close()
+
+
+def test_long_in_lists_answer_as_mongoeco(
+    sqlite_server: WireServerThread, reference_server: WireServerThread
+) -> None:
+    """``$in`` over many strings is tested against the set of values: the same documents as
+    mongoeco's own engine, arrays, nested arrays, other types and missing fields included."""
+    counters = sqlite_server.engine.counters
+    counters.reset()
+    adapted = _in_answers(sqlite_server.url)
+    assert adapted == _in_answers(reference_server.url)
+    assert adapted[0] == ["s1", "s11", "s2", "s8", "s9"]
+    assert counters.snapshot()["in_sets"] >= 1
+
+
+# ================================================================================ scoped indexes
+def _document_indexes(path: Path) -> dict[str, str]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        rows = db.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'documents' "
+            "AND sql IS NOT NULL"
+        ).fetchall()
+    return {str(name): str(sql) for name, sql in rows}
+
+
+def test_collection_indexes_cover_only_their_collection(tmp_path: Path) -> None:
+    """Each collection's index is partial (its own documents only), also for a store whose
+    indexes were built whole before: they are rebuilt after the engine connects, while it
+    answers."""
+    path = tmp_path / "scoped.sqlite"
+    server = WireServerThread(path)
+    server.start()
+    try:
+        mongo: pymongo.MongoClient[Doc] = pymongo.MongoClient(server.url)
+        Store(mongo["knm"]).ensure_indexes()
+        mongo["knm"]["numbers"].insert_one({"_id": "+14155550000", "pvt_state": "in_service"})
+        mongo.close()
+    finally:
+        server.stop()
+    indexes = _document_indexes(path)
+    assert len(indexes) >= 10
+    for sql in indexes.values():
+        assert re.search(r"\) WHERE db_name = 'knm' AND coll_name = '\w+'$", sql), sql
+    with contextlib.closing(sqlite3.connect(path)) as db:  # as an older knm left them: whole
+        for name, sql in indexes.items():
+            db.execute(f'DROP INDEX "{name}"')
+            db.execute(sql[: sql.rindex(" WHERE ")])
+        db.commit()
+    assert all(" WHERE " not in sql for sql in _document_indexes(path).values())
+
+    server = WireServerThread(path)
+    server.start()
+    try:
+        mongo = pymongo.MongoClient(server.url)
+        numbers = mongo["knm"]["numbers"]
+        assert [d["_id"] for d in numbers.find({"pvt_state": "in_service"})] == ["+14155550000"]
+        assert server.engine.knm_indexes_scoped.wait(120)  # rebuilt by a thread, one by one
+        assert [d["_id"] for d in numbers.find({"pvt_state": "in_service"})] == ["+14155550000"]
+        mongo.close()
+    finally:
+        server.stop()
+    assert _document_indexes(path) == indexes
+
+
+# ================================================================================ index ranges
+_BASE = datetime(2026, 1, 1, tzinfo=UTC)
+_RANGE_QUERIES: list[tuple[Doc, list[tuple[str, int]]]] = [
+    ({"pvt_state": "aging", "pvt_modified": {"$lt": _BASE + timedelta(days=20)}}, []),
+    (
+        {"pvt_state": "aging", "pvt_modified": {"$lte": _BASE + timedelta(days=20)}},
+        [("pvt_state", 1), ("pvt_modified", 1)],
+    ),
+    ({"pvt_state": "aging", "pvt_modified": {"$gte": _BASE}}, [("pvt_modified", -1)]),
+    ({"pvt_state": "released"}, []),
+    ({"pvt_state": "aging", "x": 1}, [("pvt_modified", 1)]),
+]
+# Sorts are on unique values: MongoDB leaves the order of ties open.
+
+
+def _range_answers(url: str, extra: list[Doc]) -> list[list[str]]:
+    mongo: pymongo.MongoClient[Doc] = pymongo.MongoClient(url, tz_aware=True)
+    try:
+        coll = mongo["engine_ranges"]["numbers"]
+        coll.drop()
+        coll.create_index([("pvt_state", 1), ("pvt_modified", 1)], name="state_modified")
+        states = ("aging", "released", "in_service")
+        coll.insert_many(
+            [
+                {
+                    "_id": f"+1{i:010d}",
+                    "pvt_state": states[i % 3],
+                    "pvt_modified": _BASE + timedelta(days=i % 40, seconds=i),
+                    "x": i % 2,
+                }
+                for i in range(300)
+            ]
+            + [dict(d) for d in extra]
+        )
+        return [
+            [d["_id"] for d in coll.find(q, {"_id": 1}, sort=sort or None, limit=50)]
+            if sort
+            else sorted(d["_id"] for d in coll.find(q, {"_id": 1}))
+            for q, sort in _RANGE_QUERIES
+        ]
+    finally:
+        mongo.close()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        [
+            {"_id": "arr", "pvt_state": ["aging", "x"], "pvt_modified": _BASE - timedelta(hours=1)}
+        ],  # an array
+        [{"_id": "str", "pvt_state": "aging", "pvt_modified": "2026-01-02"}],  # not a date
+        [{"_id": "none", "pvt_state": "aging", "pvt_modified": None}],
+        [{"_id": "gone", "pvt_state": "aging"}],  # no pvt_modified
+    ],
+    ids=["dates", "array-state", "string-modified", "null-modified", "missing-modified"],
+)
+def test_index_ranges_answer_as_mongoeco(
+    sqlite_server: WireServerThread, reference_server: WireServerThread, extra: list[Doc]
+) -> None:
+    """A filter and sort on a leading index field read the index range: the same documents,
+    in the same order, as mongoeco's own engine, whatever else the collection holds."""
+    counters = sqlite_server.engine.counters
+    counters.reset()
+    assert _range_answers(sqlite_server.url, extra) == _range_answers(reference_server.url, extra)
+    if not extra:
+        assert counters.snapshot()["index_ranges"] >= 3
+
+
+def test_a_sweep_batch_reads_its_range_not_the_collection(
+    sqlite_server: WireServerThread,
+    client: pymongo.MongoClient[Doc],
+    request: pytest.FixtureRequest,
+) -> None:
+    """The aging sweep's find costs the same among 200 or 20,000 documents not due."""
+    coll = _coll(client, request)
+    coll.create_index([("pvt_state", 1), ("pvt_modified", 1)], name="state_modified")
+    due = [
+        {"_id": f"d{i:05d}", "pvt_state": "aging", "pvt_modified": _BASE + timedelta(seconds=i)}
+        for i in range(200)
+    ]
+    coll.insert_many(due)
+    query = {"pvt_state": "aging", "pvt_modified": {"$lt": _BASE + timedelta(days=1)}}
+    counters = sqlite_server.engine.counters
+
+    def batch_cost() -> int:
+        list(coll.find(query).sort([("pvt_state", 1), ("pvt_modified", 1)]).limit(101))
+        counters.reset()
+        found = coll.find(query, {"_id": 1}).sort([("pvt_state", 1), ("pvt_modified", 1)])
+        assert len(list(found.limit(101).batch_size(101))) == 101
+        return counters.snapshot()["vm_steps"]
+
+    few = batch_cost()
+    later = _BASE + timedelta(days=30)
+    for start in range(0, 20_000, 5_000):
+        coll.insert_many(
+            [
+                {
+                    "_id": f"n{i:06d}",
+                    "pvt_state": "aging" if i % 2 else "in_service",
+                    "pvt_modified": later if i % 2 else _BASE,
+                }
+                for i in range(start, start + 5_000)
+            ]
+        )
+    assert batch_cost() <= few * 2 + 20_000

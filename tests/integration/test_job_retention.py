@@ -11,7 +11,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pymongo
 import pytest
+from pymongo import monitoring
 from pymongo.database import Database
 from typer.testing import CliRunner
 
@@ -130,7 +132,7 @@ def test_jobs_delete_by_a_sibling_account_is_refused_and_deletes_nothing(
     knm = _knm(mongo_db)
     sibling = "e" * 32
     knm.create_account(sibling, "Sibling", allow_additions=True)
-    done = _run(knm, 2, 3_200_000)
+    done = _run(knm, 2, 3_400_000)
     monkeypatch.setenv("KNM_MONGODB_URL", mongo_url)
     monkeypatch.setenv("KNM_MONGODB_DB", mongo_db.name)
     runner = CliRunner()
@@ -142,3 +144,46 @@ def test_jobs_delete_by_a_sibling_account_is_refused_and_deletes_nothing(
     allowed = runner.invoke(cli, ["jobs", "delete", done.id, "--auth-by", ACCOUNT, "--json"])
     assert allowed.exit_code == 0, allowed.output
     assert json.loads(allowed.stdout)["deleted"] is True
+
+
+class _Names(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def test_the_purge_scans_rows_only_when_some_have_no_job(
+    mongo_db: Database[Doc], mongo_url: str
+) -> None:
+    """While every row belongs to a job still there (the rows are what the jobs count), a
+    purge reads the jobs and the size of job_rows, never the rows themselves; once a job
+    document is gone (a TTL monitor), the next purge finds and deletes its rows."""
+    knm = _knm(mongo_db)
+    kept = _run(knm, 3, 3_200_000)
+    gone = _run(knm, 2, 3_300_000)
+    listener = _Names()
+    client: pymongo.MongoClient[Doc] = pymongo.MongoClient(
+        mongo_url, tz_aware=True, event_listeners=[listener]
+    )
+    try:
+        db = client[mongo_db.name]
+        assert job_retention.purge_expired(db)["orphaned_jobs"] == 0
+        assert "distinct" not in listener.names
+        assert listener.names.count("find") == 1  # the jobs: ids, row counts, expiry
+
+        mongo_db["jobs"].delete_one({"_id": gone.id})  # as a MongoDB TTL monitor would
+        listener.names.clear()
+        assert job_retention.purge_expired(db) == {"jobs": 0, "rows": 2, "orphaned_jobs": 1}
+        assert "distinct" in listener.names
+    finally:
+        client.close()
+    assert mongo_db["job_rows"].count_documents({"job_id": kept.id}) == 3
+    assert mongo_db["job_rows"].count_documents({"job_id": gone.id}) == 0

@@ -21,7 +21,10 @@ import of N rows cost O(N^2):
    stays ``True`` (the plan it leads to is the general, always-correct one) and a ``False`` needs
    only the new rows checked.
 4. **Large ``$in`` lists** become one long ``OR`` chain, which SQLite refuses past ~500 values
-   ("Expression tree is too large"). Here they are split into groups joined as a balanced tree.
+   ("Expression tree is too large") and plans anew each time (a thousand values: a statement
+   of 250 KB). Here a list of strings is tested against the set of values, written once
+   (``IN (SELECT value FROM json_each(?))``); any other long list is split into groups joined
+   as a balanced tree.
 5. **The wire ``insert`` command** inserts its documents one ``insert_one`` (one transaction)
    each. Here a command whose documents all have string ``_id`` values goes through mongoeco's own
    ``insert_many`` (its batch path: one transaction), with the same per-index write errors.
@@ -29,6 +32,20 @@ import of N rows cost O(N^2):
    dispatch lease (commits, a heartbeat thread) to deliver it to the change-stream hub. knm never
    opens a change stream and needs no durable change history, so this engine declares no outbox
    (``change_delivery="none"``): mongoeco then hands changes to the hub in-process.
+
+7. **Batched writes** (:mod:`.batched`): every statement of a wire ``update`` runs in one SQLite
+   transaction (each its own savepoint), not one transaction per statement; a command whose
+   statements all ``$set`` top-level, unindexed fields of one document pinned by a string
+   ``_id`` (knm's job row results) is applied directly, without mongoeco's per-statement
+   compiling and SQL translation.
+8. **The document encoder** (:mod:`.codec`) validates each value once instead of once per level
+   of nesting; its result is mongoeco's.
+9. **Each collection's indexes** (:mod:`.scoped_indexes`) are partial, limited to its own
+   documents, so a write maintains only the indexes of the collection it writes.
+10. **Index ranges** (:mod:`.index_ranges`): a find whose filter pins a leading index field to
+    a string or bounds it by a date (the sweeps' ``{pvt_state, pvt_modified}``) gets the same
+    conditions in the index's terms, implied by the filter, and reads the index range in order
+    instead of every document of the collection.
 
 Everything else is mongoeco's. :data:`PATCHED_SOURCES` pins the source of every mongoeco function
 these adaptations rely on; ``tests/unit/test_embedded_engine.py`` fails when an upgrade changes

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import sqlite3
 import threading
@@ -25,9 +27,9 @@ from mongoeco.engines.sqlite_planner import (
     _sql_physical_plan,
 )
 
+from knm.store.embedded_engine import index_ranges, scoped_indexes
+from knm.store.embedded_engine.probes import ProbeCaching
 from knm.store.embedded_engine.support import (
-    _CHANGE_LOG_LIMIT,
-    _UNIVERSAL_PROBE_PREFIX,
     EngineCounters,
     _ChangeLog,
     _CountingConnection,
@@ -36,9 +38,12 @@ from knm.store.embedded_engine.support import (
     pinned_ids,
 )
 
+#: Set while a batched write command runs: the engine's blocking work runs inline (7).
+_INLINE: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar("knm_inline", default=False)
+
 
 # ================================================================================ the engine
-class KnmSQLiteEngine(SQLiteEngine):
+class KnmSQLiteEngine(ProbeCaching):
     """mongoeco's SQLite engine with knm's linear-cost adaptations (see the module doc)."""
 
     #: No change outbox (6): mongoeco then publishes changes in-process, after each write.
@@ -46,6 +51,8 @@ class KnmSQLiteEngine(SQLiteEngine):
 
     #: ``$in`` lists longer than this are translated in groups joined as a balanced tree.
     IN_GROUP: Final[int] = 100
+    #: ``$in`` lists of strings longer than this are tested against the set of values.
+    IN_SET_MIN: Final[int] = 8
 
     def __init__(self, path: str, **kwargs: Any) -> None:
         # mongoeco refuses aggregations (count_documents too) past 50,000 documents unless they
@@ -58,6 +65,9 @@ class KnmSQLiteEngine(SQLiteEngine):
         self._knm_checked: dict[tuple[str, str, str], int] = {}
         self._knm_changes_lock = threading.Lock()
         self._knm_local = threading.local()
+        self._knm_index_scopes: scoped_indexes.Scopes = {}
+        #: Set once every index of the store is partial (9).
+        self.knm_indexes_scoped = threading.Event()
 
     # ---------------------------------------------------------------- connections
     def _create_sqlite_connection(self) -> sqlite3.Connection:
@@ -69,6 +79,7 @@ class KnmSQLiteEngine(SQLiteEngine):
             conn.create_function("knm_match", 2, self._knm_match)
             conn.create_function("knm_written", 3, self._knm_written)
             conn.install_counter(self.counters)
+            conn.index_scopes = self._knm_index_scopes
         except BaseException:
             conn.close()
             raise
@@ -78,6 +89,14 @@ class KnmSQLiteEngine(SQLiteEngine):
         super()._connect_sync()
         conn = self._connection  # the connection every write goes through
         if conn is not None:
+            with self._lock:
+                pending = scoped_indexes.unscoped(conn, self._knm_index_scopes)
+            if pending:
+                threading.Thread(
+                    target=self._knm_scope_indexes, args=(pending,), daemon=True
+                ).start()
+            else:
+                self.knm_indexes_scoped.set()
             for event in ("INSERT", "UPDATE"):
                 conn.execute(
                     f"CREATE TEMP TRIGGER IF NOT EXISTS knm_log_{event.lower()} "
@@ -85,12 +104,26 @@ class KnmSQLiteEngine(SQLiteEngine):
                     "SELECT knm_written(NEW.db_name, NEW.coll_name, NEW.storage_key); END"
                 )
 
+    def _knm_scope_indexes(self, statements: list[str]) -> None:
+        """Rebuild whole-table indexes partial (9), one per transaction under the lock."""
+        for sql in statements:
+            with self._lock:
+                conn = self._connection
+                if conn is None or not scoped_indexes.rebuild(conn, sql, self._knm_index_scopes):
+                    return
+        self.knm_indexes_scoped.set()
+
     def _require_connection(self, context: Any = None) -> sqlite3.Connection:
         conn: sqlite3.Connection = super()._require_connection(context)
         delta: list[str] | None = getattr(self._knm_local, "delta", None)
         if delta is not None:
             return _DeltaConnection(conn, delta)  # type: ignore[return-value]
         return conn
+
+    def _physical_index_name(self, db_name: str, coll_name: str, index_name: str) -> str:
+        name: str = super()._physical_index_name(db_name, coll_name, index_name)
+        self._knm_index_scopes[name] = (db_name, coll_name)  # created partial (9)
+        return name
 
     # ---------------------------------------------------------------- counting
     def _deserialize_document(self, payload: str, *, preserve_bson_wrappers: bool = True) -> Any:
@@ -154,12 +187,16 @@ class KnmSQLiteEngine(SQLiteEngine):
         hint: Any = None,
     ) -> SQLiteReadExecutionPlan:
         pinned = None
-        if semantics.collation is None and semantics.text_query is None and hint is None:
+        plain = semantics.collation is None and semantics.text_query is None and hint is None
+        if plain:
             pinned = pinned_ids(semantics.query_plan)
         if pinned is None:
-            return super()._compile_read_execution_plan(
+            plan = super()._compile_read_execution_plan(
                 db_name, coll_name, semantics, select_clause=select_clause, hint=hint
             )
+            if plain and plan.use_sql and plan.sql:
+                plan = self._with_index_ranges(db_name, coll_name, semantics, plan)
+            return plan
         sql, extra = self._id_sql(pinned, select_clause)
         params = (db_name, coll_name, *extra)
         if semantics.sort:  # a handful of rows: sort them in Python, as mongoeco's hybrid does
@@ -189,6 +226,68 @@ class KnmSQLiteEngine(SQLiteEngine):
             params=params,
         )
 
+    # ---------------------------------------------------------------- 10. index ranges
+    def _with_index_ranges(
+        self,
+        db_name: str,
+        coll_name: str,
+        semantics: EngineFindSemantics,
+        plan: SQLiteReadExecutionPlan,
+    ) -> SQLiteReadExecutionPlan:
+        """mongoeco's plan with the index-range conditions its filter implies, if any."""
+        assert plan.sql is not None
+        conditions = index_ranges.implied(self, db_name, coll_name, semantics.query_plan)
+        if conditions is None:
+            return plan
+        rewritten = index_ranges.with_conditions(plan.sql, plan.params, conditions, semantics.sort)
+        if rewritten is None:
+            return plan
+        self.counters.add("index_ranges")
+        return replace(plan, sql=rewritten[0], params=rewritten[1])
+
+    def _sort_requires_python(
+        self, db_name: str, coll_name: str, plan: QueryNode, sort: Any
+    ) -> bool:
+        """mongoeco's answer, without its per-sort-field SQL check when the filter implies it
+        finds nothing: that check looks for a matching row holding an array or a numeric-like
+        object at the sort field, and every matching row holds there an untagged string (an
+        equality field) or a date (a date-range field) of the index-range conditions."""
+        conditions = index_ranges.implied(self, db_name, coll_name, plan) if sort else None
+        covered = conditions.equal | conditions.dates if conditions is not None else frozenset()
+        if not sort or not all(
+            isinstance(key, (list, tuple)) and key and key[0] in covered for key in sort
+        ):
+            return bool(super()._sort_requires_python(db_name, coll_name, plan, sort))
+        if self._plan_has_array_traversing_paths(db_name, coll_name, plan):
+            return True
+        return any(
+            self._field_traverses_array_in_collection(db_name, coll_name, field)
+            or self._field_contains_tagged_bytes_in_collection(db_name, coll_name, field)
+            or self._field_contains_tagged_undefined_in_collection(db_name, coll_name, field)
+            for field, _direction in sort
+        )
+
+    def knm_field_may_hold_arrays(self, db_name: str, coll_name: str, field: str) -> bool:
+        """Whether some document holds an array at ``field`` (cached probes)."""
+        return self._field_is_top_level_array_in_collection(
+            db_name, coll_name, field
+        ) or self._field_traverses_array_in_collection(db_name, coll_name, field)
+
+    def knm_field_holds_only_dates(self, db_name: str, coll_name: str, field: str) -> bool:
+        """Whether every document holding ``field`` holds a date there (a cached probe)."""
+        key = (db_name, coll_name, f"knm_not_only_dates:{field}")
+
+        def run() -> bool:
+            conn = self._require_connection()
+            with sqlite_read_scope(conn):
+                row = conn.execute(
+                    index_ranges.not_only_dates_sql(field), (db_name, coll_name)
+                ).fetchone()
+            self._collection_features_cache[key] = row is not None
+            return row is not None
+
+        return not self._probe(run, key)
+
     def _select_first_document_for_plan(
         self,
         db_name: str,
@@ -211,184 +310,16 @@ class KnmSQLiteEngine(SQLiteEngine):
             return None
         return row[0], self._deserialize_document(row[1])
 
-    # ---------------------------------------------------------------- 3. probes
-    def _knm_written(self, db_name: str, coll_name: str, storage_key: str) -> None:
-        with self._knm_changes_lock:
-            log = self._knm_changes.setdefault((db_name, coll_name), _ChangeLog())
-            log.keys.append(storage_key)
-
-    def _invalidate_collection_features_cache(
-        self, db_name: str | None = None, coll_name: str | None = None
-    ) -> None:
-        if db_name is None or coll_name is None:
-            with self._knm_changes_lock:
-                self._knm_changes.clear()
-                self._knm_checked.clear()
-            super()._invalidate_collection_features_cache()
-            return
-        # Writes are in the change log; only the universal probe's answer is dropped here.
-        cache = self._collection_features_cache
-        for key in [k for k in cache if k[:2] == (db_name, coll_name)]:
-            if key[2].startswith(_UNIVERSAL_PROBE_PREFIX):
-                cache.pop(key, None)
-        self._trim_changes(db_name, coll_name)
-
-    def _trim_changes(self, db_name: str, coll_name: str) -> None:
-        """Forget logged writes every cached answer has seen; drop answers if the log is long."""
-        with self._knm_changes_lock:
-            log = self._knm_changes.get((db_name, coll_name))
-            if log is None:
-                return
-            checked = [
-                pos for key, pos in self._knm_checked.items() if key[:2] == (db_name, coll_name)
-            ]
-            log.trim(min(checked, default=log.end))
-            if len(log.keys) > _CHANGE_LOG_LIMIT:
-                for key in [k for k in self._knm_checked if k[:2] == (db_name, coll_name)]:
-                    self._knm_checked.pop(key, None)
-                    self._collection_features_cache.pop(key, None)
-                log.trim(log.end)
-
-    def _probe(self, run: Callable[[], Any], key: tuple[str, str, str]) -> Any:
-        """A probe's answer, re-checked against the rows written since it was last known."""
-        cache = self._collection_features_cache
-        with self._knm_changes_lock:
-            log = self._knm_changes.get(key[:2])
-            end = log.end if log is not None else 0
-            pending = log.since(self._knm_checked.get(key, 0)) if log is not None else []
-        if key in cache:
-            known = cache[key]
-            if known is True or not pending:
-                return known
-            del cache[key]
-            self.counters.add("probe_delta_checks")
-            self._knm_local.delta = pending
-            try:
-                fresh = run()
-            finally:
-                self._knm_local.delta = None
-            answer = bool(known) or bool(fresh)
-            cache[key] = answer
-        else:
-            answer = run()
-            if key in cache:
-                self.counters.add("probe_full_scans")
-        if key in cache:
-            with self._knm_changes_lock:
-                self._knm_checked[key] = end
-        return answer
-
-    def _field_contains_tagged_value_type_in_collection(
-        self, db_name: str, coll_name: str, field: str, value_type: str
-    ) -> bool:
-        return bool(
-            self._probe(
-                lambda: super(
-                    KnmSQLiteEngine, self
-                )._field_contains_tagged_value_type_in_collection(
-                    db_name, coll_name, field, value_type
-                ),
-                (db_name, coll_name, f"tagged_type:{field}:{value_type}"),
-            )
-        )
-
-    def _field_is_top_level_array_in_collection(
-        self, db_name: str, coll_name: str, field: str
-    ) -> bool:
-        return bool(
-            self._probe(
-                lambda: super(KnmSQLiteEngine, self)._field_is_top_level_array_in_collection(
-                    db_name, coll_name, field
-                ),
-                (db_name, coll_name, f"top_level_array:{field}"),
-            )
-        )
-
-    def _field_traverses_array_in_collection(
-        self, db_name: str, coll_name: str, field: str
-    ) -> bool:
-        return bool(
-            self._probe(
-                lambda: super(KnmSQLiteEngine, self)._field_traverses_array_in_collection(
-                    db_name, coll_name, field
-                ),
-                (db_name, coll_name, f"traverses_array:{field}"),
-            )
-        )
-
-    def _field_traverses_dbref_in_collection(
-        self, db_name: str, coll_name: str, field: str
-    ) -> bool:
-        return bool(
-            self._probe(
-                lambda: super(KnmSQLiteEngine, self)._field_traverses_dbref_in_collection(
-                    db_name, coll_name, field
-                ),
-                (db_name, coll_name, f"traverses_dbref:{field}"),
-            )
-        )
-
-    def _field_contains_real_numeric_in_collection(
-        self, db_name: str, coll_name: str, field: str
-    ) -> bool:
-        return bool(
-            self._probe(
-                lambda: super(KnmSQLiteEngine, self)._field_contains_real_numeric_in_collection(
-                    db_name, coll_name, field
-                ),
-                (db_name, coll_name, f"contains_real_numeric:{field}"),
-            )
-        )
-
-    def _field_contains_non_ascii_text_in_collection(
-        self, db_name: str, coll_name: str, field: str
-    ) -> bool:
-        return bool(
-            self._probe(
-                lambda: super(KnmSQLiteEngine, self)._field_contains_non_ascii_text_in_collection(
-                    db_name, coll_name, field
-                ),
-                (db_name, coll_name, f"contains_non_ascii_text:{field}"),
-            )
-        )
-
-    def _field_has_comparison_type_mismatch_in_collection(
-        self, db_name: str, coll_name: str, field: str, expected_type: str
-    ) -> bool:
-        return bool(
-            self._probe(
-                lambda: super(
-                    KnmSQLiteEngine, self
-                )._field_has_comparison_type_mismatch_in_collection(
-                    db_name, coll_name, field, expected_type
-                ),
-                (db_name, coll_name, f"comparison_mismatch:{field}:{expected_type}"),
-            )
-        )
-
-    def _field_has_scalar_or_array_element_type_mismatch_in_collection(
-        self, db_name: str, coll_name: str, field: str, expected_type: str
-    ) -> bool:
-        return bool(
-            self._probe(
-                lambda: super(
-                    KnmSQLiteEngine, self
-                )._field_has_scalar_or_array_element_type_mismatch_in_collection(
-                    db_name, coll_name, field, expected_type
-                ),
-                (
-                    db_name,
-                    coll_name,
-                    f"scalar_or_array_comparison_mismatch:{field}:{expected_type}",
-                ),
-            )
-        )
-
     # ---------------------------------------------------------------- 4. long $in lists
     def _translate_query_plan_with_multikey(
         self, db_name: str, coll_name: str, plan: QueryNode
     ) -> tuple[str, list[object]]:
-        if not isinstance(plan, InCondition) or len(plan.values) <= self.IN_GROUP:
+        if not isinstance(plan, InCondition) or len(plan.values) <= self.IN_SET_MIN:
+            return super()._translate_query_plan_with_multikey(db_name, coll_name, plan)
+        as_set = self._in_as_set(db_name, coll_name, plan)
+        if as_set is not None:
+            return as_set
+        if len(plan.values) <= self.IN_GROUP:
             return super()._translate_query_plan_with_multikey(db_name, coll_name, plan)
         parts = [
             super(KnmSQLiteEngine, self)._translate_query_plan_with_multikey(
@@ -404,6 +335,107 @@ class KnmSQLiteEngine(SQLiteEngine):
                 paired.append((sql, [p for _, ps in pair for p in ps]))
             parts = paired
         return parts[0]
+
+    def _in_as_set(
+        self, db_name: str, coll_name: str, plan: InCondition
+    ) -> tuple[str, list[object]] | None:
+        """An ``$in`` of strings as one test against the set of values, or None.
+
+        mongoeco translates ``$in`` to one OR'd fragment per value, each the same SQL with the
+        value bound at every ``= ?``: a statement of hundreds of kilobytes for a thousand values,
+        which SQLite plans anew each time. When every value is a string and the fragment is that
+        template (checked on the first, the last and the longest value), ``x = v1 OR x = v2 ...``
+        is ``x IN (v1, v2, ...)``: each ``= ?`` becomes ``IN (SELECT value FROM json_each(?))``
+        with the values as one JSON array, the same test written once.
+        """
+        values = [v for v in plan.values if type(v) is str]
+        if len(values) != len(plan.values):
+            return None
+        samples = {values[0], values[-1], max(values, key=len)}
+        template: str | None = None
+        for value in samples:
+            sql, params = super()._translate_query_plan_with_multikey(
+                db_name, coll_name, replace(plan, values=(value,))
+            )
+            count = sql.count("?")
+            if (
+                (template is not None and sql != template)
+                or count == 0
+                or sql.count("= ?") != count
+                or params != [value] * count
+            ):
+                return None
+            template = sql
+        assert template is not None
+        self.counters.add("in_sets")
+        values_json = json.dumps(list(dict.fromkeys(values)))
+        sql = template.replace("= ?", "IN (SELECT value FROM json_each(?))")
+        return sql, [values_json] * template.count("?")
+
+    # ---------------------------------------------------------------- 7. batched writes
+    async def _run_blocking(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        if _INLINE.get():
+            return func(*args, **kwargs)
+        return await super()._run_blocking(func, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    @contextlib.contextmanager
+    def write_batch(self) -> Iterator[None]:
+        """One SQLite transaction for every statement of a wire write command.
+
+        Runs on the event loop's thread holding the engine's lock, with the engine's blocking
+        work inline: no other command's work can interleave, and each statement's own write
+        scope becomes a savepoint of this transaction (a failed statement rolls back alone).
+        What the statements wrote is committed at the end, whatever happened after them, as
+        MongoDB keeps the statements of a failed batch that ran before the failure.
+        """
+        with self._lock:
+            conn = self._require_connection(None)
+            began = not conn.in_transaction
+            if began:
+                conn.execute("BEGIN IMMEDIATE")
+            self.counters.add("write_batches")
+            token = _INLINE.set(True)
+            try:
+                yield
+            finally:
+                _INLINE.reset(token)
+                if began and conn.in_transaction:
+                    conn.commit()
+
+    @contextlib.contextmanager
+    def knm_savepoint(self) -> Iterator[None]:
+        """A savepoint in the current transaction, rolled back if the block raises."""
+        conn = self._require_connection(None)
+        conn.execute("SAVEPOINT knm_batch")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK TO SAVEPOINT knm_batch")
+            conn.execute("RELEASE SAVEPOINT knm_batch")
+            raise
+        conn.execute("RELEASE SAVEPOINT knm_batch")
+
+    def knm_can_set_directly(self, db_name: str, coll_name: str, fields: set[str]) -> bool:
+        """Whether setting these top-level fields needs nothing but the document written:
+        no validator or other collection options, no search index, no TTL, partial, text or
+        wildcard index, and no index on any of the fields (SQLite keeps the expression indexes
+        on the documents table itself; mongoeco's entry tables are not touched)."""
+        conn = self._require_connection(None)
+        if self._collection_options_or_empty_sync(conn, db_name, coll_name):
+            return False
+        if self._load_search_index_rows(db_name, coll_name):
+            return False
+        for index in self._load_indexes(db_name, coll_name):
+            if (
+                index.partial_filter_expression is not None
+                or index.expire_after_seconds is not None
+                or index.weights is not None
+            ):
+                return False
+            for name in index.fields:
+                if name.startswith("$") or "$**" in name or name.split(".", 1)[0] in fields:
+                    return False
+        return True
 
     # ---------------------------------------------------------------- 6. no change publication
     def dispatch_committed_changes(self, consumer_id: str, consumer: Callable[..., None]) -> None:

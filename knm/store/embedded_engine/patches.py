@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from typing import Any
 
@@ -9,9 +10,11 @@ from mongoeco._types.documents import WriteCommandResult, WriteErrorEntry
 from mongoeco.api._async import _database_admin_write_commands as write_commands
 from mongoeco.api._async._write_command_validation import write_command_acknowledged
 from mongoeco.api._command_bson import command_boolean
+from mongoeco.core.codec import DocumentCodec
 from mongoeco.engines import sqlite as mongoeco_sqlite
 from mongoeco.errors import BulkWriteError
 
+from knm.store.embedded_engine import batched, codec
 from knm.store.embedded_engine.engine import KnmSQLiteEngine
 from knm.store.embedded_engine.support import _CountingConnection
 
@@ -19,6 +22,8 @@ from knm.store.embedded_engine.support import _CountingConnection
 # mongoeco calls these module-level functions directly; the wrappers change behaviour only for a
 # KnmSQLiteEngine (its connections, its collections) and call the original otherwise.
 _ORIGINALS: dict[str, Any] = {}
+
+log = logging.getLogger(__name__)
 
 
 def _append_change(conn: sqlite3.Connection, **kwargs: Any) -> int | None:
@@ -75,6 +80,61 @@ async def _command_insert(self: Any, spec: dict[str, object], *, session: Any = 
     )
 
 
+async def _command_update(
+    self: Any,
+    spec: dict[str, object],
+    *,
+    session: Any = None,
+    execution_context: Any = None,
+) -> object:
+    """The wire ``update`` for a KnmSQLiteEngine (7): the lean path when the statements and
+    the collection allow it, else mongoeco's, in one transaction when there are several
+    statements (a single one, say a long ``multi`` update, runs as mongoeco runs it)."""
+    original = _ORIGINALS[
+        "_database_admin_write_commands.DatabaseAdminWriteCommandService.command_update"
+    ]
+    updates = spec.get("updates")
+    target = _batch_target(self, spec.get("update"), updates, session)
+    if target is None:
+        return await original(self, spec, session=session, execution_context=execution_context)
+    engine, collection = target
+    lean = batched.set_statements(self._admin, collection, engine, spec)
+    if lean is None and isinstance(updates, list) and len(updates) < 2:
+        return await original(self, spec, session=session, execution_context=execution_context)
+    db_name, coll_name = collection._db_name, collection._collection_name
+    with engine.write_batch():
+        if lean is not None:
+            statements, acknowledged = lean
+            fields = batched.fields_set(statements)
+            if engine.knm_can_set_directly(db_name, coll_name, fields):
+                try:
+                    with engine.knm_savepoint():
+                        matched, modified = batched.apply_sets(
+                            engine, db_name, coll_name, statements
+                        )
+                except Exception:
+                    log.warning("lean update failed; mongoeco runs the command", exc_info=True)
+                else:
+                    return batched.update_result(matched, modified, acknowledged)
+        return await original(self, spec, session=session, execution_context=execution_context)
+
+
+def _batch_target(
+    admin_service: Any, name: object, statements: object, session: Any
+) -> tuple[KnmSQLiteEngine, Any] | None:
+    """The KnmSQLiteEngine and collection of a write command with statements, or None."""
+    if not isinstance(name, str) or not isinstance(statements, list) or not statements:
+        return None
+    if session is not None and getattr(session, "in_transaction", False):
+        return None
+    try:
+        collection = admin_service._admin._database.get_collection(name)
+    except Exception:
+        return None
+    engine = getattr(collection, "_engine", None)
+    return (engine, collection) if isinstance(engine, KnmSQLiteEngine) else None
+
+
 def install_module_patches() -> None:
     """Install the wrappers (once); they defer to mongoeco for any other engine."""
     from mongoeco.engines import _sqlite_outbox
@@ -85,6 +145,12 @@ def install_module_patches() -> None:
     _ORIGINALS["_database_admin_write_commands.DatabaseAdminWriteCommandService.command_insert"] = (
         service.command_insert
     )
+    _ORIGINALS["_database_admin_write_commands.DatabaseAdminWriteCommandService.command_update"] = (
+        service.command_update
+    )
     _ORIGINALS["_sqlite_outbox.append_change"] = _sqlite_outbox.append_change
+    setattr(service, "command_update", _command_update)  # noqa: B010 - patching a class
     setattr(service, "command_insert", _command_insert)  # noqa: B010 - patching a class
     setattr(mongoeco_sqlite, "_sqlite_append_change", _append_change)  # noqa: B010
+    _ORIGINALS["DocumentCodec.encode"] = codec.original_encode()
+    setattr(DocumentCodec, "encode", staticmethod(codec.encode))  # noqa: B010 - the same result

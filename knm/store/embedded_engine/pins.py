@@ -43,18 +43,64 @@ PATCHED_SOURCES: Final[dict[str, str]] = {
     ),
     "_sqlite_outbox.append_change": "c9fac60ab9dcd162",
     "SQLiteEngine.dispatch_committed_changes": "d132d0fa4ef6990b",
+    # 7. batched writes: the command, the engine's write path it stands in for, what it uses
+    "_database_admin_write_commands.DatabaseAdminWriteCommandService.command_update": (
+        "e9d6c61df4ce0fc6"
+    ),
+    "_database_admin_write_commands._validate_update_command_shapes": "ec82c0c8488f05fc",
+    "_database_admin_write_commands._write_command_result": "18fdf0169c520f74",
+    "SQLiteEngine._run_blocking": "4c5cf4df8e657add",
+    "SQLiteEngine._update_with_operation_sync": "8e7bf46c79a15369",
+    "SQLiteEngine._serialize_document": "0c5d4cadd21e4aeb",
+    "SQLiteEngine._load_indexes": "ca23e8cc8f741c14",
+    "SQLiteEngine._load_search_index_rows": "38a1f8df9157a3a9",
+    "SQLiteEngine._collection_options_or_empty_sync": "099dd350f56af175",
+    "_sqlite_modify_ops.update_with_operation": "24d7c163f39d6669",
+    "_sqlite_session_runtime.SQLiteSessionRuntime.begin_write": "f8a2b892622fffd0",
+    "_sqlite_session_runtime.SQLiteSessionRuntime.commit_write": "1af79b01710bdbf6",
+    "paths.set_document_value": "bbb8cae0b73387a7",
+    "query_plan.compile_filter": "0ef8c1dc4d142b0f",
+    # 9. scoped indexes: the physical names and the statement that creates them
+    "SQLiteEngine._physical_index_name": "bba565fe2e9cb341",
+    "_sqlite_index_admin.create_index": "ab9cdd5a6338fca3",
+    # 10. index ranges: the sort check they answer (the read plan is pinned above)
+    "SQLiteEngine._sort_requires_python": "40df45295b763ee5",
+    "_sqlite_plan_heuristics.sort_requires_python": "43dde6499e2b40fa",
+    # 8. the encoder
+    "DocumentCodec.encode": "a89dded8864e7fbe",
+    "DocumentCodec.to_internal": "b1eff2fdd2ea8261",
+    "DocumentCodec._is_tagged_value": "334b049af3f1886f",
+    "bson_scalars.validate_bson_value": "e3a0a558125ce40c",
+    "bson_scalars.wrap_bson_numeric": "1a8174860f1ee84c",
 }
 
 
 def patched_source_hashes() -> dict[str, str]:
     """The current hashes of :data:`PATCHED_SOURCES`' functions in the installed mongoeco."""
-    from mongoeco.engines import _sqlite_outbox, _sqlite_read_fast_path_runtime
+    from mongoeco.core import bson_scalars, paths, query_plan
+    from mongoeco.core.codec import DocumentCodec
+    from mongoeco.engines import (
+        _sqlite_index_admin,
+        _sqlite_modify_ops,
+        _sqlite_outbox,
+        _sqlite_plan_heuristics,
+        _sqlite_read_fast_path_runtime,
+        _sqlite_session_runtime,
+    )
 
     roots: dict[str, Any] = {
         "SQLiteEngine": SQLiteEngine,
         "_sqlite_read_fast_path_runtime": _sqlite_read_fast_path_runtime,
         "_sqlite_outbox": _sqlite_outbox,
         "_database_admin_write_commands": write_commands,
+        "_sqlite_modify_ops": _sqlite_modify_ops,
+        "_sqlite_index_admin": _sqlite_index_admin,
+        "_sqlite_plan_heuristics": _sqlite_plan_heuristics,
+        "_sqlite_session_runtime": _sqlite_session_runtime,
+        "paths": paths,
+        "query_plan": query_plan,
+        "DocumentCodec": DocumentCodec,
+        "bson_scalars": bson_scalars,
     }
     hashes: dict[str, str] = {}
     for name in PATCHED_SOURCES:

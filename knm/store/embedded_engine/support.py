@@ -29,6 +29,8 @@ from mongoeco.core.query_plan import (
 )
 from mongoeco.engines._sqlite_connection import SQLiteConnection
 
+from knm.store.embedded_engine import scoped_indexes
+
 
 # ================================================================================ counters
 @dataclass
@@ -41,6 +43,10 @@ class EngineCounters:
     probe_delta_checks: int = 0
     id_lookups: int = 0
     vm_steps: int = 0
+    write_batches: int = 0
+    lean_updates: int = 0
+    in_sets: int = 0
+    index_ranges: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, name: str, amount: int = 1) -> None:
@@ -63,9 +69,16 @@ VM_STEP_GRANULARITY: Final[int] = 1000
 
 
 class _CountingConnection(SQLiteConnection):
-    """A connection that counts its SQLite VM steps, whatever handler mongoeco installs."""
+    """A connection that counts its SQLite VM steps, whatever handler mongoeco installs, and
+    creates each collection's indexes partial (:mod:`scoped_indexes`)."""
 
     counters: EngineCounters | None = None
+    index_scopes: scoped_indexes.Scopes | None = None
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        if self.index_scopes is not None and sql.startswith("CREATE INDEX "):
+            sql = scoped_indexes.scoped(sql, self.index_scopes)
+        return super().execute(sql, parameters)
 
     def install_counter(self, counters: EngineCounters) -> None:
         self.counters = counters
