@@ -8,14 +8,14 @@ the crossbar envelope. Past that, KAZOO's rules decide exactly as for the CLI: a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
 from knm.api import envelope
 from knm.api.context import ApiContext, get_context
-from knm.domain.accounts import AccountDirectory, bad_account_id, is_account_id
+from knm.domain.accounts import Account, AccountDirectory, bad_account_id, is_account_id
 
 #: The most a token may be (a key is 43 characters): longer ones are refused unread.
 MAX_TOKEN_CHARS = 256
@@ -28,6 +28,8 @@ class Requester:
     auth_by: str
     request_id: str
     ctx: ApiContext
+    #: The path's account and the requester's, read with the key (``None``: not read yet).
+    path_accounts: tuple[str, AccountDirectory] | None = field(default=None, compare=False)
 
 
 def _request_id(request: Request) -> str:
@@ -50,10 +52,18 @@ def requester(
         )
     if len(token) > MAX_TOKEN_CHARS:
         raise envelope.unauthorized("invalid credentials")
-    account = ctx.keys.account_of(token.strip())
+    path_account = request.path_params.get("account_id")
+    if not (isinstance(path_account, str) and is_account_id(path_account)):
+        path_account = None
+    account, docs = ctx.keys.account_with_accounts(
+        token.strip(), path_account, ctx.knm.store.accounts.name
+    )
     if account is None:
         raise envelope.unauthorized("invalid credentials (unknown or revoked key)")
-    return Requester(auth_by=account, request_id=_request_id(request), ctx=ctx)
+    known = None
+    if path_account is not None:
+        known = (path_account, AccountDirectory(Account.from_document(d) for d in docs))
+    return Requester(auth_by=account, request_id=_request_id(request), ctx=ctx, path_accounts=known)
 
 
 Auth = Annotated[Requester, Depends(requester)]
@@ -63,8 +73,10 @@ def check_account(who: Requester, account_id: str) -> None:
     """The account of the path exists and the requester may act in it (crossbar's rule)."""
     if not is_account_id(account_id):
         raise envelope.invalid_field("account_id", "pattern", bad_account_id(account_id))
-    knm = who.ctx.knm
-    accounts = AccountDirectory(knm.store.find_accounts({who.auth_by, account_id}))
+    if who.path_accounts is not None and who.path_accounts[0] == account_id:
+        accounts = who.path_accounts[1]  # read with the key
+    else:
+        accounts = AccountDirectory(who.ctx.knm.store.find_accounts({who.auth_by, account_id}))
     if account_id not in accounts:
         raise envelope.bad_identifier(account_id, "account")
     if not accounts.may_read_account(who.auth_by, account_id):
