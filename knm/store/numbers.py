@@ -37,6 +37,10 @@ ACTIVE_PORT_STATES: Final[tuple[str, ...]] = ("unconfirmed", "pending", "submitt
 
 Document = dict[str, Any]
 
+#: The ``read_once`` kind under which a share read (``knm.store.share_reads``) hands the system
+#: config to ``find_accounts_and_config`` (with the accounts, kind ``accounts``).
+CONFIG_KIND: Final[str] = "system_config"
+
 
 @dataclass
 class CommitResult:
@@ -286,6 +290,11 @@ class Store:
         document, so an operation still costs one round trip for its accounts.
         """
         wanted = [i for i in dict.fromkeys(ids) if i]
+        reused = read_once.take("accounts", wanted)
+        if reused is not None:  # the share read just read them (and the config)
+            config_read = read_once.take(CONFIG_KIND, [system_config.DOC_ID])
+            if config_read is not None:
+                return _accounts(reused.values()), config_read.get(system_config.DOC_ID)
         pipeline: list[Document] = [
             {"$match": {"_id": {"$in": wanted}}},
             {
@@ -306,16 +315,14 @@ class Store:
                 }
             },
         ]
-        accounts: dict[str, Account] = {}
+        docs: list[Document] = []
         config: Document | None = None
         for doc in self.accounts.aggregate(pipeline):
             if doc.pop("_system_config", False) is True:
                 config = doc
-                continue
-            for reseller in doc.pop("_resellers", None) or []:
-                accounts.setdefault(str(reseller["_id"]), Account.from_document(reseller))
-            accounts[str(doc["_id"])] = Account.from_document(doc)
-        return list(accounts.values()), config
+            else:
+                docs.append(doc)
+        return _accounts(docs), config
 
     def get_account(self, account_id: str) -> Account | None:
         doc = self.accounts.find_one({"_id": account_id})
@@ -333,6 +340,17 @@ class Store:
         for doc in find_in(self.port_requests, "numbers", ids, self.max_in, active, {"numbers": 1}):
             found.update(n for n in doc.get("numbers", []) if n in ids)
         return found
+
+
+def _accounts(docs: Iterable[Document]) -> list[Account]:
+    """Accounts read with their resellers (``_resellers``): each account once."""
+    accounts: dict[str, Account] = {}
+    for doc in docs:
+        doc = dict(doc)
+        for reseller in doc.pop("_resellers", None) or []:
+            accounts.setdefault(str(reseller["_id"]), Account.from_document(reseller))
+        accounts[str(doc["_id"])] = Account.from_document(doc)
+    return list(accounts.values())
 
 
 def connect(settings: Settings) -> Store:
