@@ -21,12 +21,15 @@ from knm.services.events import NumberEvent
 from knm.services.facade import Knm
 from knm.services.numbers_requests import NumbersRequest, Operation
 from knm.services.search import SearchQuery
+from knm.store import read_once, share_reads
 from knm.store.numbers import Store
 
 pytestmark = pytest.mark.integration
 
 ACCOUNT = "c0" * 16
 LOCAL = "+13125550191"
+STRANGER = "d0" * 16
+CHILD = "e0" * 16
 
 #: A purchase in one hop, in this order: claim the request id; read the number (not stored
 #: yet), its search result, the accounts and the system config in one query (the operation
@@ -173,3 +176,51 @@ def test_a_routed_local_write_costs_four_commands(counted: tuple[Knm, Commands])
     result = _route(knm, Operation.UPDATE, request, "knm")
     assert result["succeeded"][LOCAL]["notes"] == {"x": 1}
     assert commands.seen == LOCAL_WRITE
+
+
+def test_the_owner_read_with_the_number_decides_who_may_write(
+    counted: tuple[Knm, Commands],
+) -> None:
+    """The share read joins each number's owner account: the owner writes at the same cost;
+    a stranger is refused from that one read, and nothing is written."""
+    knm, commands = counted
+    knm.create_account(STRANGER, "Stranger", allow_additions=True)
+    assert knm.numbers.create([LOCAL], Options(assign_to=ACCOUNT)).failed == {}
+    commands.seen.clear()
+    by_owner = NumbersRequest(numbers=[LOCAL], auth_by=ACCOUNT, public_fields={"n": 1})
+    assert _route(knm, Operation.UPDATE, by_owner, "knm")["succeeded"][LOCAL]["n"] == 1
+    assert commands.seen == LOCAL_WRITE
+    commands.seen.clear()
+    by_stranger = NumbersRequest(numbers=[LOCAL], auth_by=STRANGER, public_fields={"n": 2})
+    decision = dispatch.route_request(
+        knm, QuietBroker(), Operation.UPDATE, by_stranger, task_id="cost-3", queue="knm"
+    )
+    assert isinstance(decision, Done)
+    assert decision.result["succeeded"] == {}
+    assert decision.result["failed"][LOCAL]["code"] == 403, decision.result
+    assert commands.seen == [
+        ("insert", "request_keys"),
+        ("aggregate", "numbers"),
+        ("update", "request_outcomes"),
+    ]
+    assert knm.numbers.get([LOCAL]).succeeded[LOCAL].to_document()["n"] == 1
+
+
+def test_a_share_read_hands_the_owner_and_its_reseller_to_the_operation(
+    counted: tuple[Knm, Commands],
+) -> None:
+    """What the operation would read about accounts (the owner of a number, its reseller, the
+    requester) and the system config come from the share read, with no command of their own."""
+    knm, commands = counted
+    knm.create_account(CHILD, "Child", parent=ACCOUNT)
+    assert knm.numbers.create([LOCAL], Options(assign_to=CHILD)).failed == {}
+    commands.seen.clear()
+    with read_once.reuse_reads():
+        read = share_reads.read_share(knm.store, [LOCAL], [STRANGER], discovery=False)
+        assert commands.seen == [("aggregate", "numbers")]
+        assert read.numbers[LOCAL]["pvt_assigned_to"] == CHILD
+        accounts, _config = knm.store.find_accounts_and_config([CHILD, STRANGER])
+    assert commands.seen == [("aggregate", "numbers")]
+    assert {a.id for a in accounts} == {CHILD, ACCOUNT}  # STRANGER does not exist
+    assert next(a for a in accounts if a.id == CHILD).reseller_id == ACCOUNT
+    assert read.numbers[LOCAL] == knm.store.find_numbers([LOCAL])[LOCAL]  # nothing joined left
