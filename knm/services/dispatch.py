@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from carriers.base import CarrierKind, queue_name
+from carriers.base import CarrierKind, SearchResult, queue_name
 from carriers.retry import CircuitOpenError, backoff_delay
 from config.settings import get_settings
 from knm.domain import convert, errors
@@ -30,7 +30,6 @@ from knm.services import numbers_requests as requests
 from knm.services.events import NumberEvent, events_for
 from knm.services.facade import Knm
 from knm.services.numbers_requests import NumbersRequest, Operation
-from knm.services.search import discovery_hits
 from knm.store import read_once, share_reads
 from knm.store.outcomes import UNREAD, OutcomeStore, other_scope
 from knm.store.share_reads import ShareRead
@@ -428,8 +427,9 @@ def _read_share(
         outcome=((knm.outcomes.collection.name, OutcomeStore.key(*outcome)) if outcome else None),
     )
     if discovery:
-        missing = [k for k in keys if k not in read.numbers]
-        read_once.remember("discovered", missing, discovery_hits(read.discovery, missing))
+        sure = [k for k in keys if k not in read.numbers and k not in read.unsure]
+        hits = {k: SearchResult.from_json(read.discovery[k]) for k in sure if k in read.discovery}
+        read_once.remember("discovered", sure, hits)
     return read
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from knm.domain.number import NumberState
+from knm.domain.number import NumberState, utcnow
 from knm.store import read_once, system_config
 from knm.store.numbers import CONFIG_KIND, Document, Store
 
@@ -30,8 +30,11 @@ class ShareRead:
     """What one share read found (absent: not stored)."""
 
     numbers: dict[str, Document] = field(default_factory=dict)
-    #: ``search_cache`` documents offering the numbers, holding only their results.
-    discovery: list[Document] = field(default_factory=list)
+    #: The cached ``discovery`` search result of each number that has one (as stored).
+    discovery: dict[str, Document] = field(default_factory=dict)
+    #: Numbers whose first result in a cache document is not a ``discovery`` one: whether a
+    #: later one is, this read cannot tell (the operation reads them itself).
+    unsure: set[str] = field(default_factory=set)
     claim: Document | None = None
     outcome: Document | None = None
 
@@ -58,34 +61,30 @@ def read_share(
     The numbers, accounts and config are remembered for the operation (``read_once``).
     """
     wanted_accounts = sorted(set(accounts))
-    pipeline: list[Document] = [
+    numbers_stage: list[Document] = [
         {"$match": {"_id": {"$in": numbers}}},
         _lookup(store, "pvt_assigned_to", OWNER),
         _lookup(store, f"{OWNER}.pvt_reseller_id", OWNER_RESELLERS),
         {"$addFields": {KIND: "number"}},
     ]
+    base = store.numbers
+    pipeline = numbers_stage
     if discovery:
-        results = {
-            "$filter": {
-                "input": "$results",
-                "cond": {
-                    "$and": [
-                        {"$in": ["$$this.number", numbers]},
-                        {"$eq": ["$$this.state", NumberState.DISCOVERY.value]},
-                    ]
-                },
-            }
-        }
-        pipeline.append(
-            _union(
-                store.search_cache.name,
-                [
-                    {"$match": {"discovery_numbers": {"$in": numbers}}},
-                    {"$project": {"expires_at": 1, "results": results}},
-                ],
-                "discovery",
-            )
-        )
+        # the cache documents offering the numbers, each holding (by position) the first
+        # result of each number: a cache document holds a whole search, so it is searched
+        # where it is stored; a lookup of each number in the array is far cheaper than a
+        # filter expression over every result
+        picked = [
+            {"$arrayElemAt": ["$results", {"$indexOfArray": ["$results.number", number]}]}
+            for number in numbers
+        ]
+        base = store.search_cache
+        pipeline = [
+            {"$match": {"discovery_numbers": {"$in": numbers}}},
+            {"$project": {"expires_at": 1, "results": picked}},
+            {"$addFields": {KIND: "discovery"}},
+            {"$unionWith": {"coll": store.numbers.name, "pipeline": numbers_stage}},
+        ]
     if wanted_accounts:
         pipeline.append(
             _union(
@@ -108,7 +107,7 @@ def read_share(
     found_accounts: dict[str, Document] = {}
     looked_up: set[str] = set(wanted_accounts)
     config: Document | None = None
-    for doc in store.numbers.aggregate(pipeline):
+    for doc in base.aggregate(pipeline):
         kind = doc.pop(KIND, None)
         if kind == "number":
             owners = doc.pop(OWNER, None) or []
@@ -121,7 +120,7 @@ def read_share(
                 found_accounts[str(account["_id"])] = {**account, "_resellers": mine}
             read.numbers[str(doc["_id"])] = doc
         elif kind == "discovery":
-            read.discovery.append(doc)
+            _discovered(read, numbers, doc)
         elif kind == "account":
             found_accounts[str(doc["_id"])] = doc
         elif kind == "config":
@@ -134,6 +133,22 @@ def read_share(
     read_once.remember("accounts", looked_up, found_accounts)
     read_once.remember(CONFIG_KIND, [system_config.DOC_ID], {system_config.DOC_ID: config})
     return read
+
+
+def _discovered(read: ShareRead, numbers: list[str], doc: Document) -> None:
+    """Take the results of an unexpired cache document (the first hit of a number wins)."""
+    expires = doc.get("expires_at")
+    if expires is not None and expires < utcnow():
+        return
+    for number, result in zip(numbers, doc.get("results") or [], strict=False):
+        if number in read.discovery or number in read.unsure:
+            continue
+        if not isinstance(result, dict) or result.get("number") != number:
+            continue  # not offered by this search
+        if result.get("state") == NumberState.DISCOVERY.value:
+            read.discovery[number] = result
+        else:
+            read.unsure.add(number)
 
 
 def _lookup(store: Store, local: str, into: str) -> Document:

@@ -8,12 +8,14 @@ the test rig's MongoDB wire server and the carrier sandbox over HTTP.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from pymongo import MongoClient, monitoring
 
 from config.settings import Settings
+from knm.domain.number import utcnow
 from knm.domain.options import Options
 from knm.services import dispatch
 from knm.services.dispatch import Done
@@ -31,12 +33,13 @@ LOCAL = "+13125550191"
 STRANGER = "d0" * 16
 CHILD = "e0" * 16
 
-#: A purchase in one hop, in this order: claim the request id; read the number (not stored
-#: yet), its search result, the accounts and the system config in one query (the operation
-#: reads none of them again); the ledger's intent and outcome; the number; the request's outcome.
+#: A purchase in one hop, in this order: claim the request id; read the number's search result,
+#: the number (not stored yet), the accounts and the system config in one query (on the search
+#: cache, the largest of them; the operation reads none of them again); the ledger's intent and
+#: outcome; the number; the request's outcome.
 PURCHASE = [
     ("insert", "request_keys"),
-    ("aggregate", "numbers"),
+    ("aggregate", "search_cache"),
     ("insert", "provisioning"),
     ("update", "provisioning"),
     ("insert", "numbers"),
@@ -46,8 +49,8 @@ PURCHASE = [
 #: reads the claim, the recorded outcome and what the share reads in one query, then buys.
 PURCHASE_VIA_KNM = [
     ("insert", "request_keys"),
-    ("aggregate", "numbers"),
-    ("aggregate", "numbers"),
+    ("aggregate", "search_cache"),
+    ("aggregate", "search_cache"),
     ("insert", "provisioning"),
     ("update", "provisioning"),
     ("insert", "numbers"),
@@ -224,3 +227,37 @@ def test_a_share_read_hands_the_owner_and_its_reseller_to_the_operation(
     assert {a.id for a in accounts} == {CHILD, ACCOUNT}  # STRANGER does not exist
     assert next(a for a in accounts if a.id == CHILD).reseller_id == ACCOUNT
     assert read.numbers[LOCAL] == knm.store.find_numbers([LOCAL])[LOCAL]  # nothing joined left
+
+
+def test_a_share_read_takes_each_numbers_first_discovery_result(
+    counted: tuple[Knm, Commands],
+) -> None:
+    """The first unexpired result of a number wins; a number whose first result is not a
+    ``discovery`` one is left to the operation's own read (a later one might be)."""
+    knm, _ = counted
+    fresh, stale, odd = "+16465550001", "+16465550002", "+16465550003"
+    later = utcnow() + timedelta(minutes=5)
+
+    def result(number: str, state: str = "discovery") -> dict[str, Any]:
+        return {"number": number, "state": state, "carrier_module": "knm_telnyx"}
+
+    knm.store.search_cache.insert_many(
+        [
+            {
+                "_id": "expired",
+                "results": [result(stale), result(fresh, "in_service")],
+                "discovery_numbers": [stale],
+                "expires_at": utcnow() - timedelta(minutes=5),
+            },
+            {
+                "_id": "current",
+                "results": [result(odd, "in_service"), result(fresh), result(odd)],
+                "discovery_numbers": [fresh, odd],
+                "expires_at": later,
+            },
+        ]
+    )
+    read = share_reads.read_share(knm.store, [fresh, stale, odd], [], discovery=True)
+    assert read.numbers == {}
+    assert read.discovery == {fresh: result(fresh)}
+    assert read.unsure == {odd}
