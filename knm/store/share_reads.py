@@ -4,9 +4,13 @@ A share (one carrier's part of a request) reads its numbers, the search results 
 not stored yet, the accounts the operation checks (the requester, the target account, the
 numbers' owners, with their resellers), the system config, and, on a carrier's queue, its
 request id's claim and the outcome recorded for it. Read one by one that is up to six round
-trips; here it is one aggregation on ``numbers`` that joins each number's owner and appends
-the other collections (``$unionWith``). The numbers, accounts and config are remembered
-(``read_once``) for the operation that runs next in this thread, so it reads none of them again.
+trips; here it is one aggregation on ``numbers`` (on ``search_cache`` when search results are
+read) that joins each number's owner and appends the other collections (``$unionWith``). The
+numbers, accounts and config are remembered (``read_once``) for the operation that runs next
+in this thread, so it reads none of them again.
+
+Only where joins are answered from indexes (MongoDB): the embedded engine scans each joined
+collection, so there each step reads its own (``can_read``).
 """
 
 from __future__ import annotations
@@ -40,9 +44,10 @@ class ShareRead:
 
 
 def can_read(store: Store, numbers: list[str]) -> bool:
-    """Whether there are numbers to read and one query may name them all
-    (``KNM_MONGODB_MAX_IN``)."""
-    return bool(numbers) and (store.max_in is None or len(numbers) <= store.max_in)
+    """Whether one query is the cheaper way: there are numbers to read, one query may name
+    them all (``KNM_MONGODB_MAX_IN``), and the server joins from indexes (``Store.joins``:
+    not the embedded engine, which scans every collection a query joins)."""
+    return bool(numbers) and (store.max_in is None or len(numbers) <= store.max_in) and store.joins
 
 
 def read_share(

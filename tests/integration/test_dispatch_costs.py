@@ -7,6 +7,7 @@ the test rig's MongoDB wire server and the carrier sandbox over HTTP.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from typing import Any
@@ -56,6 +57,41 @@ PURCHASE_VIA_KNM = [
     ("insert", "numbers"),
     ("update", "request_outcomes"),
 ]
+#: On the embedded engine, which scans every collection a query joins, each step reads its own
+#: collection (the operation reuses what dispatch read: the number and its search result).
+EMBEDDED = {
+    "purchase": [
+        ("insert", "request_keys"),
+        ("find", "numbers"),
+        ("find", "search_cache"),
+        ("aggregate", "accounts"),
+        ("insert", "provisioning"),
+        ("update", "provisioning"),
+        ("insert", "numbers"),
+        ("update", "request_outcomes"),
+    ],
+    "purchase via knm": [
+        ("insert", "request_keys"),
+        ("find", "numbers"),
+        ("find", "search_cache"),
+        ("find", "request_outcomes"),
+        ("find", "request_keys"),
+        ("find", "numbers"),
+        ("aggregate", "accounts"),
+        ("find", "search_cache"),
+        ("insert", "provisioning"),
+        ("update", "provisioning"),
+        ("insert", "numbers"),
+        ("update", "request_outcomes"),
+    ],
+    "local write": [
+        ("insert", "request_keys"),
+        ("find", "numbers"),
+        ("aggregate", "accounts"),
+        ("update", "numbers"),
+        ("update", "request_outcomes"),
+    ],
+}
 #: A routed write on the local carrier: no search result, no ledger.
 LOCAL_WRITE = [
     ("insert", "request_keys"),
@@ -115,14 +151,21 @@ class CarrierBroker(QuietBroker):
 
 
 @pytest.fixture
+def joins() -> bool:
+    """Whether the store is told its server joins from indexes (MongoDB does; the test rig's
+    embedded engine does not, but answers the same queries, only slower)."""
+    return True
+
+
+@pytest.fixture
 def counted(
-    mongo_url: str, db_name: str, sandbox_env: dict[str, str]
+    mongo_url: str, db_name: str, sandbox_env: dict[str, str], joins: bool
 ) -> Iterator[tuple[Knm, Commands]]:
     commands = Commands()
     client: MongoClient[dict[str, Any]] = MongoClient(
         mongo_url, tz_aware=True, event_listeners=[commands]
     )
-    store = Store(client[db_name])
+    store = Store(client[db_name], joins=joins)
     store.ensure_indexes()
     knm = Knm(store, Settings(mongodb_url=mongo_url, mongodb_db=db_name))
     knm.create_account(ACCOUNT, "Buyer", allow_additions=True, reseller=True)
@@ -134,7 +177,7 @@ def counted(
 
 def _route(knm: Knm, op: Operation, request: NumbersRequest, queue: str) -> dict[str, Any]:
     decision = dispatch.route_request(
-        knm, QuietBroker(), op, request, task_id="cost-1", queue=queue
+        knm, QuietBroker(), op, request, task_id=f"cost-{uuid.uuid4().hex[:8]}", queue=queue
     )
     assert isinstance(decision, Done)
     result: dict[str, Any] = decision.result
@@ -142,8 +185,7 @@ def _route(knm: Knm, op: Operation, request: NumbersRequest, queue: str) -> dict
     return result
 
 
-def test_a_purchase_in_one_hop_costs_six_commands(counted: tuple[Knm, Commands]) -> None:
-    knm, commands = counted
+def _purchase(knm: Knm, commands: Commands) -> list[tuple[str, str]]:
     [found] = knm.search(
         SearchQuery(prefix="646", quantity=1, account_id=ACCOUNT, carriers=["knm_telnyx"])
     )
@@ -151,11 +193,35 @@ def test_a_purchase_in_one_hop_costs_six_commands(counted: tuple[Knm, Commands])
     request = NumbersRequest(numbers=[found.number], account=ACCOUNT)
     result = _route(knm, Operation.ACTIVATE, request, "carrier.knm_telnyx")
     assert result["succeeded"][found.number]["pvt_state"] == "in_service"
-    assert commands.seen == PURCHASE
+    return commands.seen
+
+
+def test_a_purchase_in_one_hop_costs_six_commands(counted: tuple[Knm, Commands]) -> None:
+    assert _purchase(*counted) == PURCHASE
+
+
+@pytest.mark.parametrize("joins", [False])
+def test_on_the_embedded_engine_each_step_reads_its_own_collection(
+    counted: tuple[Knm, Commands],
+) -> None:
+    knm, commands = counted
+    assert not knm.store.joins
+    assert _purchase(knm, commands) == EMBEDDED["purchase"]
+    assert _purchase_via_knm(knm, commands) == EMBEDDED["purchase via knm"]
+    assert _local_write(knm, commands) == EMBEDDED["local write"]
+
+
+def test_the_embedded_engine_is_known_by_its_name(mongo_db: Any) -> None:
+    """The test rig's server is the embedded engine: its joins scan, so none are sent."""
+    assert Store(mongo_db).joins is False
+    assert Store(mongo_db, joins=True).joins is True
 
 
 def test_a_purchase_through_knm_costs_seven_commands(counted: tuple[Knm, Commands]) -> None:
-    knm, commands = counted
+    assert _purchase_via_knm(*counted) == PURCHASE_VIA_KNM
+
+
+def _purchase_via_knm(knm: Knm, commands: Commands) -> list[tuple[str, str]]:
     [found] = knm.search(
         SearchQuery(prefix="646", quantity=1, account_id=ACCOUNT, carriers=["knm_telnyx"])
     )
@@ -168,17 +234,20 @@ def test_a_purchase_through_knm_costs_seven_commands(counted: tuple[Knm, Command
     assert isinstance(routed, dispatch.Forwarded)
     assert isinstance(broker.decision, Done), broker.decision
     assert broker.decision.result["succeeded"][found.number]["pvt_state"] == "in_service"
-    assert commands.seen == PURCHASE_VIA_KNM
+    return commands.seen
 
 
 def test_a_routed_local_write_costs_four_commands(counted: tuple[Knm, Commands]) -> None:
-    knm, commands = counted
+    assert _local_write(*counted) == LOCAL_WRITE
+
+
+def _local_write(knm: Knm, commands: Commands) -> list[tuple[str, str]]:
     assert knm.numbers.create([LOCAL], Options(assign_to=ACCOUNT)).failed == {}
     commands.seen.clear()
     request = NumbersRequest(numbers=[LOCAL], public_fields={"notes": {"x": 1}})
     result = _route(knm, Operation.UPDATE, request, "knm")
     assert result["succeeded"][LOCAL]["notes"] == {"x": 1}
-    assert commands.seen == LOCAL_WRITE
+    return commands.seen
 
 
 def test_the_owner_read_with_the_number_decides_who_may_write(
