@@ -37,6 +37,9 @@ from knm.store.numbers import Store
 ROUNDS = 60
 #: Tasks per CPU measurement: the kernel counts CPU in 10 ms ticks, so many make it precise.
 CPU_ROUNDS = 300
+#: Tasks of one kind in a row while CPU is measured: the kinds take turns in batches this size,
+#: so a change in the machine's load (it is shared) weighs on each kind alike.
+CPU_BATCH = 20
 ACCOUNT = "bench0000000000000000000000000e1"
 NUMBER = "+14155550999"
 
@@ -58,14 +61,23 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _worker_cpu_ms(pid: int, fn: Callable[[], Any], rounds: int | None = None) -> float:
-    rounds = rounds or min(CPU_ROUNDS, 5 * ROUNDS)
-    """The worker's CPU per call of ``fn`` (its own process only: not the store, not us)."""
-    fn()
-    before = _cpu_s(pid)
-    for _ in range(rounds):
+def _interleaved_cpu_ms(pid: int, calls: dict[str, Callable[[], Any]]) -> dict[str, float]:
+    """The worker's CPU per call of each of ``calls``, the kinds taking turns in batches of
+    ``CPU_BATCH`` (measured one kind after the other, a change in load between them skewed
+    their ratio by half)."""
+    rounds = min(CPU_ROUNDS, 5 * ROUNDS)
+    batch = min(CPU_BATCH, rounds)
+    batches = max(1, rounds // batch)
+    for fn in calls.values():
         fn()
-    return (_cpu_s(pid) - before) / rounds * 1000
+    spent = dict.fromkeys(calls, 0.0)
+    for _ in range(batches):
+        for name, fn in calls.items():
+            before = _cpu_s(pid)
+            for _ in range(batch):
+                fn()
+            spent[name] += _cpu_s(pid) - before
+    return {name: cpu / (batches * batch) * 1000 for name, cpu in spent.items()}
 
 
 def _wait_ready(client: Celery, deadline_s: float = 60) -> None:
@@ -152,12 +164,15 @@ def _run(BROKER: str) -> dict[str, Any]:  # noqa: N803
 
             written = write_call()
             assert NUMBER in written["succeeded"], written
-            cpu = {
-                "noop": _worker_cpu_ms(worker.pid, ping_call),
-                "get": _worker_cpu_ms(worker.pid, get_call),
-                "activate": _worker_cpu_ms(worker.pid, act_call),
-                "routed_write": _worker_cpu_ms(worker.pid, write_call),
-            }
+            cpu = _interleaved_cpu_ms(
+                worker.pid,
+                {
+                    "noop": ping_call,
+                    "get": get_call,
+                    "activate": act_call,
+                    "routed_write": write_call,
+                },
+            )
             get_op = _median_ms(
                 lambda: execute(knm, Operation.GET, NumbersRequest(numbers=[NUMBER]))
             )

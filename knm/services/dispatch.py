@@ -20,17 +20,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from carriers.base import CarrierKind, queue_name
+from carriers.base import CarrierKind, SearchResult, queue_name
 from carriers.retry import CircuitOpenError, backoff_delay
 from config.settings import get_settings
 from knm.domain import convert, errors
+from knm.domain.accounts import SYSTEM
 from knm.domain.errors import KnmError
 from knm.services import numbers_requests as requests
 from knm.services.events import NumberEvent, events_for
 from knm.services.facade import Knm
 from knm.services.numbers_requests import NumbersRequest, Operation
-from knm.store import read_once
-from knm.store.outcomes import OutcomeStore, other_scope
+from knm.store import read_once, share_reads
+from knm.store.outcomes import UNREAD, OutcomeStore, other_scope
+from knm.store.share_reads import ShareRead
 
 #: The task that runs one carrier's share of a request (on ``carrier.<module>``).
 CARRIER_RUN_TASK: Final[str] = "knm.carrier.run"
@@ -201,6 +203,7 @@ def route_request(
     with read_once.reuse_reads():
         docs: dict[str, dict[str, Any]] = {}
         asked = _restricted(request, remaining)
+        _read_share(knm, op, asked)  # routing and the operation take what it read
         routes = requests.carrier_routes(knm, op, asked, docs)
         for module, numbers in sorted(routes.items(), key=lambda r: r[0] or ""):
             part = _restricted(asked, numbers)
@@ -273,8 +276,12 @@ def run_share(
     """
     part = OutcomeStore.part_key(module, request.numbers)
     if not claimed:
-        recorded = knm.outcomes.get_record(request_id, part)
-        conflict = _claim(knm, op, request, request_id, [recorded] if recorded else [])
+        read = _read_share(knm, op, request, (request_id, part)) if before is None else None
+        if read is not None:  # one query: the claim, the outcome and what the share reads
+            before, recorded, claim = read.numbers, read.outcome, read.claim
+        else:
+            recorded, claim = knm.outcomes.get_record(request_id, part), UNREAD
+        conflict = _claim(knm, op, request, request_id, [recorded] if recorded else [], claim)
         if conflict is not None:
             return _refused(knm, request, errors.request_id_conflict(conflict))
         if recorded is not None:
@@ -359,8 +366,11 @@ def _claim(
     request: NumbersRequest,
     request_id: str,
     recorded: list[dict[str, Any]],
+    known: Any = UNREAD,
 ) -> str | None:
-    """Claim ``request_id`` for this request; the cause of a conflict when it is another's."""
+    """Claim ``request_id`` for this request; the cause of a conflict when it is another's.
+
+    ``known``: the claim as just read (None: there is none), when the caller read it."""
     scope = requests.request_scope(op, request)
     conflict = knm.request_keys.claim(
         request_id,
@@ -369,6 +379,7 @@ def _claim(
         operation=op.value,
         numbers=request.numbers,
         record=not request.dry_run,
+        known=known,
     )
     return conflict or other_scope(recorded, request_id, scope)
 
@@ -391,6 +402,35 @@ def _remember(knm: Knm, request: NumbersRequest, docs: Mapping[str, dict[str, An
     """Hand the share's documents (read to route it) to the operation about to run."""
     keys = list(dict.fromkeys(_normalized(knm, request).values()))
     read_once.remember("numbers", keys, {k: docs[k] for k in keys if k in docs})
+
+
+def _read_share(
+    knm: Knm, op: Operation, request: NumbersRequest, outcome: tuple[str, str] | None = None
+) -> ShareRead | None:
+    """Read what the share (and the operation it runs) reads, in one query, remembered for the
+    steps that follow (``read_once``): its numbers, the search results of the ones not stored
+    (activate), the accounts, the system config; with ``outcome`` (request id, part) also the
+    request id's claim and the part's recorded outcome. None: too many numbers for one query
+    (each step reads its own).
+    """
+    keys = list(dict.fromkeys(_normalized(knm, request).values()))
+    if not share_reads.can_read(knm.store, keys):
+        return None
+    accounts = {a for a in (request.auth_by, request.account) if a and a != SYSTEM}
+    discovery = op == Operation.ACTIVATE
+    read = share_reads.read_share(
+        knm.store,
+        keys,
+        accounts,
+        discovery=discovery,
+        claim=(knm.request_keys.collection.name, outcome[0]) if outcome else None,
+        outcome=((knm.outcomes.collection.name, OutcomeStore.key(*outcome)) if outcome else None),
+    )
+    if discovery:
+        sure = [k for k in keys if k not in read.numbers and k not in read.unsure]
+        hits = {k: SearchResult.from_json(read.discovery[k]) for k in sure if k in read.discovery}
+        read_once.remember("discovered", sure, hits)
+    return read
 
 
 def _stored_before(knm: Knm, request: NumbersRequest) -> dict[str, dict[str, Any]]:

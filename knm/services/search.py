@@ -100,13 +100,9 @@ class SearchCache:
                 if hit is not None:
                     found[number] = hit
             return found
-        for doc in find_in(self.collection, "discovery_numbers", wanted, self.max_in):
-            if _expired(doc):
-                continue
-            for raw in doc.get("results", []):
-                if raw["number"] in wanted and raw["state"] == NumberState.DISCOVERY.value:
-                    found.setdefault(raw["number"], SearchResult.from_json(raw))
-        return found
+        return discovery_hits(
+            find_in(self.collection, "discovery_numbers", wanted, self.max_in), wanted
+        )
 
     def _discovered_one(self, number: str) -> SearchResult | None:
         projection = {
@@ -123,6 +119,21 @@ class SearchCache:
         """Drop cache entries that offer these numbers (after they were purged or bought)."""
         for chunk in chunked(numbers, self.max_in):
             self.collection.delete_many({"discovery_numbers": {"$in": chunk}})
+
+
+def discovery_hits(
+    docs: Iterable[dict[str, Any]], numbers: Iterable[str]
+) -> dict[str, SearchResult]:
+    """The first unexpired ``discovery`` result of each of ``numbers`` in cache documents."""
+    wanted = set(numbers)
+    found: dict[str, SearchResult] = {}
+    for doc in docs:
+        if _expired(doc):
+            continue
+        for raw in doc.get("results", []):
+            if raw["number"] in wanted and raw["state"] == NumberState.DISCOVERY.value:
+                found.setdefault(raw["number"], SearchResult.from_json(raw))
+    return found
 
 
 def _expired(doc: dict[str, Any]) -> bool:

@@ -37,6 +37,12 @@ ACTIVE_PORT_STATES: Final[tuple[str, ...]] = ("unconfirmed", "pending", "submitt
 
 Document = dict[str, Any]
 
+#: What the embedded engine's server calls itself (``gitVersion`` in its ``hello``).
+EMBEDDED_ENGINE: Final[str] = "mongoeco"
+#: The ``read_once`` kind under which a share read (``knm.store.share_reads``) hands the system
+#: config to ``find_accounts_and_config`` (with the accounts, kind ``accounts``).
+CONFIG_KIND: Final[str] = "system_config"
+
 
 @dataclass
 class CommitResult:
@@ -97,14 +103,28 @@ def _rev_filter(number: str, rev: int | None) -> Document:
 class Store:
     """knm's collections and the queries the operations make."""
 
-    def __init__(self, db: Database[Document], max_in: int | None = None) -> None:
+    def __init__(
+        self, db: Database[Document], max_in: int | None = None, *, joins: bool | None = None
+    ) -> None:
         self.db = db
         self.max_in = max_in
+        self._joins = joins
         self.numbers: Collection[Document] = db["numbers"]
         self.accounts: Collection[Document] = db["accounts"]
         self.port_requests: Collection[Document] = db["port_requests"]
         self.search_cache: Collection[Document] = db["search_cache"]
         self.tombstones: Collection[Document] = db["tombstones"]
+
+    @property
+    def joins(self) -> bool:
+        """Whether the server answers a join (``$lookup``, ``$unionWith``) on ``_id`` from the
+        index: MongoDB does; the embedded engine (mongoeco) scans the joined collection, so
+        there one query per collection costs far less than one query joining them. Asked of
+        the server once (``hello``: the embedded engine names itself there) unless given."""
+        if self._joins is None:
+            hello = self.db.client.admin.command("hello")
+            self._joins = hello.get("gitVersion") != EMBEDDED_ENGINE
+        return self._joins
 
     def ensure_indexes(self) -> None:
         """Indexes for every query the operations, carriers and sweeps make."""
@@ -291,6 +311,11 @@ class Store:
         document, so an operation still costs one round trip for its accounts.
         """
         wanted = [i for i in dict.fromkeys(ids) if i]
+        reused = read_once.take("accounts", wanted)
+        if reused is not None:  # the share read just read them (and the config)
+            config_read = read_once.take(CONFIG_KIND, [system_config.DOC_ID])
+            if config_read is not None:
+                return _accounts(reused.values()), config_read.get(system_config.DOC_ID)
         pipeline: list[Document] = [
             {"$match": {"_id": {"$in": wanted}}},
             {
@@ -311,17 +336,15 @@ class Store:
                 }
             },
         ]
-        accounts: dict[str, Account] = {}
+        docs: list[Document] = []
         config: Document | None = None
         # each account, its reseller and the system config in the first batch
         for doc in self.accounts.aggregate(pipeline, batchSize=2 * len(wanted) + 2):
             if doc.pop("_system_config", False) is True:
                 config = doc
-                continue
-            for reseller in doc.pop("_resellers", None) or []:
-                accounts.setdefault(str(reseller["_id"]), Account.from_document(reseller))
-            accounts[str(doc["_id"])] = Account.from_document(doc)
-        return list(accounts.values()), config
+            else:
+                docs.append(doc)
+        return _accounts(docs), config
 
     def get_account(self, account_id: str) -> Account | None:
         doc = self.accounts.find_one({"_id": account_id})
@@ -341,6 +364,17 @@ class Store:
         return found
 
 
+def _accounts(docs: Iterable[Document]) -> list[Account]:
+    """Accounts read with their resellers (``_resellers``): each account once."""
+    accounts: dict[str, Account] = {}
+    for doc in docs:
+        doc = dict(doc)
+        for reseller in doc.pop("_resellers", None) or []:
+            accounts.setdefault(str(reseller["_id"]), Account.from_document(reseller))
+        accounts[str(doc["_id"])] = Account.from_document(doc)
+    return list(accounts.values())
+
+
 def connect(settings: Settings) -> Store:
     """Open the configured store, or the embedded one under ``data_dir`` when none is set."""
     url = settings.mongodb_url
@@ -355,6 +389,7 @@ def connect(settings: Settings) -> Store:
     store = Store(client[settings.mongodb_db], max_in=max_in)
     try:
         store.ensure_indexes()
+        _ = store.joins  # asked now, not during a task
     except BaseException:
         client.close()
         raise

@@ -22,6 +22,9 @@ from pymongo.errors import DuplicateKeyError
 
 from knm.domain.number import utcnow
 
+#: ``RequestKeys.claim``'s ``known`` when the caller did not read the claim.
+UNREAD: Any = object()
+
 
 class OutcomeStore:
     """``request_outcomes``: one document per (request, part), expired by a TTL index."""
@@ -113,13 +116,15 @@ class RequestKeys:
         numbers: list[str],
         record: bool = True,
         new: bool = False,
+        known: Any = UNREAD,
     ) -> str | None:
         """Claim ``request_id`` for this request; ``None`` when it is (or now is) this one's.
 
         Otherwise the cause of the conflict: another requester, operation, options, or numbers
         the first request did not have (a retry of some of its numbers is the same request).
         ``record=False`` (a dry run) only checks. ``new``: the id is most likely unused (a
-        request arriving), so the claim is tried first (one command instead of two).
+        request arriving), so the claim is tried first (one command instead of two). ``known``:
+        the claim document as the caller just read it (None: there is none), not read again.
         """
         return self.claim_fresh(
             request_id,
@@ -129,6 +134,7 @@ class RequestKeys:
             numbers=numbers,
             record=record,
             new=new,
+            known=known,
         )[0]
 
     def claim_fresh(
@@ -141,10 +147,16 @@ class RequestKeys:
         numbers: list[str],
         record: bool = True,
         new: bool = False,
+        known: Any = UNREAD,
     ) -> tuple[str | None, bool]:
         """``claim``, and whether this call claimed the id first: then nothing can have been
         recorded under it yet, and the caller need not look for earlier outcomes."""
-        doc = None if new and record else self.collection.find_one({"_id": request_id})
+        if known is not UNREAD:
+            doc = known
+        elif new and record:
+            doc = None
+        else:
+            doc = self.collection.find_one({"_id": request_id})
         if doc is None:
             if not record:
                 return None, False

@@ -7,14 +7,16 @@ the test rig's MongoDB wire server and the carrier sandbox over HTTP.
 
 from __future__ import annotations
 
-from collections import Counter
+import uuid
 from collections.abc import Iterator, Sequence
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from pymongo import MongoClient, monitoring
 
 from config.settings import Settings
+from knm.domain.number import utcnow
 from knm.domain.options import Options
 from knm.services import dispatch
 from knm.services.dispatch import Done
@@ -22,45 +24,92 @@ from knm.services.events import NumberEvent
 from knm.services.facade import Knm
 from knm.services.numbers_requests import NumbersRequest, Operation
 from knm.services.search import SearchQuery
+from knm.store import read_once, share_reads
 from knm.store.numbers import Store
 
 pytestmark = pytest.mark.integration
 
 ACCOUNT = "c0" * 16
 LOCAL = "+13125550191"
+STRANGER = "d0" * 16
+CHILD = "e0" * 16
 
-#: A purchase in one hop: claim the request id; read the number (not stored yet), its search
-#: result and the accounts with the system config, once each (dispatch's reads are reused by
-#: the operation); the ledger's intent and outcome; the number; the request's outcome.
-PURCHASE = {
-    ("insert", "request_keys"): 1,
-    ("find", "numbers"): 1,
-    ("find", "search_cache"): 1,
-    ("aggregate", "accounts"): 1,
-    ("insert", "provisioning"): 1,
-    ("update", "provisioning"): 1,
-    ("insert", "numbers"): 1,
-    ("update", "request_outcomes"): 1,
+#: A purchase in one hop, in this order: claim the request id; read the number's search result,
+#: the number (not stored yet), the accounts and the system config in one query (on the search
+#: cache, the largest of them; the operation reads none of them again); the ledger's intent and
+#: outcome; the number; the request's outcome.
+PURCHASE = [
+    ("insert", "request_keys"),
+    ("aggregate", "search_cache"),
+    ("insert", "provisioning"),
+    ("update", "provisioning"),
+    ("insert", "numbers"),
+    ("update", "request_outcomes"),
+]
+#: The same through knm's queue: the router claims and reads to route; the carrier's worker
+#: reads the claim, the recorded outcome and what the share reads in one query, then buys.
+PURCHASE_VIA_KNM = [
+    ("insert", "request_keys"),
+    ("aggregate", "search_cache"),
+    ("aggregate", "search_cache"),
+    ("insert", "provisioning"),
+    ("update", "provisioning"),
+    ("insert", "numbers"),
+    ("update", "request_outcomes"),
+]
+#: On the embedded engine, which scans every collection a query joins, each step reads its own
+#: collection (the operation reuses what dispatch read: the number and its search result).
+EMBEDDED = {
+    "purchase": [
+        ("insert", "request_keys"),
+        ("find", "numbers"),
+        ("find", "search_cache"),
+        ("aggregate", "accounts"),
+        ("insert", "provisioning"),
+        ("update", "provisioning"),
+        ("insert", "numbers"),
+        ("update", "request_outcomes"),
+    ],
+    "purchase via knm": [
+        ("insert", "request_keys"),
+        ("find", "numbers"),
+        ("find", "search_cache"),
+        ("find", "request_outcomes"),
+        ("find", "request_keys"),
+        ("find", "numbers"),
+        ("aggregate", "accounts"),
+        ("find", "search_cache"),
+        ("insert", "provisioning"),
+        ("update", "provisioning"),
+        ("insert", "numbers"),
+        ("update", "request_outcomes"),
+    ],
+    "local write": [
+        ("insert", "request_keys"),
+        ("find", "numbers"),
+        ("aggregate", "accounts"),
+        ("update", "numbers"),
+        ("update", "request_outcomes"),
+    ],
 }
 #: A routed write on the local carrier: no search result, no ledger.
-LOCAL_WRITE = {
-    ("insert", "request_keys"): 1,
-    ("find", "numbers"): 1,
-    ("aggregate", "accounts"): 1,
-    ("update", "numbers"): 1,
-    ("update", "request_outcomes"): 1,
-}
+LOCAL_WRITE = [
+    ("insert", "request_keys"),
+    ("aggregate", "numbers"),
+    ("update", "numbers"),
+    ("update", "request_outcomes"),
+]
 
 
 class Commands(monitoring.CommandListener):
     """(command, collection) of every command sent, in order."""
 
     def __init__(self) -> None:
-        self.seen: Counter[tuple[str, str]] = Counter()
+        self.seen: list[tuple[str, str]] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         target = event.command.get(event.command_name)
-        self.seen[(event.command_name, target if isinstance(target, str) else "")] += 1
+        self.seen.append((event.command_name, target if isinstance(target, str) else ""))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -77,15 +126,46 @@ class QuietBroker:
         return None
 
 
+class CarrierBroker(QuietBroker):
+    """Runs the share a router forwards at once, as its carrier's worker would."""
+
+    def __init__(self, knm: Knm) -> None:
+        self.knm = knm
+        self.decision: dispatch.Decision | None = None
+
+    def publish(self, task: str, kwargs: dict[str, Any], queue: str, **options: Any) -> None:
+        assert (task, queue) == (dispatch.CARRIER_RUN_TASK, "carrier.knm_telnyx")
+        assert "then" not in kwargs
+        self.decision = dispatch.run_carrier_share(
+            self.knm,
+            self,
+            Operation(kwargs["operation"]),
+            kwargs["payload"],
+            kwargs["request_id"],
+            kwargs["module"],
+            previous=kwargs["previous"],
+            then=[],
+            transient_attempts=kwargs["transient_attempts"],
+            task_id=options["task_id"],
+        )
+
+
+@pytest.fixture
+def joins() -> bool:
+    """Whether the store is told its server joins from indexes (MongoDB does; the test rig's
+    embedded engine does not, but answers the same queries, only slower)."""
+    return True
+
+
 @pytest.fixture
 def counted(
-    mongo_url: str, db_name: str, sandbox_env: dict[str, str]
+    mongo_url: str, db_name: str, sandbox_env: dict[str, str], joins: bool
 ) -> Iterator[tuple[Knm, Commands]]:
     commands = Commands()
     client: MongoClient[dict[str, Any]] = MongoClient(
         mongo_url, tz_aware=True, event_listeners=[commands]
     )
-    store = Store(client[db_name])
+    store = Store(client[db_name], joins=joins)
     store.ensure_indexes()
     knm = Knm(store, Settings(mongodb_url=mongo_url, mongodb_db=db_name))
     knm.create_account(ACCOUNT, "Buyer", allow_additions=True, reseller=True)
@@ -97,7 +177,7 @@ def counted(
 
 def _route(knm: Knm, op: Operation, request: NumbersRequest, queue: str) -> dict[str, Any]:
     decision = dispatch.route_request(
-        knm, QuietBroker(), op, request, task_id="cost-1", queue=queue
+        knm, QuietBroker(), op, request, task_id=f"cost-{uuid.uuid4().hex[:8]}", queue=queue
     )
     assert isinstance(decision, Done)
     result: dict[str, Any] = decision.result
@@ -105,8 +185,7 @@ def _route(knm: Knm, op: Operation, request: NumbersRequest, queue: str) -> dict
     return result
 
 
-def test_a_purchase_in_one_hop_costs_eight_commands(counted: tuple[Knm, Commands]) -> None:
-    knm, commands = counted
+def _purchase(knm: Knm, commands: Commands) -> list[tuple[str, str]]:
     [found] = knm.search(
         SearchQuery(prefix="646", quantity=1, account_id=ACCOUNT, carriers=["knm_telnyx"])
     )
@@ -114,14 +193,140 @@ def test_a_purchase_in_one_hop_costs_eight_commands(counted: tuple[Knm, Commands
     request = NumbersRequest(numbers=[found.number], account=ACCOUNT)
     result = _route(knm, Operation.ACTIVATE, request, "carrier.knm_telnyx")
     assert result["succeeded"][found.number]["pvt_state"] == "in_service"
-    assert dict(commands.seen) == PURCHASE
-    assert sum(commands.seen.values()) == 8
+    return commands.seen
 
 
-def test_a_routed_local_write_costs_five_commands(counted: tuple[Knm, Commands]) -> None:
+def test_a_purchase_in_one_hop_costs_six_commands(counted: tuple[Knm, Commands]) -> None:
+    assert _purchase(*counted) == PURCHASE
+
+
+@pytest.mark.parametrize("joins", [False])
+def test_on_the_embedded_engine_each_step_reads_its_own_collection(
+    counted: tuple[Knm, Commands],
+) -> None:
     knm, commands = counted
+    assert not knm.store.joins
+    assert _purchase(knm, commands) == EMBEDDED["purchase"]
+    assert _purchase_via_knm(knm, commands) == EMBEDDED["purchase via knm"]
+    assert _local_write(knm, commands) == EMBEDDED["local write"]
+
+
+def test_the_embedded_engine_is_known_by_its_name(mongo_db: Any) -> None:
+    """The test rig's server is the embedded engine: its joins scan, so none are sent."""
+    assert Store(mongo_db).joins is False
+    assert Store(mongo_db, joins=True).joins is True
+
+
+def test_a_purchase_through_knm_costs_seven_commands(counted: tuple[Knm, Commands]) -> None:
+    assert _purchase_via_knm(*counted) == PURCHASE_VIA_KNM
+
+
+def _purchase_via_knm(knm: Knm, commands: Commands) -> list[tuple[str, str]]:
+    [found] = knm.search(
+        SearchQuery(prefix="646", quantity=1, account_id=ACCOUNT, carriers=["knm_telnyx"])
+    )
+    commands.seen.clear()
+    broker = CarrierBroker(knm)
+    request = NumbersRequest(numbers=[found.number], account=ACCOUNT)
+    routed = dispatch.route_request(
+        knm, broker, Operation.ACTIVATE, request, task_id="cost-2", queue="knm"
+    )
+    assert isinstance(routed, dispatch.Forwarded)
+    assert isinstance(broker.decision, Done), broker.decision
+    assert broker.decision.result["succeeded"][found.number]["pvt_state"] == "in_service"
+    return commands.seen
+
+
+def test_a_routed_local_write_costs_four_commands(counted: tuple[Knm, Commands]) -> None:
+    assert _local_write(*counted) == LOCAL_WRITE
+
+
+def _local_write(knm: Knm, commands: Commands) -> list[tuple[str, str]]:
     assert knm.numbers.create([LOCAL], Options(assign_to=ACCOUNT)).failed == {}
     commands.seen.clear()
     request = NumbersRequest(numbers=[LOCAL], public_fields={"notes": {"x": 1}})
-    _route(knm, Operation.UPDATE, request, "knm")
-    assert dict(commands.seen) == LOCAL_WRITE
+    result = _route(knm, Operation.UPDATE, request, "knm")
+    assert result["succeeded"][LOCAL]["notes"] == {"x": 1}
+    return commands.seen
+
+
+def test_the_owner_read_with_the_number_decides_who_may_write(
+    counted: tuple[Knm, Commands],
+) -> None:
+    """The share read joins each number's owner account: the owner writes at the same cost;
+    a stranger is refused from that one read, and nothing is written."""
+    knm, commands = counted
+    knm.create_account(STRANGER, "Stranger", allow_additions=True)
+    assert knm.numbers.create([LOCAL], Options(assign_to=ACCOUNT)).failed == {}
+    commands.seen.clear()
+    by_owner = NumbersRequest(numbers=[LOCAL], auth_by=ACCOUNT, public_fields={"n": 1})
+    assert _route(knm, Operation.UPDATE, by_owner, "knm")["succeeded"][LOCAL]["n"] == 1
+    assert commands.seen == LOCAL_WRITE
+    commands.seen.clear()
+    by_stranger = NumbersRequest(numbers=[LOCAL], auth_by=STRANGER, public_fields={"n": 2})
+    decision = dispatch.route_request(
+        knm, QuietBroker(), Operation.UPDATE, by_stranger, task_id="cost-3", queue="knm"
+    )
+    assert isinstance(decision, Done)
+    assert decision.result["succeeded"] == {}
+    assert decision.result["failed"][LOCAL]["code"] == 403, decision.result
+    assert commands.seen == [
+        ("insert", "request_keys"),
+        ("aggregate", "numbers"),
+        ("update", "request_outcomes"),
+    ]
+    assert knm.numbers.get([LOCAL]).succeeded[LOCAL].to_document()["n"] == 1
+
+
+def test_a_share_read_hands_the_owner_and_its_reseller_to_the_operation(
+    counted: tuple[Knm, Commands],
+) -> None:
+    """What the operation would read about accounts (the owner of a number, its reseller, the
+    requester) and the system config come from the share read, with no command of their own."""
+    knm, commands = counted
+    knm.create_account(CHILD, "Child", parent=ACCOUNT)
+    assert knm.numbers.create([LOCAL], Options(assign_to=CHILD)).failed == {}
+    commands.seen.clear()
+    with read_once.reuse_reads():
+        read = share_reads.read_share(knm.store, [LOCAL], [STRANGER], discovery=False)
+        assert commands.seen == [("aggregate", "numbers")]
+        assert read.numbers[LOCAL]["pvt_assigned_to"] == CHILD
+        accounts, _config = knm.store.find_accounts_and_config([CHILD, STRANGER])
+    assert commands.seen == [("aggregate", "numbers")]
+    assert {a.id for a in accounts} == {CHILD, ACCOUNT}  # STRANGER does not exist
+    assert next(a for a in accounts if a.id == CHILD).reseller_id == ACCOUNT
+    assert read.numbers[LOCAL] == knm.store.find_numbers([LOCAL])[LOCAL]  # nothing joined left
+
+
+def test_a_share_read_takes_each_numbers_first_discovery_result(
+    counted: tuple[Knm, Commands],
+) -> None:
+    """The first unexpired result of a number wins; a number whose first result is not a
+    ``discovery`` one is left to the operation's own read (a later one might be)."""
+    knm, _ = counted
+    fresh, stale, odd = "+16465550001", "+16465550002", "+16465550003"
+    later = utcnow() + timedelta(minutes=5)
+
+    def result(number: str, state: str = "discovery") -> dict[str, Any]:
+        return {"number": number, "state": state, "carrier_module": "knm_telnyx"}
+
+    knm.store.search_cache.insert_many(
+        [
+            {
+                "_id": "expired",
+                "results": [result(stale), result(fresh, "in_service")],
+                "discovery_numbers": [stale],
+                "expires_at": utcnow() - timedelta(minutes=5),
+            },
+            {
+                "_id": "current",
+                "results": [result(odd, "in_service"), result(fresh), result(odd)],
+                "discovery_numbers": [fresh, odd],
+                "expires_at": later,
+            },
+        ]
+    )
+    read = share_reads.read_share(knm.store, [fresh, stale, odd], [], discovery=True)
+    assert read.numbers == {}
+    assert read.discovery == {fresh: result(fresh)}
+    assert read.unsure == {odd}

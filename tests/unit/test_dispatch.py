@@ -93,7 +93,8 @@ def knm() -> Any:
         outcomes=FakeOutcomes(),
         dead_letters=SimpleNamespace(put=lambda *a: knm_letters.append(a)),
         numbers=SimpleNamespace(carriers=registry),
-        store=SimpleNamespace(find_numbers=lambda numbers: {}),
+        # max_in 0: no number fits one share read, so each step reads (and fakes) its own
+        store=SimpleNamespace(find_numbers=lambda numbers: {}, max_in=0),
     )
 
 
