@@ -55,14 +55,17 @@ def requester(
     path_account = request.path_params.get("account_id")
     if not (isinstance(path_account, str) and is_account_id(path_account)):
         path_account = None
-    account, docs = ctx.keys.account_with_accounts(
-        token.strip(), path_account, ctx.knm.store.accounts.name
-    )
+    known = None
+    if path_account is not None and ctx.knm.store.joins:
+        # one read for the key and the accounts the route checks (check_account)
+        account, docs = ctx.keys.account_with_accounts(
+            token.strip(), path_account, ctx.knm.store.accounts.name
+        )
+        known = (path_account, AccountDirectory(Account.from_document(d) for d in docs))
+    else:
+        account = ctx.keys.account_of(token.strip())
     if account is None:
         raise envelope.unauthorized("invalid credentials (unknown or revoked key)")
-    known = None
-    if path_account is not None:
-        known = (path_account, AccountDirectory(Account.from_document(d) for d in docs))
     return Requester(auth_by=account, request_id=_request_id(request), ctx=ctx, path_accounts=known)
 
 

@@ -95,12 +95,21 @@ class ApiKeyStore:
         )
         return key, record
 
+    def account_of(self, key: str) -> str | None:
+        """The account of a valid, unrevoked key, else None (one read by digest)."""
+        doc = self.collection.find_one({"_id": digest(key)}, {"account_id": 1, "revoked": 1})
+        if doc is None or doc.get("revoked"):
+            return None
+        account = doc.get("account_id")
+        return account if isinstance(account, str) else None
+
     def account_with_accounts(
         self, key: str, account_id: str | None, accounts: str = "accounts"
     ) -> tuple[str | None, list[dict[str, Any]]]:
         """The account of a valid, unrevoked key (else None) and, in the same round trip, the
         documents of that account and of ``account_id`` that exist: a route under
-        ``/v2/accounts/{A}`` needs both, and one aggregate saves a second read per request."""
+        ``/v2/accounts/{A}`` needs both. One aggregate saves a second read per request where the
+        server joins on ``_id`` from its index (MongoDB; not the embedded engine, which scans)."""
         wanted: list[Any] = ["$account_id", account_id] if account_id else ["$account_id"]
         pipeline: list[dict[str, Any]] = [
             {"$match": {"_id": digest(key)}},

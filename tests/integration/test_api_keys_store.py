@@ -60,7 +60,10 @@ def test_a_key_and_the_accounts_a_route_needs_are_one_command(
         assert (account, [d["_id"] for d in docs]) == (RESELLER, [RESELLER])
 
         assert keys.account_with_accounts("not-a-key", CHILD) == (None, [])
+        assert keys.account_of(key) == RESELLER
+        assert keys.account_of("not-a-key") is None
         keys.revoke(record.id)
         assert keys.account_with_accounts(key, CHILD) == (None, [])
+        assert keys.account_of(key) is None
     finally:
         client.close()
