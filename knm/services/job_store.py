@@ -24,6 +24,8 @@ from knm.services.job_access import readable_jobs
 from knm.store import job_retention
 
 DEFAULT_CHUNK_SIZE: Final[int] = 1000
+#: Reads of one chunk's rows ask for them in one reply (MongoDB sends 101 first, then getMore).
+CHUNK_READ_BATCH: Final[int] = DEFAULT_CHUNK_SIZE + 1
 INSERT_BATCH: Final[int] = 1000
 #: Rows are inserted in batches of at most this many bytes of input too (streaming).
 INSERT_BATCH_BYTES: Final[int] = 1024 * 1024

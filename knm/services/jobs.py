@@ -40,6 +40,7 @@ from knm.services.job_creation import create_job
 from knm.services.job_listings import run_listing
 from knm.services.job_store import (
     CHUNK_MAX_BYTES,
+    CHUNK_READ_BATCH,
     DEFAULT_CHUNK_SIZE,
     FINAL_STATUSES,
     INSERT_BATCH,
@@ -108,7 +109,11 @@ def run_chunk(
     if not action.takes_input:
         return run_listing(knm, job)
     # without the listings a rerun's done rows carry: a chunk's inputs are bounded, not them
-    docs = list(store.rows.find({"job_id": job_id, "chunk": chunk}, {"listing": 0}))
+    docs = list(
+        store.rows.find(
+            {"job_id": job_id, "chunk": chunk}, {"listing": 0}, batch_size=job.chunk_size + 1
+        )
+    )
     pending = _rows(docs)
     report.skipped = len(docs) - len(pending)
     outcomes: Outcomes = {}
@@ -177,7 +182,7 @@ def run_rows(
     action = ACTIONS[job.action]
     report = ChunkReport(job_id, chunk)
     query = {"job_id": job_id, "chunk": chunk, "carrier": module, "status": RowStatus.PENDING}
-    rows = _rows(store.rows.find(query, {"listing": 0}))
+    rows = _rows(store.rows.find(query, {"listing": 0}, batch_size=job.chunk_size + 1))
     if rows:
         request_id = f"{job_id}:{chunk}"
         numbers = list(dict.fromkeys(r.number for r in rows))
@@ -230,7 +235,9 @@ def reopen_rows(knm: Knm, job_id: str, chunk: int, numbers: list[str]) -> int:
     store = JobStore(knm)
     docs = list(
         store.rows.find(
-            {"job_id": job_id, "chunk": chunk}, {"status": 1, "precounted": 1, "number": 1}
+            {"job_id": job_id, "chunk": chunk},
+            {"status": 1, "precounted": 1, "number": 1},
+            batch_size=CHUNK_READ_BATCH,
         )
     )
     wanted = set(numbers)
@@ -388,7 +395,11 @@ def _dead_letter(
 
 def _count_if_complete(store: JobStore, job_id: str, chunk: int) -> tuple[bool, JobStatus]:
     """Count the chunk if none of its rows is pending any more (whoever finishes last)."""
-    docs = store.rows.find({"job_id": job_id, "chunk": chunk}, {"status": 1, "precounted": 1})
+    docs = store.rows.find(
+        {"job_id": job_id, "chunk": chunk},
+        {"status": 1, "precounted": 1},
+        batch_size=CHUNK_READ_BATCH,
+    )
     rows = [(d["status"], bool(d.get("precounted"))) for d in docs]
     if any(st == RowStatus.PENDING for st, _ in rows):
         return False, JobStatus.RUNNING
@@ -431,7 +442,13 @@ def fail_chunk(knm: Knm, job_id: str, chunk: int, reason: str) -> ChunkReport:
         {"job_id": job_id, "chunk": chunk, "status": RowStatus.PENDING.value},
         {"$set": {"status": RowStatus.FAILED.value, "error": f"applier crashed: {reason}"}},
     )
-    docs = list(store.rows.find({"job_id": job_id, "chunk": chunk}, {"status": 1, "precounted": 1}))
+    docs = list(
+        store.rows.find(
+            {"job_id": job_id, "chunk": chunk},
+            {"status": 1, "precounted": 1},
+            batch_size=CHUNK_READ_BATCH,
+        )
+    )
     rows = [(d["status"], bool(d.get("precounted"))) for d in docs]
     report.failed = sum(1 for st, _ in rows if st == RowStatus.FAILED)
     report.succeeded = len(rows) - report.failed

@@ -39,6 +39,9 @@ Document = dict[str, Any]
 
 #: What the embedded engine's server calls itself (``gitVersion`` in its ``hello``).
 EMBEDDED_ENGINE: Final[str] = "mongoeco"
+#: The ``read_once`` kind under which an operation's accounts are handed to the next
+#: ``find_accounts`` of the same task (a CSV chunk's listing names its rows' owners).
+OPERATION_ACCOUNTS: Final[str] = "operation_accounts"
 #: The ``read_once`` kind under which a share read (``knm.store.share_reads``) hands the system
 #: config to ``find_accounts_and_config`` (with the accounts, kind ``accounts``).
 CONFIG_KIND: Final[str] = "system_config"
@@ -298,6 +301,9 @@ class Store:
         wanted = [i for i in dict.fromkeys(ids) if i]
         if not wanted:
             return []
+        reused = read_once.take(OPERATION_ACCOUNTS, wanted)
+        if reused is not None:  # the operation that just ran read them (a CSV chunk's names)
+            return list(reused.values())
         found = self.accounts.find({"_id": {"$in": wanted}}, batch_size=len(wanted) + 1)
         return [Account.from_document(d) for d in found]
 
@@ -315,7 +321,9 @@ class Store:
         if reused is not None:  # the share read just read them (and the config)
             config_read = read_once.take(CONFIG_KIND, [system_config.DOC_ID])
             if config_read is not None:
-                return _accounts(reused.values()), config_read.get(system_config.DOC_ID)
+                accounts = _accounts(reused.values())
+                read_once.remember(OPERATION_ACCOUNTS, wanted, {a.id: a for a in accounts})
+                return accounts, config_read.get(system_config.DOC_ID)
         pipeline: list[Document] = [
             {"$match": {"_id": {"$in": wanted}}},
             {
@@ -344,7 +352,9 @@ class Store:
                 config = doc
             else:
                 docs.append(doc)
-        return _accounts(docs), config
+        accounts = _accounts(docs)
+        read_once.remember(OPERATION_ACCOUNTS, wanted, {a.id: a for a in accounts})
+        return accounts, config
 
     def get_account(self, account_id: str) -> Account | None:
         doc = self.accounts.find_one({"_id": account_id})
