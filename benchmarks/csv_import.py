@@ -318,6 +318,7 @@ def run() -> dict[str, Any]:
         from workers.app import all_queues
         from workers.app import app as worker_app
 
+        worker_app.close()  # a pool left from an earlier run points at its (stopped) broker
         worker_app.conf.update(celery_config(settings, all_queues()))
         publisher = producer.create_app(settings)
         stack.callback(publisher.close)

@@ -21,6 +21,14 @@ from knm.services.events import EVENTS_EXCHANGE, NumberEvent
 log = logging.getLogger(__name__)
 
 EXCHANGE = Exchange(EVENTS_EXCHANGE, type="topic", durable=True)
+#: A broker that stays away fails the publish (and so the task, which is redelivered) after a
+#: few tries, instead of kombu's default of retrying forever inside a running task.
+EVENT_RETRY: dict[str, float] = {
+    "max_retries": 3,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 2,
+}
 
 
 class CeleryBroker:
@@ -68,6 +76,7 @@ def publish_events(app: Celery, events: Sequence[NumberEvent], reply_to: str | N
                 serializer="json",
                 delivery_mode=2,
                 retry=True,
+                retry_policy=EVENT_RETRY,
             )
             if reply_queue is not None:
                 producer.publish(
@@ -78,6 +87,7 @@ def publish_events(app: Celery, events: Sequence[NumberEvent], reply_to: str | N
                     serializer="json",
                     delivery_mode=2,
                     retry=True,
+                    retry_policy=EVENT_RETRY,
                 )
     log.debug("published %d events (reply_to %s)", len(events), reply_to)
 

@@ -93,17 +93,28 @@ def test_api(monkeypatch: pytest.MonkeyPatch) -> None:
     assert report["uploads"][0]["peak_rss_mb"] > 0
 
 
-def test_run_takes_names_and_import_sizes(capsys: pytest.CaptureFixture[str]) -> None:
-    """``python -m benchmarks.run csv_import --rows N`` runs that benchmark alone at that size."""
-    saved = csv_import.SIZES
-    try:
-        run.main(["csv_import", "--rows", "40"])
-    finally:
-        csv_import.SIZES = saved
-    out = capsys.readouterr().out
+def test_run_takes_names_and_import_sizes() -> None:
+    """``python -m benchmarks.run csv_import --rows N`` runs that benchmark alone at that size,
+    in its own process (as ``python -m benchmarks.csv_import --rows N``)."""
+    planned = run.commands(["csv_import", "--rows", "40,80"])
+    assert [command[1:] for _, command in planned] == [
+        ["-m", "benchmarks.csv_import", "--rows", "40,80"]
+    ]
+    assert planned[0][0].startswith("CSV import")
+    assert [command[2] for _, command in run.commands([])] == [
+        f"benchmarks.{name}" for name, _ in run.BENCHMARKS
+    ]
+    with pytest.raises(SystemExit):
+        run.commands(["nope"])
+
+
+def test_run_runs_a_benchmark_in_its_own_process(capfd: pytest.CaptureFixture[str]) -> None:
+    """The CSV import at 40 rows through ``benchmarks.run`` runs to the end (a failed one exits
+    non-zero) and prints its figures."""
+    run.main(["csv_import", "--rows", "40"])
+    out = capfd.readouterr().out
     assert "== CSV import" in out
-    assert "== sweeps" not in out
-    assert '"40": {' in out
+    assert "CSV import, chunks of 1000 rows" in out
 
 
 def test_commands_count_the_get_more_mongodb_would_send() -> None:
