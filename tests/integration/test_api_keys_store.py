@@ -5,32 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import pymongo
-from pymongo import monitoring
 from pymongo.database import Database
 
 from config.settings import Settings
 from knm.services.facade import Knm
 from knm.store.api_keys import ApiKeyStore
 from knm.store.numbers import Store
+from tests.command_log import CommandLog
 
 Doc = dict[str, Any]
 RESELLER = "a1" * 16
 CHILD = "b2" * 16
 UNKNOWN = "c3" * 16
-
-
-class _Commands(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.names.append(event.command_name)
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
 
 
 def test_a_key_and_the_accounts_a_route_needs_are_one_command(
@@ -43,7 +29,7 @@ def test_a_key_and_the_accounts_a_route_needs_are_one_command(
     knm.create_account(CHILD, "Child", parent=RESELLER, allow_additions=True)
     key, record = ApiKeyStore(mongo_db).create(RESELLER, "test")
 
-    listener = _Commands()
+    listener = CommandLog()
     client: pymongo.MongoClient[Doc] = pymongo.MongoClient(mongo_url, event_listeners=[listener])
     try:
         keys = ApiKeyStore(client[mongo_db.name])

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from pymongo import MongoClient, monitoring
+from pymongo import MongoClient
 
 from config.settings import Settings
 from knm.domain.number import utcnow
@@ -26,6 +26,7 @@ from knm.services.numbers_requests import NumbersRequest, Operation
 from knm.services.search import SearchQuery
 from knm.store import read_once, share_reads
 from knm.store.numbers import Store
+from tests.command_log import CommandLog
 
 pytestmark = pytest.mark.integration
 
@@ -101,23 +102,6 @@ LOCAL_WRITE = [
 ]
 
 
-class Commands(monitoring.CommandListener):
-    """(command, collection) of every command sent, in order."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, str]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        target = event.command.get(event.command_name)
-        self.seen.append((event.command_name, target if isinstance(target, str) else ""))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
 class QuietBroker:
     def publish(self, task: str, kwargs: dict[str, Any], queue: str, **_: Any) -> None:
         raise AssertionError(f"nothing should be forwarded, not {task} to {queue}")
@@ -160,8 +144,8 @@ def joins() -> bool:
 @pytest.fixture
 def counted(
     mongo_url: str, db_name: str, sandbox_env: dict[str, str], joins: bool
-) -> Iterator[tuple[Knm, Commands]]:
-    commands = Commands()
+) -> Iterator[tuple[Knm, CommandLog]]:
+    commands = CommandLog()
     client: MongoClient[dict[str, Any]] = MongoClient(
         mongo_url, tz_aware=True, event_listeners=[commands]
     )
@@ -185,7 +169,7 @@ def _route(knm: Knm, op: Operation, request: NumbersRequest, queue: str) -> dict
     return result
 
 
-def _purchase(knm: Knm, commands: Commands) -> list[tuple[str, str]]:
+def _purchase(knm: Knm, commands: CommandLog) -> list[tuple[str, str]]:
     [found] = knm.search(
         SearchQuery(prefix="646", quantity=1, account_id=ACCOUNT, carriers=["knm_telnyx"])
     )
@@ -196,13 +180,13 @@ def _purchase(knm: Knm, commands: Commands) -> list[tuple[str, str]]:
     return commands.seen
 
 
-def test_a_purchase_in_one_hop_costs_six_commands(counted: tuple[Knm, Commands]) -> None:
+def test_a_purchase_in_one_hop_costs_six_commands(counted: tuple[Knm, CommandLog]) -> None:
     assert _purchase(*counted) == PURCHASE
 
 
 @pytest.mark.parametrize("joins", [False])
 def test_on_the_embedded_engine_each_step_reads_its_own_collection(
-    counted: tuple[Knm, Commands],
+    counted: tuple[Knm, CommandLog],
 ) -> None:
     knm, commands = counted
     assert not knm.store.joins
@@ -217,11 +201,11 @@ def test_the_embedded_engine_is_known_by_its_name(mongo_db: Any) -> None:
     assert Store(mongo_db, joins=True).joins is True
 
 
-def test_a_purchase_through_knm_costs_seven_commands(counted: tuple[Knm, Commands]) -> None:
+def test_a_purchase_through_knm_costs_seven_commands(counted: tuple[Knm, CommandLog]) -> None:
     assert _purchase_via_knm(*counted) == PURCHASE_VIA_KNM
 
 
-def _purchase_via_knm(knm: Knm, commands: Commands) -> list[tuple[str, str]]:
+def _purchase_via_knm(knm: Knm, commands: CommandLog) -> list[tuple[str, str]]:
     [found] = knm.search(
         SearchQuery(prefix="646", quantity=1, account_id=ACCOUNT, carriers=["knm_telnyx"])
     )
@@ -237,11 +221,11 @@ def _purchase_via_knm(knm: Knm, commands: Commands) -> list[tuple[str, str]]:
     return commands.seen
 
 
-def test_a_routed_local_write_costs_four_commands(counted: tuple[Knm, Commands]) -> None:
+def test_a_routed_local_write_costs_four_commands(counted: tuple[Knm, CommandLog]) -> None:
     assert _local_write(*counted) == LOCAL_WRITE
 
 
-def _local_write(knm: Knm, commands: Commands) -> list[tuple[str, str]]:
+def _local_write(knm: Knm, commands: CommandLog) -> list[tuple[str, str]]:
     assert knm.numbers.create([LOCAL], Options(assign_to=ACCOUNT)).failed == {}
     commands.seen.clear()
     request = NumbersRequest(numbers=[LOCAL], public_fields={"notes": {"x": 1}})
@@ -251,7 +235,7 @@ def _local_write(knm: Knm, commands: Commands) -> list[tuple[str, str]]:
 
 
 def test_the_owner_read_with_the_number_decides_who_may_write(
-    counted: tuple[Knm, Commands],
+    counted: tuple[Knm, CommandLog],
 ) -> None:
     """The share read joins each number's owner account: the owner writes at the same cost;
     a stranger is refused from that one read, and nothing is written."""
@@ -279,7 +263,7 @@ def test_the_owner_read_with_the_number_decides_who_may_write(
 
 
 def test_a_share_read_hands_the_owner_and_its_reseller_to_the_operation(
-    counted: tuple[Knm, Commands],
+    counted: tuple[Knm, CommandLog],
 ) -> None:
     """What the operation would read about accounts (the owner of a number, its reseller, the
     requester) and the system config come from the share read, with no command of their own."""
@@ -299,7 +283,7 @@ def test_a_share_read_hands_the_owner_and_its_reseller_to_the_operation(
 
 
 def test_a_share_read_takes_each_numbers_first_discovery_result(
-    counted: tuple[Knm, Commands],
+    counted: tuple[Knm, CommandLog],
 ) -> None:
     """The first unexpired result of a number wins; a number whose first result is not a
     ``discovery`` one is left to the operation's own read (a later one might be)."""

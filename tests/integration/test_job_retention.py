@@ -13,7 +13,6 @@ from typing import Any
 
 import pymongo
 import pytest
-from pymongo import monitoring
 from pymongo.database import Database
 from typer.testing import CliRunner
 
@@ -23,6 +22,7 @@ from knm.services import jobs
 from knm.services.facade import Knm
 from knm.store import job_retention
 from knm.store.numbers import Store
+from tests.command_log import CommandLog
 
 pytestmark = pytest.mark.integration
 
@@ -146,20 +146,6 @@ def test_jobs_delete_by_a_sibling_account_is_refused_and_deletes_nothing(
     assert json.loads(allowed.stdout)["deleted"] is True
 
 
-class _Names(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.names.append(event.command_name)
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
 def test_the_purge_scans_rows_only_when_some_have_no_job(
     mongo_db: Database[Doc], mongo_url: str
 ) -> None:
@@ -169,7 +155,7 @@ def test_the_purge_scans_rows_only_when_some_have_no_job(
     knm = _knm(mongo_db)
     kept = _run(knm, 3, 3_200_000)
     gone = _run(knm, 2, 3_300_000)
-    listener = _Names()
+    listener = CommandLog()
     client: pymongo.MongoClient[Doc] = pymongo.MongoClient(
         mongo_url, tz_aware=True, event_listeners=[listener]
     )
@@ -180,7 +166,7 @@ def test_the_purge_scans_rows_only_when_some_have_no_job(
         assert listener.names.count("find") == 1  # the jobs: ids, row counts, expiry
 
         mongo_db["jobs"].delete_one({"_id": gone.id})  # as a MongoDB TTL monitor would
-        listener.names.clear()
+        listener.clear()
         assert job_retention.purge_expired(db) == {"jobs": 0, "rows": 2, "orphaned_jobs": 1}
         assert "distinct" in listener.names
     finally:
