@@ -32,7 +32,7 @@ import httpx
 from celery import Celery
 from pymongo import MongoClient
 
-from benchmarks.common import engine_name, mongo_server, redis_server
+from benchmarks.common import engine_name, mongo_server, redis_server, worker_argv
 from config.settings import Settings
 from knm.domain.options import Options
 from knm.services.facade import Knm
@@ -164,23 +164,7 @@ def _run(broker: str) -> dict[str, Any]:
         }
         port = _free_port()
         worker = _start(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers.app",
-                "worker",
-                "--pool",
-                "solo",
-                "-n",
-                f"bench-{uuid.uuid4().hex[:6]}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "--loglevel",
-                "WARNING",
-            ],
+            worker_argv("celery", "bench", "solo"),
             env,
         )
         api = _start([sys.executable, "-m", "knm", "api", "serve", "--port", str(port)], env)

@@ -16,7 +16,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -27,7 +26,7 @@ from typing import Any
 from celery import Celery
 from pymongo import MongoClient
 
-from benchmarks.common import mongo_server, redis_server
+from benchmarks.common import mongo_server, redis_server, worker_argv
 from config.settings import Settings
 from knm.domain.options import Options
 from knm.services.facade import Knm
@@ -115,23 +114,12 @@ def _run(BROKER: str) -> dict[str, Any]:  # noqa: N803
             "KNM_DATA_DIR": data_dir,
         }
         worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
+            worker_argv(
                 "benchmarks.counting_worker",
-                "-A",
-                "workers.app",
-                "worker",
-                "--pool",
+                "bench",
                 "solo",
-                "-n",
-                f"bench-{uuid.uuid4().hex[:6]}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "--loglevel",
-                os.environ.get("KNM_BENCH_WORKER_LOGLEVEL", "WARNING"),
-            ],
+                loglevel=os.environ.get("KNM_BENCH_WORKER_LOGLEVEL", "WARNING"),
+            ),
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=None if os.environ.get("KNM_BENCH_WORKER_LOGLEVEL") else subprocess.DEVNULL,

@@ -13,9 +13,11 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -87,6 +89,20 @@ class CommandCounter(monitoring.CommandListener):
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+
+def worker_argv(
+    module: str, name: str, pool: str, *extra: str, loglevel: str = "WARNING"
+) -> list[str]:
+    """``python -m <module> -A workers.app worker ...`` for a benchmark's own worker: a unique
+    node name, no gossip, mingle or heartbeat (one worker, nothing to agree with)."""
+    return [
+        *(sys.executable, "-m", module, "-A", "workers.app", "worker"),
+        *("--pool", pool, *extra),
+        *("-n", f"{name}-{uuid.uuid4().hex[:6]}@%h"),
+        *("--without-gossip", "--without-mingle", "--without-heartbeat"),
+        *("--loglevel", loglevel),
+    ]
 
 
 def engine_name() -> str:

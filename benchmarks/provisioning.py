@@ -26,7 +26,6 @@ import io
 import os
 import resource
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -36,7 +35,7 @@ from typing import Any
 from celery import Celery
 from pymongo import MongoClient
 
-from benchmarks.common import mongo_server, process_cpu_s, redis_server, server_pid
+from benchmarks.common import mongo_server, process_cpu_s, redis_server, server_pid, worker_argv
 from benchmarks.counting_worker import read_counts
 from carriers.http import close_clients
 from carriers.sandbox import Injection, Sandbox, SandboxClient
@@ -55,27 +54,13 @@ def _worker(
     env: dict[str, str], queues: str, concurrency: int, name: str, commands: Path
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
+        worker_argv(
             "benchmarks.counting_worker",
-            "-A",
-            "workers.app",
-            "worker",
-            "--queues",
-            queues,
-            "--pool",
+            name,
             "threads",
-            "--concurrency",
-            str(concurrency),
-            "-n",
-            f"{name}-{uuid.uuid4().hex[:6]}@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "--loglevel",
-            os.environ.get("KNM_BENCH_WORKER_LOGLEVEL", "WARNING"),
-        ],
+            *("--queues", queues, "--concurrency", str(concurrency)),
+            loglevel=os.environ.get("KNM_BENCH_WORKER_LOGLEVEL", "WARNING"),
+        ),
         env={**env, "KNM_BENCH_COMMANDS_FILE": str(commands)},
         stdout=subprocess.DEVNULL,
         stderr=None if os.environ.get("KNM_BENCH_WORKER_LOGLEVEL") else subprocess.DEVNULL,

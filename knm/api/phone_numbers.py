@@ -96,6 +96,25 @@ def _write(
     return _answer(who, number, writes.write(op, request, who, run_async=run_async), status)
 
 
+def _update(
+    who: Auth,
+    account_id: str,
+    number: str | None,
+    numbers: list[str],
+    data: dict[str, Any],
+    run_async: bool,
+    *,
+    merge: bool,
+) -> EnvelopeResponse:
+    """POST replaces the public fields, PATCH merges into them (one number or a collection);
+    the account is checked before the fields are."""
+    check_account(who, account_id)
+    fields = public_fields(data)
+    return _write(
+        who, Operation.UPDATE, number, numbers, run_async, public_fields=fields, merge=merge
+    )
+
+
 # ================================================================================ reads
 @router.get("/accounts/{account_id}/phone_numbers", response_model=envelope.Envelope)
 def list_numbers(
@@ -270,17 +289,8 @@ def replace_collection(
     account_id: str, body: CollectionBody, who: Auth, run_async: Async = False
 ) -> EnvelopeResponse:
     """Replace the numbers' public fields."""
-    check_account(who, account_id)
-    fields = public_fields(body.data.model_dump())
-    return _write(
-        who,
-        Operation.UPDATE,
-        None,
-        body.data.numbers,
-        run_async,
-        public_fields=fields,
-        merge=False,
-    )
+    data = body.data.model_dump()
+    return _update(who, account_id, None, body.data.numbers, data, run_async, merge=False)
 
 
 @router.patch("/accounts/{account_id}/phone_numbers/collection")
@@ -288,17 +298,8 @@ def merge_collection(
     account_id: str, body: CollectionBody, who: Auth, run_async: Async = False
 ) -> EnvelopeResponse:
     """Merge into the numbers' public fields."""
-    check_account(who, account_id)
-    fields = public_fields(body.data.model_dump())
-    return _write(
-        who,
-        Operation.UPDATE,
-        None,
-        body.data.numbers,
-        run_async,
-        public_fields=fields,
-        merge=True,
-    )
+    data = body.data.model_dump()
+    return _update(who, account_id, None, body.data.numbers, data, run_async, merge=True)
 
 
 @router.delete("/accounts/{account_id}/phone_numbers/collection")
@@ -358,16 +359,7 @@ def replace_number(
     account_id: str, number: str, body: NumberBody, who: Auth, run_async: Async = False
 ) -> EnvelopeResponse:
     """Replace the number's public fields (features apply on save)."""
-    check_account(who, account_id)
-    return _write(
-        who,
-        Operation.UPDATE,
-        number,
-        [number],
-        run_async,
-        public_fields=public_fields(body.data),
-        merge=False,
-    )
+    return _update(who, account_id, number, [number], body.data, run_async, merge=False)
 
 
 @router.patch("/accounts/{account_id}/phone_numbers/{number}")
@@ -375,16 +367,7 @@ def merge_number(
     account_id: str, number: str, body: NumberBody, who: Auth, run_async: Async = False
 ) -> EnvelopeResponse:
     """Merge into the number's public fields."""
-    check_account(who, account_id)
-    return _write(
-        who,
-        Operation.UPDATE,
-        number,
-        [number],
-        run_async,
-        public_fields=public_fields(body.data),
-        merge=True,
-    )
+    return _update(who, account_id, number, [number], body.data, run_async, merge=True)
 
 
 @router.delete("/accounts/{account_id}/phone_numbers/{number}")
