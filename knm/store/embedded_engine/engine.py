@@ -53,6 +53,8 @@ class KnmSQLiteEngine(ProbeCaching):
     IN_GROUP: Final[int] = 100
     #: ``$in`` lists of strings longer than this are tested against the set of values.
     IN_SET_MIN: Final[int] = 8
+    #: Run every command's blocking work on the event loop's thread (11), not mongoeco's pool.
+    INLINE: bool = True
 
     def __init__(self, path: str, **kwargs: Any) -> None:
         # mongoeco refuses aggregations (count_documents too) past 50,000 documents unless they
@@ -372,9 +374,9 @@ class KnmSQLiteEngine(ProbeCaching):
         sql = template.replace("= ?", "IN (SELECT value FROM json_each(?))")
         return sql, [values_json] * template.count("?")
 
-    # ---------------------------------------------------------------- 7. batched writes
+    # ------------------------------------------------- 7. batched writes, 11. no thread hand-off
     async def _run_blocking(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        if _INLINE.get():
+        if _INLINE.get() or self.INLINE:
             return func(*args, **kwargs)
         return await super()._run_blocking(func, *args, **kwargs)  # type: ignore[no-untyped-call]
 
