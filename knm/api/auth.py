@@ -56,7 +56,7 @@ def requester(
     if not (isinstance(path_account, str) and is_account_id(path_account)):
         path_account = None
     known = None
-    if path_account is not None and ctx.knm.store.joins:
+    if path_account is not None:
         # one read for the key and the accounts the route checks (check_account)
         account, docs = ctx.keys.account_with_accounts(
             token.strip(), path_account, ctx.knm.store.accounts.name

@@ -108,8 +108,8 @@ class ApiKeyStore:
     ) -> tuple[str | None, list[dict[str, Any]]]:
         """The account of a valid, unrevoked key (else None) and, in the same round trip, the
         documents of that account and of ``account_id`` that exist: a route under
-        ``/v2/accounts/{A}`` needs both. One aggregate saves a second read per request where the
-        server joins on ``_id`` from its index (MongoDB; not the embedded engine, which scans)."""
+        ``/v2/accounts/{A}`` needs both: one aggregate, joined on ``_id`` (from the index on
+        MongoDB, by primary key on the embedded engine), instead of a second read."""
         wanted: list[Any] = ["$account_id", account_id] if account_id else ["$account_id"]
         pipeline: list[dict[str, Any]] = [
             {"$match": {"_id": digest(key)}},

@@ -38,7 +38,6 @@ ACTIVE_PORT_STATES: Final[tuple[str, ...]] = ("unconfirmed", "pending", "submitt
 Document = dict[str, Any]
 
 #: What the embedded engine's server calls itself (``gitVersion`` in its ``hello``).
-EMBEDDED_ENGINE: Final[str] = "mongoeco"
 #: The ``read_once`` kind under which an operation's accounts are handed to the next
 #: ``find_accounts`` of the same task (a CSV chunk's listing names its rows' owners).
 OPERATION_ACCOUNTS: Final[str] = "operation_accounts"
@@ -106,28 +105,14 @@ def _rev_filter(number: str, rev: int | None) -> Document:
 class Store:
     """knm's collections and the queries the operations make."""
 
-    def __init__(
-        self, db: Database[Document], max_in: int | None = None, *, joins: bool | None = None
-    ) -> None:
+    def __init__(self, db: Database[Document], max_in: int | None = None) -> None:
         self.db = db
         self.max_in = max_in
-        self._joins = joins
         self.numbers: Collection[Document] = db["numbers"]
         self.accounts: Collection[Document] = db["accounts"]
         self.port_requests: Collection[Document] = db["port_requests"]
         self.search_cache: Collection[Document] = db["search_cache"]
         self.tombstones: Collection[Document] = db["tombstones"]
-
-    @property
-    def joins(self) -> bool:
-        """Whether the server answers a join (``$lookup``, ``$unionWith``) on ``_id`` from the
-        index: MongoDB does; the embedded engine (mongoeco) scans the joined collection, so
-        there one query per collection costs far less than one query joining them. Asked of
-        the server once (``hello``: the embedded engine names itself there) unless given."""
-        if self._joins is None:
-            hello = self.db.client.admin.command("hello")
-            self._joins = hello.get("gitVersion") != EMBEDDED_ENGINE
-        return self._joins
 
     def ensure_indexes(self) -> None:
         """Indexes for every query the operations, carriers and sweeps make."""
@@ -399,7 +384,6 @@ def connect(settings: Settings) -> Store:
     store = Store(client[settings.mongodb_db], max_in=max_in)
     try:
         store.ensure_indexes()
-        _ = store.joins  # asked now, not during a task
     except BaseException:
         client.close()
         raise

@@ -9,8 +9,8 @@ read) that joins each number's owner and appends the other collections (``$union
 numbers, accounts and config are remembered (``read_once``) for the operation that runs next
 in this thread, so it reads none of them again.
 
-Only where joins are answered from indexes (MongoDB): the embedded engine scans each joined
-collection, so there each step reads its own (``can_read``).
+Every join is on ``_id``: MongoDB answers it from the index, the embedded engine by primary key
+(it reads only the documents a join pins, not the joined collection).
 """
 
 from __future__ import annotations
@@ -44,10 +44,9 @@ class ShareRead:
 
 
 def can_read(store: Store, numbers: list[str]) -> bool:
-    """Whether one query is the cheaper way: there are numbers to read, one query may name
-    them all (``KNM_MONGODB_MAX_IN``), and the server joins from indexes (``Store.joins``:
-    not the embedded engine, which scans every collection a query joins)."""
-    return bool(numbers) and (store.max_in is None or len(numbers) <= store.max_in) and store.joins
+    """Whether one query can read the share: there are numbers to read and one query may name
+    them all (``KNM_MONGODB_MAX_IN``)."""
+    return bool(numbers) and (store.max_in is None or len(numbers) <= store.max_in)
 
 
 def read_share(

@@ -7,6 +7,7 @@ the test rig's MongoDB wire server and the carrier sandbox over HTTP.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
@@ -25,6 +26,7 @@ from knm.services.facade import Knm
 from knm.services.numbers_requests import NumbersRequest, Operation
 from knm.services.search import SearchQuery
 from knm.store import read_once, share_reads
+from knm.store.embedded import WireServerThread
 from knm.store.numbers import Store
 from tests.command_log import CommandLog
 
@@ -58,41 +60,6 @@ PURCHASE_VIA_KNM = [
     ("insert", "numbers"),
     ("update", "request_outcomes"),
 ]
-#: On the embedded engine, which scans every collection a query joins, each step reads its own
-#: collection (the operation reuses what dispatch read: the number and its search result).
-EMBEDDED = {
-    "purchase": [
-        ("insert", "request_keys"),
-        ("find", "numbers"),
-        ("find", "search_cache"),
-        ("aggregate", "accounts"),
-        ("insert", "provisioning"),
-        ("update", "provisioning"),
-        ("insert", "numbers"),
-        ("update", "request_outcomes"),
-    ],
-    "purchase via knm": [
-        ("insert", "request_keys"),
-        ("find", "numbers"),
-        ("find", "search_cache"),
-        ("find", "request_outcomes"),
-        ("find", "request_keys"),
-        ("find", "numbers"),
-        ("aggregate", "accounts"),
-        ("find", "search_cache"),
-        ("insert", "provisioning"),
-        ("update", "provisioning"),
-        ("insert", "numbers"),
-        ("update", "request_outcomes"),
-    ],
-    "local write": [
-        ("insert", "request_keys"),
-        ("find", "numbers"),
-        ("aggregate", "accounts"),
-        ("update", "numbers"),
-        ("update", "request_outcomes"),
-    ],
-}
 #: A routed write on the local carrier: no search result, no ledger.
 LOCAL_WRITE = [
     ("insert", "request_keys"),
@@ -135,23 +102,33 @@ class CarrierBroker(QuietBroker):
 
 
 @pytest.fixture
-def joins() -> bool:
-    """Whether the store is told its server joins from indexes (MongoDB does; the test rig's
-    embedded engine does not, but answers the same queries, only slower)."""
-    return True
-
-
-@pytest.fixture
 def counted(
-    mongo_url: str, db_name: str, sandbox_env: dict[str, str], joins: bool
+    mongo_url: str, db_name: str, sandbox_env: dict[str, str]
 ) -> Iterator[tuple[Knm, CommandLog]]:
+    with _counted_on(mongo_url, db_name) as counted:
+        yield counted
+
+
+@pytest.fixture(scope="module")
+def embedded_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WireServerThread]:
+    """The embedded store's own engine (mongoeco on SQLite, adapted), as ``knm`` runs it."""
+    server = WireServerThread(tmp_path_factory.mktemp("costs") / "knm.sqlite")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def _counted_on(url: str, db_name: str) -> Iterator[tuple[Knm, CommandLog]]:
     commands = CommandLog()
     client: MongoClient[dict[str, Any]] = MongoClient(
-        mongo_url, tz_aware=True, event_listeners=[commands]
+        url, tz_aware=True, event_listeners=[commands]
     )
-    store = Store(client[db_name], joins=joins)
+    store = Store(client[db_name])
     store.ensure_indexes()
-    knm = Knm(store, Settings(mongodb_url=mongo_url, mongodb_db=db_name))
+    knm = Knm(store, Settings(mongodb_url=url, mongodb_db=db_name))
     knm.create_account(ACCOUNT, "Buyer", allow_additions=True, reseller=True)
     try:
         yield knm, commands
@@ -184,21 +161,23 @@ def test_a_purchase_in_one_hop_costs_six_commands(counted: tuple[Knm, CommandLog
     assert _purchase(*counted) == PURCHASE
 
 
-@pytest.mark.parametrize("joins", [False])
-def test_on_the_embedded_engine_each_step_reads_its_own_collection(
-    counted: tuple[Knm, CommandLog],
+def test_the_embedded_engine_costs_the_same_commands_and_reads_no_collection_whole(
+    embedded_engine: WireServerThread, db_name: str, sandbox_env: dict[str, str]
 ) -> None:
-    knm, commands = counted
-    assert not knm.store.joins
-    assert _purchase(knm, commands) == EMBEDDED["purchase"]
-    assert _purchase_via_knm(knm, commands) == EMBEDDED["purchase via knm"]
-    assert _local_write(knm, commands) == EMBEDDED["local write"]
-
-
-def test_the_embedded_engine_is_known_by_its_name(mongo_db: Any) -> None:
-    """The test rig's server is the embedded engine: its joins scan, so none are sent."""
-    assert Store(mongo_db).joins is False
-    assert Store(mongo_db, joins=True).joins is True
+    """On the embedded store's own engine the joined reads pin their documents by ``_id``:
+    the same commands as on MongoDB, and no collection read whole (the joined accounts, the
+    numbers, the config) though the store holds many accounts."""
+    with _counted_on(embedded_engine.url, db_name) as (knm, commands):
+        for i in range(50):
+            knm.create_account(f"{i:02d}" * 16, f"Other {i}")
+        counters = embedded_engine.engine.counters
+        counters.reset()
+        assert _purchase(knm, commands) == PURCHASE
+        assert _purchase_via_knm(knm, commands) == PURCHASE_VIA_KNM
+        assert _local_write(knm, commands) == LOCAL_WRITE
+        snapshot = counters.snapshot()
+        assert snapshot.get("collection_loads", 0) == 0, snapshot
+        assert snapshot.get("documents_decoded", 0) < 60, snapshot
 
 
 def test_a_purchase_through_knm_costs_seven_commands(counted: tuple[Knm, CommandLog]) -> None:

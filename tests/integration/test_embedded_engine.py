@@ -517,3 +517,140 @@ def test_a_sweep_batch_reads_its_range_not_the_collection(
             ]
         )
     assert batch_cost() <= few * 2 + 20_000
+
+
+# ================================================================================ joins by _id
+_JOINED: list[Doc] = [
+    {"_id": "a1", "kind": "account", "reseller": "r1"},
+    {"_id": "a2", "kind": "account", "reseller": "r1"},
+    {"_id": "a3", "kind": "account", "reseller": ["r1", "r2"]},
+    {"_id": "r1", "kind": "reseller"},
+    {"_id": "r2", "kind": "reseller"},
+    {"_id": 7, "kind": "numeric"},
+    *({"_id": f"x{i:03d}", "kind": "other"} for i in range(200)),
+]
+_JOINING: list[Doc] = [
+    {"_id": "+1", "owner": "a1"},
+    {"_id": "+2", "owner": "a3"},
+    {"_id": "+3"},  # no owner: joins the null _id, which no account has
+    {"_id": "+4", "owner": None},
+    {"_id": "+5", "owner": ["a1", "a2"]},
+    {"_id": "+6", "owner": "nobody"},
+    {"_id": "+7", "owner": 7},  # not a string: the whole collection is read
+]
+
+
+def _lookup(local: str, into: str) -> Doc:
+    return {"$lookup": {"from": "acc", "localField": local, "foreignField": "_id", "as": into}}
+
+
+#: (pipeline, whether it reads the whole joined collection)
+_JOIN_PIPELINES: list[tuple[list[Doc], bool]] = [
+    # a share read: numbers, their owners and owners' resellers, accounts, the config
+    (
+        [
+            {"$match": {"_id": {"$in": ["+1", "+2", "+3", "+4", "+5", "+6"]}}},
+            _lookup("owner", "o"),
+            _lookup("o.reseller", "r"),
+            {"$addFields": {"k": "number"}},
+            {
+                "$unionWith": {
+                    "coll": "acc",
+                    "pipeline": [
+                        {"$match": {"_id": {"$in": ["a2", "a3", "zz"]}}},
+                        _lookup("reseller", "rs"),
+                        {"$addFields": {"k": "account"}},
+                    ],
+                }
+            },
+            {"$unionWith": {"coll": "cfg", "pipeline": [{"$match": {"_id": "config"}}]}},
+            {"$unionWith": {"coll": "cfg", "pipeline": [{"$match": {"_id": "missing"}}]}},
+        ],
+        False,
+    ),
+    ([{"$match": {"_id": "+7"}}, _lookup("owner", "o")], True),
+    ([_lookup("owner", "o"), {"$sort": {"_id": 1}}], True),  # +7's owner is a number
+    (
+        [
+            {"$match": {"_id": "+1"}},
+            {"$unionWith": {"coll": "acc", "pipeline": [{"$match": {"kind": "reseller"}}]}},
+        ],
+        True,
+    ),
+    (
+        [
+            {"$match": {"_id": {"$in": ["+1", "+2"]}}},
+            {"$unionWith": {"pipeline": [{"$match": {"_id": "+5"}}]}},  # the same collection
+            {"$facet": {"owners": [_lookup("owner", "o")], "n": [{"$count": "n"}]}},
+        ],
+        False,
+    ),
+    (
+        [
+            {"$match": {"_id": "+2"}},
+            {
+                "$lookup": {
+                    "from": "acc",
+                    "localField": "owner",
+                    "foreignField": "_id",
+                    "pipeline": [{"$project": {"kind": 1}}],
+                    "as": "o",
+                }
+            },
+        ],
+        False,
+    ),
+    (
+        [
+            {"$match": {"_id": "+1"}},
+            {"$unionWith": {"coll": "acc", "pipeline": [{"$match": {"_id": "a1"}}]}},
+            {
+                "$lookup": {
+                    "from": "acc",
+                    "pipeline": [{"$match": {"kind": "reseller"}}],
+                    "as": "all",
+                }
+            },
+        ],
+        True,
+    ),
+]
+
+
+def test_joins_by_id_answer_as_mongoeco_and_read_only_what_they_join(
+    sqlite_server: WireServerThread, client: pymongo.MongoClient[Doc]
+) -> None:
+    """Each aggregation gives the same documents in the same order with joins read by ``_id``
+    as with mongoeco's whole-collection reads; those that pin every join read no collection
+    whole, and decode a handful of documents, not the two hundred the joined one holds."""
+    db = client["engine_joins"]
+    for name in ("num", "acc", "cfg"):
+        db.drop_collection(name)
+    db["acc"].insert_many([dict(d) for d in _JOINED])
+    db["num"].insert_many([dict(d) for d in _JOINING])
+    db["cfg"].insert_one({"_id": "config", "v": 1})
+    engine = sqlite_server.engine
+    for pipeline, whole in _JOIN_PIPELINES:
+        engine.JOINS_BY_ID = False
+        try:
+            expected = list(db["num"].aggregate(pipeline))
+        finally:
+            engine.JOINS_BY_ID = True
+        engine.counters.reset()
+        assert list(db["num"].aggregate(pipeline)) == expected, pipeline
+        counts = engine.counters.snapshot()
+        assert (counts.get("collection_loads", 0) > 0) is whole, (pipeline, counts)
+        if not whole:
+            assert counts.get("documents_decoded", 0) < 30, (pipeline, counts)
+    # and the joins joined: owners, their resellers, the pinned accounts and the config
+    read = list(db["num"].aggregate(_JOIN_PIPELINES[0][0]))
+    numbers = {d["_id"]: d for d in read if d.get("k") == "number"}
+    assert [a["_id"] for a in numbers["+1"]["o"]] == ["a1"]
+    assert [a["_id"] for a in numbers["+1"]["r"]] == ["r1"]
+    assert [a["_id"] for a in numbers["+2"]["r"]] == ["r1", "r2"]
+    assert [a["_id"] for a in numbers["+5"]["o"]] == ["a1", "a2"]
+    assert numbers["+3"]["o"] == numbers["+6"]["o"] == []
+    accounts = {d["_id"]: d for d in read if d.get("k") == "account"}
+    assert sorted(accounts) == ["a2", "a3"]
+    assert [r["_id"] for r in accounts["a3"]["rs"]] == ["r1", "r2"]
+    assert {"_id": "config", "v": 1} in read

@@ -51,6 +51,12 @@ import of N rows cost O(N^2):
     (a future, a thread switch, a context copy per call) cost a quarter to a third of its CPU
     under concurrent clients. Here the work runs inline on the server's event loop, as batched
     writes (7) already did; a command is no longer interleaved with another's Python work.
+12. **Joins by ``_id``** (:mod:`.joins`): mongoeco reads every document of a collection an
+    aggregation joins (``$lookup``, ``$unionWith``) before it runs, so a read joining a number's
+    owner decoded every account. Here a joined collection is read when a stage asks, and a join
+    that pins its documents by ``_id`` (a ``$lookup`` on ``_id``, a ``$unionWith`` whose pipeline
+    starts by matching ``_id``) reads just those, by primary key; the stage runs as mongoeco wrote
+    it, over every document it could match.
 
 Everything else is mongoeco's. :data:`PATCHED_SOURCES` pins the source of every mongoeco function
 these adaptations rely on; ``tests/unit/test_embedded_engine.py`` fails when an upgrade changes

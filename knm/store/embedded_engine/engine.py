@@ -7,7 +7,7 @@ import contextvars
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any, Final
 
@@ -55,6 +55,8 @@ class KnmSQLiteEngine(ProbeCaching):
     IN_SET_MIN: Final[int] = 8
     #: Run every command's blocking work on the event loop's thread (11), not mongoeco's pool.
     INLINE: bool = True
+    #: Read a join's documents by ``_id`` where it pins them (12), not the whole collection.
+    JOINS_BY_ID: bool = True
 
     def __init__(self, path: str, **kwargs: Any) -> None:
         # mongoeco refuses aggregations (count_documents too) past 50,000 documents unless they
@@ -135,6 +137,26 @@ class KnmSQLiteEngine(ProbeCaching):
     def _load_documents(self, db_name: str, coll_name: str) -> Iterator[tuple[str, Any]]:
         self.counters.add("collection_loads")
         return super()._load_documents(db_name, coll_name)  # type: ignore[no-any-return]
+
+    # ---------------------------------------------------------------- 12. joins by _id
+    def knm_documents(
+        self, db_name: str, coll_name: str, ids: Iterable[str | None] | None = None
+    ) -> list[Any]:
+        """A collection's documents in the order a whole-collection read returns them (its
+        storage keys), decoded as a find decodes them: all of them (``ids`` None), or those
+        whose ``_id`` is one of ``ids`` (read by primary key)."""
+        with self._lock:
+            if ids is None:
+                return [document for _key, document in self._load_documents(db_name, coll_name)]
+            keys = sorted({self._storage_key(i) for i in ids})
+            self.counters.add("id_lookups")
+            conn = self._require_connection(None)
+            rows = conn.execute(
+                "SELECT document FROM documents WHERE db_name = ? AND coll_name = ? "
+                "AND storage_key IN (SELECT value FROM json_each(?)) ORDER BY storage_key",
+                (db_name, coll_name, json.dumps(keys)),
+            ).fetchall()
+            return [self._deserialize_document(payload) for (payload,) in rows]
 
     # ---------------------------------------------------------------- 1. inserts
     def _validate_document_against_unique_indexes(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from mongoeco._types.documents import WriteCommandResult, WriteErrorEntry
@@ -14,7 +16,7 @@ from mongoeco.core.codec import DocumentCodec
 from mongoeco.engines import sqlite as mongoeco_sqlite
 from mongoeco.errors import BulkWriteError
 
-from knm.store.embedded_engine import batched, codec
+from knm.store.embedded_engine import batched, codec, joins
 from knm.store.embedded_engine.engine import KnmSQLiteEngine
 from knm.store.embedded_engine.support import _CountingConnection
 
@@ -135,6 +137,76 @@ def _batch_target(
     return (engine, collection) if isinstance(engine, KnmSQLiteEngine) else None
 
 
+#: Set while the patched ``_load_pipeline_resources`` runs: joined collections are not read.
+_DEFER_LOADS: contextvars.ContextVar[bool] = contextvars.ContextVar("knm_defer", default=False)
+
+
+async def _load_pipeline_resources(self: Any) -> Any:
+    """The resources of an aggregation on a KnmSQLiteEngine: the joined collections are read
+    when a stage asks, by ``_id`` where the stage pins them (12)."""
+    original = _ORIGINALS["AsyncAggregationCursor._load_pipeline_resources"]
+    engine = getattr(self._collection, "_engine", None)
+    if not (isinstance(engine, KnmSQLiteEngine) and engine.JOINS_BY_ID):
+        return await original(self)
+    token = _DEFER_LOADS.set(True)
+    try:
+        resources = await original(self)
+    finally:
+        _DEFER_LOADS.reset(token)
+    deferred = frozenset(
+        request.collection
+        for request in self._pipeline.requests
+        if request.operator == "documents" and request.collection is not None
+    )
+    return joins.LazyResources(
+        {k: v for k, v in resources.documents.items() if k not in deferred},
+        resources.collection,
+        resources.snapshots,
+        engine=engine,
+        db_name=self._collection._db_name,
+        lazy=deferred,
+    )
+
+
+async def _load_collection_documents(self: Any, collection_name: str) -> Any:
+    if _DEFER_LOADS.get():
+        return []  # read on demand (12)
+    return await _ORIGINALS["AsyncAggregationCursor._load_collection_documents"](
+        self, collection_name
+    )
+
+
+def _install_join_patches() -> None:
+    """12: the joined collections of an aggregation read on demand, by ``_id`` where pinned."""
+    from mongoeco.api._async.aggregation_cursor import AsyncAggregationCursor
+    from mongoeco.core.aggregation import join_stages, runtime_state, stages
+
+    _ORIGINALS["AsyncAggregationCursor._load_pipeline_resources"] = (
+        AsyncAggregationCursor._load_pipeline_resources
+    )
+    _ORIGINALS["AsyncAggregationCursor._load_collection_documents"] = (
+        AsyncAggregationCursor._load_collection_documents
+    )
+    setattr(AsyncAggregationCursor, "_load_pipeline_resources", _load_pipeline_resources)  # noqa: B010
+    setattr(AsyncAggregationCursor, "_load_collection_documents", _load_collection_documents)  # noqa: B010
+    originals: dict[str, Callable[..., Any]] = {
+        "join_stages._apply_lookup": join_stages._apply_lookup,
+        "join_stages._apply_union_with": join_stages._apply_union_with,
+        "runtime_state._apply_lookup_states": runtime_state._apply_lookup_states,
+        "runtime_state._apply_union_states": runtime_state._apply_union_states,
+    }
+    _ORIGINALS.update(originals)
+    lookup = joins.wrap_lookup(originals["join_stages._apply_lookup"])
+    union = joins.wrap_union(originals["join_stages._apply_union_with"])
+    for module in (join_stages, stages):
+        setattr(module, "_apply_lookup", lookup)  # noqa: B010
+        setattr(module, "_apply_union_with", union)  # noqa: B010
+    lookup_states = joins.wrap_lookup_states(originals["runtime_state._apply_lookup_states"])
+    union_states = joins.wrap_union_states(originals["runtime_state._apply_union_states"])
+    setattr(runtime_state, "_apply_lookup_states", lookup_states)  # noqa: B010
+    setattr(runtime_state, "_apply_union_states", union_states)  # noqa: B010
+
+
 def install_module_patches() -> None:
     """Install the wrappers (once); they defer to mongoeco for any other engine."""
     from mongoeco.engines import _sqlite_outbox
@@ -154,3 +226,4 @@ def install_module_patches() -> None:
     setattr(mongoeco_sqlite, "_sqlite_append_change", _append_change)  # noqa: B010
     _ORIGINALS["DocumentCodec.encode"] = codec.original_encode()
     setattr(DocumentCodec, "encode", staticmethod(codec.encode))  # noqa: B010 - the same result
+    _install_join_patches()

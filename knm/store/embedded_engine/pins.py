@@ -72,12 +72,26 @@ PATCHED_SOURCES: Final[dict[str, str]] = {
     "DocumentCodec._is_tagged_value": "334b049af3f1886f",
     "bson_scalars.validate_bson_value": "e3a0a558125ce40c",
     "bson_scalars.wrap_bson_numeric": "1a8174860f1ee84c",
+    # 12. joins by _id: the resources' loading and lookup, and the stages that ask for them
+    # (the whole-collection read and the storage key the engine's reads mirror are pinned above)
+    "AsyncAggregationCursor._load_pipeline_resources": "823ff9134cb0b993",
+    "AsyncAggregationCursor._load_collection_documents": "638895de15cb4e2f",
+    "AggregationResources.__call__": "50357832eef6ea06",
+    "join_stages._apply_lookup": "8441e5b6a705aebb",
+    "join_stages._apply_union_with": "134ceff983b0e040",
+    "runtime_state._apply_lookup_states": "cb947b3f5081a85b",
+    "runtime_state._apply_union_states": "3a3e4dcd41115d91",
+    "stages._stage_lookup": "7c9c45b1094efe64",
+    "stages._stage_union_with": "b988af2fe4f924ed",
 }
 
 
 def patched_source_hashes() -> dict[str, str]:
     """The current hashes of :data:`PATCHED_SOURCES`' functions in the installed mongoeco."""
+    from mongoeco.api._async.aggregation_cursor import AsyncAggregationCursor
     from mongoeco.core import bson_scalars, paths, query_plan
+    from mongoeco.core.aggregation import join_stages, runtime_state, stages
+    from mongoeco.core.aggregation.resources import AggregationResources
     from mongoeco.core.codec import DocumentCodec
     from mongoeco.engines import (
         _sqlite_index_admin,
@@ -89,6 +103,11 @@ def patched_source_hashes() -> dict[str, str]:
     )
 
     roots: dict[str, Any] = {
+        "AsyncAggregationCursor": AsyncAggregationCursor,
+        "AggregationResources": AggregationResources,
+        "join_stages": join_stages,
+        "runtime_state": runtime_state,
+        "stages": stages,
         "SQLiteEngine": SQLiteEngine,
         "_sqlite_read_fast_path_runtime": _sqlite_read_fast_path_runtime,
         "_sqlite_outbox": _sqlite_outbox,
