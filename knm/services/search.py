@@ -13,11 +13,13 @@ import hashlib
 import logging
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pymongo import ASCENDING
 from pymongo.collection import Collection
+from pymongo.errors import BulkWriteError
 
 from carriers.base import CarrierContext, SearchRequest, SearchResult
 from carriers.registry import CarrierRegistry
@@ -26,7 +28,7 @@ from knm.domain import convert
 from knm.domain.accounts import Account
 from knm.domain.number import NumberState, utcnow
 from knm.store import read_once
-from knm.store.numbers import chunked, find_in
+from knm.store.numbers import DUPLICATE_KEY, chunked, find_in
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,17 @@ FEW_NUMBERS = 4
 
 
 class SearchCache:
-    """Merged results per query id, shared by every worker through MongoDB with a TTL."""
+    """Merged results per query id, shared by every worker through MongoDB with a TTL.
+
+    A query's results are kept in parts of ``PART_SIZE`` (``<query id>#<part>``, each naming
+    the numbers it offers for discovery): a purchase reads the part offering its number, not
+    the whole search (a search keeps up to ``maximum_search_quantity`` results, and the store
+    decodes a document whole). A page is read from every part of its query; one missing (a
+    search being written again) is a miss.
+    """
+
+    #: Results per cache document.
+    PART_SIZE: int = 25
 
     def __init__(
         self, collection: Collection[dict[str, Any]], ttl_s: int, max_in: int | None = None
@@ -62,23 +74,51 @@ class SearchCache:
         self.ttl = timedelta(seconds=ttl_s)
 
     def put(self, query_id: str, results: list[SearchResult]) -> None:
-        self.collection.replace_one(
-            {"_id": query_id},
-            {
-                "results": [r.to_json() for r in results],
-                "discovery_numbers": sorted(
-                    {r.number for r in results if r.state == NumberState.DISCOVERY}
-                ),
-                "expires_at": utcnow() + self.ttl,
-            },
-            upsert=True,
+        """Replace the query's results (two commands: its old parts go, the new ones come)."""
+        expires = utcnow() + self.ttl
+        parts = [results[i : i + self.PART_SIZE] for i in range(0, len(results), self.PART_SIZE)]
+        parts = parts or [[]]
+        self.collection.delete_many({"query_id": query_id})
+        try:
+            self._insert_parts(query_id, parts, expires)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+            # the same search written at the same time by another worker: its parts stand
+
+    def _insert_parts(
+        self, query_id: str, parts: list[list[SearchResult]], expires: datetime
+    ) -> None:
+        self.collection.insert_many(
+            [
+                {
+                    "_id": f"{query_id}#{k:05d}",
+                    "query_id": query_id,
+                    "part": k,
+                    "parts": len(parts),
+                    "results": [r.to_json() for r in part],
+                    "discovery_numbers": sorted(
+                        {r.number for r in part if r.state == NumberState.DISCOVERY}
+                    ),
+                    "expires_at": expires,
+                }
+                for k, part in enumerate(parts)
+            ],
+            ordered=False,
         )
 
     def get(self, query_id: str) -> list[SearchResult] | None:
-        doc = self.collection.find_one({"_id": query_id})
-        if doc is None or _expired(doc):
+        """The query's results, or None: not cached, expired, or some part missing."""
+        docs = list(self.collection.find({"query_id": query_id}).sort("part", ASCENDING))
+        if not docs or any(_expired(d) for d in docs):
             return None
-        return [SearchResult.from_json(r) for r in doc.get("results", [])]
+        count = docs[0].get("parts")
+        if [d.get("part") for d in docs] != list(range(int(count or 0))) or any(
+            d.get("parts") != count for d in docs
+        ):
+            return None  # written again right now: some parts are not there (yet)
+        return [SearchResult.from_json(r) for d in docs for r in d.get("results", [])]
 
     def discovered(self, numbers: Iterable[str]) -> dict[str, SearchResult]:
         """The cached ``discovery`` result of each number that has one.

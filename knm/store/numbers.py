@@ -134,6 +134,7 @@ class Store:
         )
         self.search_cache.create_index("expires_at", expireAfterSeconds=0, name="ttl")
         self.search_cache.create_index("discovery_numbers", name="discovery_numbers")
+        self.search_cache.create_index([("query_id", ASCENDING), ("part", ASCENDING)], name="query")
         self.db["request_outcomes"].create_index("expires_at", expireAfterSeconds=0, name="ttl")
         self.db["request_outcomes"].create_index("request_id", name="request_id")
         self.db["request_keys"].create_index("expires_at", expireAfterSeconds=0, name="ttl")
