@@ -61,22 +61,26 @@ class OutcomeStore:
         events: list[dict[str, Any]] | None = None,
         scope: str | None = None,
     ) -> None:
+        """Record a part's outcome: an insert (a part is recorded once: a rerun returns the
+        record instead of running), a replace when one is there already (two deliveries of
+        one share ran at once)."""
         now = utcnow()
-        self.collection.replace_one(
-            {"_id": self.key(request_id, part)},
-            {
-                "request_id": request_id,
-                "part": part,
-                "scope": scope,
-                "operation": operation,
-                "numbers": list(numbers or []),
-                "result": result,
-                "events": list(events or []),
-                "recorded": now,
-                "expires_at": now + self.ttl,
-            },
-            upsert=True,
-        )
+        key = self.key(request_id, part)
+        record: dict[str, Any] = {
+            "request_id": request_id,
+            "part": part,
+            "scope": scope,
+            "operation": operation,
+            "numbers": list(numbers or []),
+            "result": result,
+            "events": list(events or []),
+            "recorded": now,
+            "expires_at": now + self.ttl,
+        }
+        try:
+            self.collection.insert_one({"_id": key, **record})
+        except DuplicateKeyError:
+            self.collection.replace_one({"_id": key}, record, upsert=True)
 
     def for_request(self, request_id: str) -> list[dict[str, Any]]:
         """Every recorded part of a request."""

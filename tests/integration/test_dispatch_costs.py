@@ -47,7 +47,7 @@ PURCHASE = [
     ("insert", "provisioning"),
     ("update", "provisioning"),
     ("insert", "numbers"),
-    ("update", "request_outcomes"),
+    ("insert", "request_outcomes"),
 ]
 #: The same through knm's queue: the router claims and reads to route; the carrier's worker
 #: reads the claim, the recorded outcome and what the share reads in one query, then buys.
@@ -58,14 +58,14 @@ PURCHASE_VIA_KNM = [
     ("insert", "provisioning"),
     ("update", "provisioning"),
     ("insert", "numbers"),
-    ("update", "request_outcomes"),
+    ("insert", "request_outcomes"),
 ]
 #: A routed write on the local carrier: no search result, no ledger.
 LOCAL_WRITE = [
     ("insert", "request_keys"),
     ("aggregate", "numbers"),
     ("update", "numbers"),
-    ("update", "request_outcomes"),
+    ("insert", "request_outcomes"),
 ]
 
 
@@ -236,7 +236,7 @@ def test_the_owner_read_with_the_number_decides_who_may_write(
     assert commands.seen == [
         ("insert", "request_keys"),
         ("aggregate", "numbers"),
-        ("update", "request_outcomes"),
+        ("insert", "request_outcomes"),
     ]
     assert knm.numbers.get([LOCAL]).succeeded[LOCAL].to_document()["n"] == 1
 

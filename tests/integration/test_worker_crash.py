@@ -6,7 +6,7 @@ Design. The window that matters is deterministic here, not a race against a slee
   where the request was received) and ``carrier.knm_local`` (prefork, one child) and talks to
   MongoDB through a TCP proxy owned by the test (``FreezeProxy``).
 - The proxy reads the MongoDB wire protocol (OP_MSG) from B. When B sends the write chosen by the
-  test (``insert`` into ``numbers``, or ``update`` of ``request_outcomes``), the proxy forwards it,
+  test (``insert`` into ``numbers`` or into ``request_outcomes``), the proxy forwards it,
   waits for the server's reply (so the write is applied), and swallows the reply: B hangs inside
   the task with the write durable but not known to it.
 - The test then SIGKILLs B's whole process group (main process and pool child): nothing is
@@ -192,7 +192,7 @@ def _unacked(broker: str) -> list[tuple[str, float]]:
     ("command", "collection", "victim"),
     [
         ("insert", "numbers", "group"),
-        ("update", "request_outcomes", "group"),
+        ("insert", "request_outcomes", "group"),
         ("insert", "numbers", "pool-child"),
     ],
     ids=["after-numbers-written", "after-outcome-recorded", "pool-child-after-numbers-written"],
