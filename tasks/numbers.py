@@ -200,7 +200,8 @@ def _make_routed(op: Operation) -> Task[Any, Any]:
 @app.task(name="knm.numbers.get", bind=True, base=KnmTask)
 def get(self: Task[Any, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
     """knm.numbers.get: a read, no carrier involved: runs where received, nothing to remember."""
-    return requests.execute(get_knm(), Operation.GET, _parse(Operation.GET, args, kwargs))
+    request = _parse(Operation.GET, args, kwargs)
+    return requests.result_json(dispatch.read_numbers(get_knm(), request))
 
 
 create = _make_routed(Operation.CREATE)

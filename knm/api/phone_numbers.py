@@ -19,7 +19,7 @@ from knm.api.writes import Outcome
 from knm.domain import convert
 from knm.domain.errors import KnmError
 from knm.domain.number import NumberState, to_gregorian_seconds
-from knm.services import numbers_requests as requests
+from knm.services import dispatch
 from knm.services.facade import InputError
 from knm.services.numbers_requests import MAX_NUMBERS_PER_REQUEST, NumbersRequest, Operation
 from knm.services.search import SearchQuery
@@ -321,7 +321,7 @@ def get_number(account_id: str, number: str, who: Auth) -> EnvelopeResponse:
     check_account(who, account_id)
     knm = who.ctx.knm
     request = NumbersRequest.model_construct(numbers=[number], auth_by=who.auth_by)
-    batch = requests.run(knm, Operation.GET, request)
+    batch = dispatch.read_numbers(knm, request)
     if batch.succeeded:
         pn = next(iter(batch.succeeded.values()))
         return envelope.success(pn.to_public_json(), who.request_id)

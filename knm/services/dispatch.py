@@ -25,6 +25,7 @@ from carriers.retry import CircuitOpenError, backoff_delay
 from config.settings import get_settings
 from knm.domain import convert, errors
 from knm.domain.accounts import SYSTEM
+from knm.domain.batch import Batch
 from knm.domain.errors import KnmError
 from knm.services import numbers_requests as requests
 from knm.services.events import NumberEvent, events_for
@@ -224,6 +225,15 @@ def route_request(
         return Done(merged)
     first, rest = pending[0], pending[1:]
     return _forward(broker, op, request_id, merged if results else None, first, rest, task_id)
+
+
+def read_numbers(knm: Knm, request: NumbersRequest) -> Batch:
+    """``get``: what the requester may see of the numbers. The numbers, their owners' accounts
+    and resellers, the requester's account and the system config come in one query, as for a
+    share (a read changes nothing: no claim, no outcome, no events, no carrier queue)."""
+    with read_once.reuse_reads():
+        _read_share(knm, Operation.GET, request)
+        return requests.run(knm, Operation.GET, request)
 
 
 def run_carrier_share(

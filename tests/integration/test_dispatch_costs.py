@@ -60,6 +60,8 @@ PURCHASE_VIA_KNM = [
     ("insert", "numbers"),
     ("insert", "request_outcomes"),
 ]
+#: A read: the number, its owner and reseller, the requester and the system config in one query.
+GET = [("aggregate", "numbers")]
 #: A routed write on the local carrier: no search result, no ledger.
 LOCAL_WRITE = [
     ("insert", "request_keys"),
@@ -175,6 +177,7 @@ def test_the_embedded_engine_costs_the_same_commands_and_reads_no_collection_who
         assert _purchase(knm, commands) == PURCHASE
         assert _purchase_via_knm(knm, commands) == PURCHASE_VIA_KNM
         assert _local_write(knm, commands) == LOCAL_WRITE
+        assert _get(knm, commands) == GET
         snapshot = counters.snapshot()
         assert snapshot.get("collection_loads", 0) == 0, snapshot
         assert snapshot.get("documents_decoded", 0) < 60, snapshot
@@ -293,3 +296,25 @@ def test_a_share_read_takes_each_numbers_first_discovery_result(
     assert read.numbers == {}
     assert read.discovery == {fresh: result(fresh)}
     assert read.unsure == {odd}
+
+
+def _get(knm: Knm, commands: CommandLog) -> list[tuple[str, str]]:
+    """A read of a stored number by its owner (``knm.numbers.get``, the API's GET)."""
+    commands.seen.clear()
+    batch = dispatch.read_numbers(knm, NumbersRequest(numbers=[LOCAL], auth_by=ACCOUNT))
+    assert batch.failed == {}
+    assert batch.succeeded[LOCAL].to_document()["pvt_assigned_to"] == ACCOUNT
+    return commands.seen
+
+
+def test_a_read_costs_one_command(counted: tuple[Knm, CommandLog]) -> None:
+    knm, commands = counted
+    assert knm.numbers.create([LOCAL], Options(assign_to=ACCOUNT)).failed == {}
+    assert _get(knm, commands) == GET
+    stranger = NumbersRequest(numbers=[LOCAL], auth_by=STRANGER)
+    knm.create_account(STRANGER, "Stranger", allow_additions=True)
+    commands.seen.clear()
+    refused = dispatch.read_numbers(knm, stranger)
+    assert refused.succeeded == {}
+    assert refused.failed[LOCAL].code == 403
+    assert commands.seen == GET
