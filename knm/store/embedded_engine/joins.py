@@ -32,10 +32,10 @@ from mongoeco.core.filtering import QueryEngine
 #: mongoeco's name for "the collection the pipeline runs on" in a ``$unionWith`` without ``coll``.
 CURRENT_COLLECTION: Final[str] = "__mongoeco_current_collection__"
 
-#: (collection, ids) for the next read of that collection by the stage about to run.
-_HINT: contextvars.ContextVar[tuple[str, frozenset[str | None]] | None] = contextvars.ContextVar(
-    "knm_join_hint", default=None
-)
+#: A stage's collection and the ``_id`` values it can join there.
+Hint = tuple[str, frozenset[str | None]]
+#: The hint of the stage about to run, for its first read of its collection.
+_HINT: contextvars.ContextVar[Hint | None] = contextvars.ContextVar("knm_join_hint", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,87 +108,44 @@ def union_ids(spec: object) -> frozenset[str | None] | None:
     return None
 
 
-def _with_hint(
-    resolver: object, collection: object, ids: frozenset[str | None] | None, run: Callable[[], Any]
-) -> Any:
-    if not (
-        isinstance(resolver, LazyResources) and isinstance(collection, str) and ids is not None
-    ):
-        return run()
-    token = _HINT.set((collection, ids))
-    try:
-        return run()
-    finally:
-        _HINT.reset(token)
+def lookup_hint(
+    spec: dict[str, Any], items: Any, resolver: LazyResources, collation: object
+) -> Hint | None:
+    """A ``$lookup`` stage's hint: its collection and the ids its input can match."""
+    collection = spec.get("from")
+    ids = lookup_ids(spec, items, collation)
+    return (collection, ids) if isinstance(collection, str) and ids is not None else None
 
 
-def wrap_lookup(original: Callable[..., Any]) -> Callable[..., Any]:
-    """``_apply_lookup(documents, spec, collection_resolver, ...)`` with its ids hinted."""
-
-    def apply_lookup(
-        documents: Any, spec: Any, collection_resolver: Any, *args: Any, **kwargs: Any
-    ) -> Any:
-        def run() -> Any:
-            return original(documents, spec, collection_resolver, *args, **kwargs)
-
-        if not isinstance(collection_resolver, LazyResources) or not isinstance(spec, dict):
-            return run()
-        ids = lookup_ids(spec, documents, kwargs.get("collation"))
-        return _with_hint(collection_resolver, spec.get("from"), ids, run)
-
-    return apply_lookup
-
-
-def wrap_lookup_states(original: Callable[..., Any]) -> Callable[..., Any]:
-    """``_apply_lookup_states(states, spec, *, collection_resolver, ...)`` with its ids hinted."""
-
-    def apply_lookup_states(states: Any, spec: Any, **kwargs: Any) -> Any:
-        resolver = kwargs.get("collection_resolver")
-
-        def run() -> Any:
-            return original(states, spec, **kwargs)
-
-        if not isinstance(resolver, LazyResources) or not isinstance(spec, dict):
-            return run()
-        ids = lookup_ids(spec, states, kwargs.get("collation"))
-        return _with_hint(resolver, spec.get("from"), ids, run)
-
-    return apply_lookup_states
-
-
-def _union_collection(spec: dict[str, Any], resolver: LazyResources) -> str | None:
+def union_hint(
+    spec: dict[str, Any], items: Any, resolver: LazyResources, collation: object
+) -> Hint | None:
+    """A ``$unionWith`` stage's hint: its collection and the ids its pipeline pins."""
     coll = spec.get("coll")
-    return coll if isinstance(coll, str) and coll else resolver.collection
+    collection = coll if isinstance(coll, str) and coll else resolver.collection
+    ids = union_ids(spec)
+    return (collection, ids) if collection is not None and ids is not None else None
 
 
-def wrap_union(original: Callable[..., Any]) -> Callable[..., Any]:
-    """``_apply_union_with(documents, spec, collection_resolver, ...)`` with its ids hinted."""
+def hinted(
+    original: Callable[..., Any],
+    hint_of: Callable[[dict[str, Any], Any, LazyResources, object], Hint | None],
+) -> Callable[..., Any]:
+    """mongoeco's stage function ``original`` (``(items, spec, collection_resolver, ...)``, or
+    the resolver as a keyword in the runtime-state variants), run with its collection's ids
+    hinted to the resources when ``hint_of`` can tell them."""
 
-    def apply_union_with(
-        documents: Any, spec: Any, collection_resolver: Any, *args: Any, **kwargs: Any
-    ) -> Any:
-        def run() -> Any:
-            return original(documents, spec, collection_resolver, *args, **kwargs)
+    def apply(items: Any, spec: Any, *args: Any, **kwargs: Any) -> Any:
+        resolver = args[0] if args else kwargs.get("collection_resolver")
+        hint = None
+        if isinstance(resolver, LazyResources) and isinstance(spec, dict):
+            hint = hint_of(spec, items, resolver, kwargs.get("collation"))
+        if hint is None:
+            return original(items, spec, *args, **kwargs)
+        token = _HINT.set(hint)
+        try:
+            return original(items, spec, *args, **kwargs)
+        finally:
+            _HINT.reset(token)
 
-        if not isinstance(collection_resolver, LazyResources) or not isinstance(spec, dict):
-            return run()
-        collection = _union_collection(spec, collection_resolver)
-        return _with_hint(collection_resolver, collection, union_ids(spec), run)
-
-    return apply_union_with
-
-
-def wrap_union_states(original: Callable[..., Any]) -> Callable[..., Any]:
-    """``_apply_union_states(states, spec, *, collection_resolver, ...)`` with its ids hinted."""
-
-    def apply_union_states(states: Any, spec: Any, **kwargs: Any) -> Any:
-        resolver = kwargs.get("collection_resolver")
-
-        def run() -> Any:
-            return original(states, spec, **kwargs)
-
-        if not isinstance(resolver, LazyResources) or not isinstance(spec, dict):
-            return run()
-        return _with_hint(resolver, _union_collection(spec, resolver), union_ids(spec), run)
-
-    return apply_union_states
+    return apply

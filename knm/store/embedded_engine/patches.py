@@ -196,13 +196,13 @@ def _install_join_patches() -> None:
         "runtime_state._apply_union_states": runtime_state._apply_union_states,
     }
     _ORIGINALS.update(originals)
-    lookup = joins.wrap_lookup(originals["join_stages._apply_lookup"])
-    union = joins.wrap_union(originals["join_stages._apply_union_with"])
+    lookup = joins.hinted(originals["join_stages._apply_lookup"], joins.lookup_hint)
+    union = joins.hinted(originals["join_stages._apply_union_with"], joins.union_hint)
     for module in (join_stages, stages):
         setattr(module, "_apply_lookup", lookup)  # noqa: B010
         setattr(module, "_apply_union_with", union)  # noqa: B010
-    lookup_states = joins.wrap_lookup_states(originals["runtime_state._apply_lookup_states"])
-    union_states = joins.wrap_union_states(originals["runtime_state._apply_union_states"])
+    lookup_states = joins.hinted(originals["runtime_state._apply_lookup_states"], joins.lookup_hint)
+    union_states = joins.hinted(originals["runtime_state._apply_union_states"], joins.union_hint)
     setattr(runtime_state, "_apply_lookup_states", lookup_states)  # noqa: B010
     setattr(runtime_state, "_apply_union_states", union_states)  # noqa: B010
 
