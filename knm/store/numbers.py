@@ -37,7 +37,6 @@ ACTIVE_PORT_STATES: Final[tuple[str, ...]] = ("unconfirmed", "pending", "submitt
 
 Document = dict[str, Any]
 
-#: What the embedded engine's server calls itself (``gitVersion`` in its ``hello``).
 #: The ``read_once`` kind under which an operation's accounts are handed to the next
 #: ``find_accounts`` of the same task (a CSV chunk's listing names its rows' owners).
 OPERATION_ACCOUNTS: Final[str] = "operation_accounts"

@@ -7,7 +7,7 @@ import contextvars
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, Final
 
@@ -148,13 +148,10 @@ class KnmSQLiteEngine(ProbeCaching):
         with self._lock:
             if ids is None:
                 return [document for _key, document in self._load_documents(db_name, coll_name)]
-            keys = sorted({self._storage_key(i) for i in ids})
-            self.counters.add("id_lookups")
+            sql, params = self._id_sql((list(dict.fromkeys(ids)), None), "document")
             conn = self._require_connection(None)
             rows = conn.execute(
-                "SELECT document FROM documents WHERE db_name = ? AND coll_name = ? "
-                "AND storage_key IN (SELECT value FROM json_each(?)) ORDER BY storage_key",
-                (db_name, coll_name, json.dumps(keys)),
+                sql + " ORDER BY storage_key", [db_name, coll_name, *params]
             ).fetchall()
             return [self._deserialize_document(payload) for (payload,) in rows]
 
@@ -186,7 +183,7 @@ class KnmSQLiteEngine(ProbeCaching):
         return int(QueryEngine.match_plan(document, self._knm_plans.get(token)))
 
     def _id_sql(
-        self, pinned: tuple[list[str], QueryNode | None], select_clause: str
+        self, pinned: tuple[Sequence[str | None], QueryNode | None], select_clause: str
     ) -> tuple[str, list[Any]]:
         """SQL reading the pinned ids by primary key, the rest decided by mongoeco's matcher."""
         ids, rest = pinned
