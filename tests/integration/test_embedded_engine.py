@@ -654,3 +654,33 @@ def test_joins_by_id_answer_as_mongoeco_and_read_only_what_they_join(
     assert sorted(accounts) == ["a2", "a3"]
     assert [r["_id"] for r in accounts["a3"]["rs"]] == ["r1", "r2"]
     assert {"_id": "config", "v": 1} in read
+
+
+# ================================================================================ pooled readers
+def test_readers_reuse_connections_and_see_every_later_write(tmp_path: Path) -> None:
+    """A read ends by handing its SQLite connection back (13): the next read opens none, and
+    sees every write committed since, even after a read left its statement unfinished."""
+    server = WireServerThread(tmp_path / "readers.sqlite")
+    server.start()
+    engine = server.engine
+    try:
+        mongo: pymongo.MongoClient[Doc] = pymongo.MongoClient(server.url)
+        coll = mongo["readers"]["docs"]
+        coll.insert_many([{"_id": f"d{i}", "n": i} for i in range(10)])
+        list(coll.find({}))
+        opened = engine.counters.snapshot()["connections_opened"]
+        for i in range(40):
+            unfinished = coll.find({}, batch_size=2)  # its reader keeps a statement open
+            next(unfinished)
+            unfinished.close()  # the server closes the reader mid-read
+            coll.insert_one({"_id": f"new{i}", "n": 100 + i})
+            seen = [doc["_id"] for doc in coll.aggregate([{"$match": {"n": {"$gte": 0}}}])]
+            assert len(seen) == 11 + i
+            assert f"new{i}" in seen
+            assert coll.count_documents({"n": {"$gte": 100}}) == i + 1
+        assert engine.counters.snapshot()["connections_opened"] == opened
+        assert 1 <= len(engine.knm_readers) <= engine.knm_readers.SIZE
+        mongo.close()
+    finally:
+        server.stop()
+    assert len(engine.knm_readers) == 0  # the engine's disconnect closed them for real

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from datetime import UTC, datetime
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
+import pytest
 from bson import Decimal128, Int64, ObjectId
 from bson.son import SON
 from mongoeco.core.codec import DocumentCodec
@@ -14,6 +17,8 @@ from mongoeco.core.query_plan import AndCondition, EqualsCondition, InCondition,
 
 from knm.store import embedded_engine
 from knm.store.embedded_engine import codec
+from knm.store.embedded_engine.readers import ReaderPool
+from knm.store.embedded_engine.support import _CountingConnection
 
 
 def test_mongoeco_is_the_pinned_release() -> None:
@@ -83,3 +88,69 @@ def test_the_encoder_gives_mongoeco_s_result() -> None:
     for value in values:
         assert _outcome(codec.encode, value) == _outcome(original, value), value
     assert DocumentCodec.encode is codec.encode  # installed for the engine
+
+
+def test_a_pooled_connection_comes_back_as_a_new_one_would(tmp_path: Path) -> None:
+    """A connection handed back mid-read (13) keeps no statement, transaction or deadline: the
+    next reader sees what was committed meanwhile and runs without the old handler; one kept
+    across a schema change is closed instead of handed out."""
+    path = str(tmp_path / "pool.sqlite")
+    pool = ReaderPool()
+
+    def connect() -> _CountingConnection:
+        conn = sqlite3.connect(path, check_same_thread=False, factory=_CountingConnection)
+        conn.execute("PRAGMA journal_mode=WAL")
+        pool.adopt(conn)
+        return conn
+
+    setup = sqlite3.connect(path)
+    setup.execute("CREATE TABLE t (n INTEGER)")
+    setup.close()
+    writer = connect()
+    writer.pool = None
+    writer.executemany("INSERT INTO t VALUES (?)", [(n,) for n in range(5)])
+    writer.commit()
+
+    reader = connect()
+    reader.execute("BEGIN")
+    unfinished = reader.execute("SELECT n FROM t")
+    assert unfinished.fetchone() == (0,)
+    reader.set_progress_handler(lambda: 1, 1)  # a deadline that has passed: interrupts all
+    reader.index_catalogs[("db", "t")] = (1, [])
+    reader.close()
+    assert len(pool) == 1
+
+    writer.execute("INSERT INTO t VALUES (5)")
+    writer.commit()
+    again = pool.take()
+    assert again is reader
+    assert len(pool) == 0
+    assert not again.in_transaction
+    assert again.index_catalogs == {}
+    again.execute("BEGIN")
+    assert again.execute("SELECT count(*) FROM t").fetchone() == (6,)
+    again.close()
+    assert len(pool) == 1
+
+    writer.execute("CREATE INDEX t_n ON t (n)")  # a schema change: the kept one starts anew
+    assert pool.take() is None
+    with pytest.raises(sqlite3.ProgrammingError):
+        reader.execute("SELECT 1")  # closed for real
+    reader = connect()
+    reader.close()
+    assert len(pool) == 1
+    during = connect()
+    writer.execute("DROP INDEX t_n")  # a schema change while it is in use: not kept either
+    during.close()
+    assert len(pool) == 1
+    with pytest.raises(sqlite3.ProgrammingError):
+        during.execute("SELECT 1")
+
+    pool.drain()
+    assert len(pool) == 0
+    with pytest.raises(sqlite3.ProgrammingError):
+        reader.execute("SELECT 1")  # closed for real
+    fresh = connect()
+    fresh.close()  # a drained pool keeps nothing until it reopens
+    assert len(pool) == 0
+    writer.close()

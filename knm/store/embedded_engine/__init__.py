@@ -57,6 +57,11 @@ import of N rows cost O(N^2):
     that pins its documents by ``_id`` (a ``$lookup`` on ``_id``, a ``$unionWith`` whose pipeline
     starts by matching ``_id``) reads just those, by primary key; the stage runs as mongoeco wrote
     it, over every document it could match.
+13. **Pooled readers** (:mod:`.readers`): mongoeco opens a SQLite connection for every read of
+    more than one document and closes it after; connecting, and SQLite parsing the schema again
+    on the connection's first statement, cost more than a small read. Here a closed reader's
+    connection is kept (up to eight) and handed to the next reader as a new one would start: no
+    open statement, transaction, deadline handler or cached catalog.
 
 Everything else is mongoeco's. :data:`PATCHED_SOURCES` pins the source of every mongoeco function
 these adaptations rely on; ``tests/unit/test_embedded_engine.py`` fails when an upgrade changes

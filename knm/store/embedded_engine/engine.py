@@ -29,6 +29,7 @@ from mongoeco.engines.sqlite_planner import (
 
 from knm.store.embedded_engine import index_ranges, scoped_indexes
 from knm.store.embedded_engine.probes import ProbeCaching
+from knm.store.embedded_engine.readers import ReaderPool
 from knm.store.embedded_engine.support import (
     EngineCounters,
     _ChangeLog,
@@ -70,11 +71,16 @@ class KnmSQLiteEngine(ProbeCaching):
         self._knm_changes_lock = threading.Lock()
         self._knm_local = threading.local()
         self._knm_index_scopes: scoped_indexes.Scopes = {}
+        #: Idle reader connections (13).
+        self.knm_readers = ReaderPool()
         #: Set once every index of the store is partial (9).
         self.knm_indexes_scoped = threading.Event()
 
     # ---------------------------------------------------------------- connections
     def _create_sqlite_connection(self) -> sqlite3.Connection:
+        pooled = self.knm_readers.take()
+        if pooled is not None:
+            return pooled
         conn = sqlite3.connect(self._path, check_same_thread=False, factory=_CountingConnection)
         try:
             if self._path != ":memory:":
@@ -84,13 +90,19 @@ class KnmSQLiteEngine(ProbeCaching):
             conn.create_function("knm_written", 3, self._knm_written)
             conn.install_counter(self.counters)
             conn.index_scopes = self._knm_index_scopes
+            self.knm_readers.adopt(conn)
+            self.counters.add("connections_opened")
         except BaseException:
             conn.close()
             raise
         return conn
 
     def _connect_sync(self) -> None:
+        self.knm_readers.reopen()
         super()._connect_sync()
+        for kept in (self._connection, self._change_delivery_connection):
+            if isinstance(kept, _CountingConnection):
+                kept.pool = None  # the engine's own connections close for real (13)
         conn = self._connection  # the connection every write goes through
         if conn is not None:
             with self._lock:
@@ -107,6 +119,13 @@ class KnmSQLiteEngine(ProbeCaching):
                     f"AFTER {event} ON main.documents BEGIN "
                     "SELECT knm_written(NEW.db_name, NEW.coll_name, NEW.storage_key); END"
                 )
+
+    def _disconnect_sync(self) -> None:
+        try:
+            super()._disconnect_sync()
+        finally:
+            if self._connection is None:
+                self.knm_readers.drain()
 
     def _knm_scope_indexes(self, statements: list[str]) -> None:
         """Rebuild whole-table indexes partial (9), one per transaction under the lock."""

@@ -83,6 +83,13 @@ PATCHED_SOURCES: Final[dict[str, str]] = {
     "runtime_state._apply_union_states": "3a3e4dcd41115d91",
     "stages._stage_lookup": "7c9c45b1094efe64",
     "stages._stage_union_with": "b988af2fe4f924ed",
+    # 13. pooled readers: what a connection forgets on close, who opens and closes readers
+    "SQLiteConnection.close": "0d990c2c4af1c084",
+    "SQLiteConnection.__init__": "51278bc7a8560f51",
+    "SQLiteScanReader._open": "e5d52f4d029c2e80",
+    "SQLiteScanReader._close_locked": "608feeea1f72d796",
+    "SQLiteEngine._disconnect_sync": "7ae47879d283e1b2",
+    "SQLiteEngine._can_use_dedicated_reader": "5231bc65482b5e6e",
 }
 
 
@@ -101,8 +108,12 @@ def patched_source_hashes() -> dict[str, str]:
         _sqlite_read_fast_path_runtime,
         _sqlite_session_runtime,
     )
+    from mongoeco.engines._sqlite_connection import SQLiteConnection
+    from mongoeco.engines._sqlite_reader import SQLiteScanReader
 
     roots: dict[str, Any] = {
+        "SQLiteConnection": SQLiteConnection,
+        "SQLiteScanReader": SQLiteScanReader,
         "AsyncAggregationCursor": AsyncAggregationCursor,
         "AggregationResources": AggregationResources,
         "join_stages": join_stages,

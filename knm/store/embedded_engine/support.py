@@ -7,6 +7,7 @@ import json
 import re
 import sqlite3
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from mongoeco.core.query_plan import (
 from mongoeco.engines._sqlite_connection import SQLiteConnection
 
 from knm.store.embedded_engine import scoped_indexes
+from knm.store.embedded_engine.readers import ReaderPool
 
 
 # ================================================================================ counters
@@ -47,6 +49,8 @@ class EngineCounters:
     lean_updates: int = 0
     in_sets: int = 0
     index_ranges: int = 0
+    #: SQLite connections opened (a reader takes a pooled one when there is one, 13).
+    connections_opened: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, name: str, amount: int = 1) -> None:
@@ -69,16 +73,47 @@ VM_STEP_GRANULARITY: Final[int] = 1000
 
 
 class _CountingConnection(SQLiteConnection):
-    """A connection that counts its SQLite VM steps, whatever handler mongoeco installs, and
-    creates each collection's indexes partial (:mod:`scoped_indexes`)."""
+    """A connection that counts its SQLite VM steps, whatever handler mongoeco installs,
+    creates each collection's indexes partial (:mod:`scoped_indexes`), and goes back to its
+    pool when closed (:mod:`.readers`)."""
 
     counters: EngineCounters | None = None
     index_scopes: scoped_indexes.Scopes | None = None
+    #: Where ``close`` hands this connection back (13); None: ``close`` closes it.
+    pool: ReaderPool | None = None
+    #: The schema version this connection was opened on (a pool keeps it while that stands).
+    schema_seen: int | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._cursors: weakref.WeakSet[sqlite3.Cursor] = weakref.WeakSet()
 
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
         if self.index_scopes is not None and sql.startswith("CREATE INDEX "):
             sql = scoped_indexes.scoped(sql, self.index_scopes)
-        return super().execute(sql, parameters)
+        cursor = super().execute(sql, parameters)
+        if self.pool is not None:
+            self._cursors.add(cursor)
+        return cursor
+
+    def close(self) -> None:
+        pool = self.pool
+        if pool is not None and pool.give_back(self):
+            return
+        super().close()
+
+    def close_cursors(self) -> None:
+        """Close every cursor ``execute`` opened that is still open (mongoeco and knm open none
+        another way): a closed connection's cursors are unusable, and an unfinished statement
+        would keep its read snapshot into the next reader's."""
+        for cursor in list(self._cursors):
+            cursor.close()
+        self._cursors.clear()
+
+    def forget_catalogs(self) -> None:
+        """What mongoeco's ``SQLiteConnection.close`` forgets: the indexes it cached."""
+        self.index_catalogs.clear()
+        self._catalog_data_version = None
 
     def install_counter(self, counters: EngineCounters) -> None:
         self.counters = counters
