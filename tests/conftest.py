@@ -71,6 +71,19 @@ def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_WireServerThread]:
+    """A private embedded store for one test module: knm's own engine (mongoeco on SQLite,
+    adapted) on its own file, as ``knm`` runs it; its counters are the module's."""
+    _no_servers("The embedded store")
+    server = _WireServerThread(tmp_path_factory.mktemp("engine") / "knm.sqlite")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def mongo_client(mongo_url: str) -> Iterator[pymongo.MongoClient[dict[str, Any]]]:
     """One pymongo client for the session (timezone-aware datetimes, like knm's store)."""

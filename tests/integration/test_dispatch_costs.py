@@ -111,17 +111,6 @@ def counted(
         yield counted
 
 
-@pytest.fixture(scope="module")
-def embedded_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WireServerThread]:
-    """The embedded store's own engine (mongoeco on SQLite, adapted), as ``knm`` runs it."""
-    server = WireServerThread(tmp_path_factory.mktemp("costs") / "knm.sqlite")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @contextlib.contextmanager
 def _counted_on(url: str, db_name: str) -> Iterator[tuple[Knm, CommandLog]]:
     commands = CommandLog()
@@ -164,15 +153,15 @@ def test_a_purchase_in_one_hop_costs_six_commands(counted: tuple[Knm, CommandLog
 
 
 def test_the_embedded_engine_costs_the_same_commands_and_reads_no_collection_whole(
-    embedded_engine: WireServerThread, db_name: str, sandbox_env: dict[str, str]
+    sqlite_server: WireServerThread, db_name: str, sandbox_env: dict[str, str]
 ) -> None:
     """On the embedded store's own engine the joined reads pin their documents by ``_id``:
     the same commands as on MongoDB, and no collection read whole (the joined accounts, the
     numbers, the config) though the store holds many accounts."""
-    with _counted_on(embedded_engine.url, db_name) as (knm, commands):
+    with _counted_on(sqlite_server.url, db_name) as (knm, commands):
         for i in range(50):
             knm.create_account(f"{i:02d}" * 16, f"Other {i}")
-        counters = embedded_engine.engine.counters
+        counters = sqlite_server.engine.counters
         counters.reset()
         assert _purchase(knm, commands) == PURCHASE
         assert _purchase_via_knm(knm, commands) == PURCHASE_VIA_KNM

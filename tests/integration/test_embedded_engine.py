@@ -33,16 +33,6 @@ Doc = dict[str, Any]
 ACCOUNT = "e" * 32
 
 
-@pytest.fixture(scope="module")
-def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WireServerThread]:
-    server = WireServerThread(tmp_path_factory.mktemp("engine") / "knm.sqlite")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def client(sqlite_server: WireServerThread) -> Iterator[pymongo.MongoClient[Doc]]:
     mongo: pymongo.MongoClient[Doc] = pymongo.MongoClient(sqlite_server.url, tz_aware=True)
